@@ -1,0 +1,331 @@
+"""What a folder of loops says about each file: genre, tags, tempo, key, bars, loop.
+
+Sources, weakest first (a later one overrides a field an earlier one set; tags add up):
+  1. folders: `SRC/techno/kicks/x.wav` → genre "techno", tags ["kicks"];
+  2. the file name: `128bpm`, `128 BPM`, `128_bpm`, `bpm128`; keys as tokens (`Am`, `F#min`,
+     `C#maj`, `Ebm`, `A minor`, or a bare root with an accidental such as `F#`);
+  3. `metadata.csv` / `metadata.jsonl` in the file's folder or any folder above it inside
+     the source (deeper tables win), rows keyed by `file_name`, `file` or `path` relative
+     to the table's folder;
+  4. a JSON sidecar beside the audio with the same stem (`x.json`).
+
+A table row or sidecar that does not parse or holds a bad value is ignored as a whole
+and reported as a warning naming the file; the audio is still used with what the other
+sources say, since a typo in a sidecar should not cost the user a loop.
+
+Labels (genre, tags) are lower-cased with `_` read as a space, so `Deep_House/` and a
+sidecar's "deep house" are one genre. Keys are spelled one way per pitch class (C C# D Eb
+E F F# G Ab A Bb B, plus `m` for minor) so `D#m` and `Ebm` are one condition. Bars assume
+4/4.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping
+
+TABLE_NAMES = ("metadata.csv", "metadata.jsonl")
+ROW_KEYS = ("file_name", "file", "path")
+BPM_RANGE = (20.0, 999.0)
+
+_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_SHIFT = {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}
+_MINOR = {"m", "min", "minor"}
+_MAJOR = {"", "maj", "major"}
+
+# A key written as one field value: root, accidental, then an optional mode word.
+_KEY_FIELD = re.compile(r"^\s*([A-Ga-g])([#♯b♭]?)\s*(m|(?i:minor|major|min|maj))?\s*$")
+# A key inside a file name token: capital root, so "am" / "Ebony" / "Amen" are not keys.
+_KEY_TOKEN = re.compile(r"^([A-G])([#♯b♭]?)(m|(?i:minor|major|min|maj))?$")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_MODE_WORD = re.compile(r"^(minor|major|min|maj)$", re.IGNORECASE)
+_TOKEN_SPLIT = re.compile(r"[_\-\s.,()\[\]{}]+")
+_BPM = (
+    re.compile(r"(?<![0-9A-Za-z])(\d{2,3}(?:[.,]\d+)?)[\s_-]*bpm(?![A-Za-z])", re.IGNORECASE),
+    re.compile(r"(?<![A-Za-z])bpm[\s_-]*(\d{2,3}(?:[.,]\d+)?)(?![0-9])", re.IGNORECASE),
+)
+
+
+class MetadataError(ValueError):
+    """A metadata file or record that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What is known about one audio file; None means unknown."""
+
+    genre: str | None = None
+    tags: tuple[str, ...] = ()
+    bpm: float | None = None
+    key: str | None = None
+    bars: int | None = None
+    loop: bool | None = None
+
+    def merged(self, stronger: Metadata) -> Metadata:
+        """Fields `stronger` knows override ours; tags are the union, ours first."""
+        tags = tuple(dict.fromkeys(self.tags + stronger.tags))
+        fields = {k: v for k, v in vars(stronger).items() if v is not None and k != "tags"}
+        return replace(self, tags=tags, **fields)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def label(text: str) -> str:
+    """Normalise a genre or tag so spelling variants meet in one vocabulary entry."""
+    return " ".join(text.replace("_", " ").split()).lower()
+
+
+def canonical_key(root: str, accidental: str, minor: bool) -> str:
+    pitch = (_PITCH[root.upper()] + _SHIFT[accidental]) % 12
+    return _NAMES[pitch] + ("m" if minor else "")
+
+
+def parse_key(text: str) -> str | None:
+    """A key as written in a metadata field ("A minor", "f#m", "Eb", "C major") → "Am"/"F#m"/"Eb"/"C"."""
+    m = _KEY_FIELD.match(text)
+    if not m:
+        return None
+    root, accidental, mode = m.groups()
+    # A lone capital "M" (major to some, minor to others) is deliberately not read.
+    return canonical_key(root, accidental, (mode or "").lower() in _MINOR)
+
+
+def key_from_name(stem: str) -> str | None:
+    """The first key token in a file name, or None.
+
+    Stricter than parse_key: the root must be a capital letter, and a bare natural root
+    ("A", "C") only counts when followed by a mode word ("A minor", "C_major"), since
+    lone capitals are common words and initials in file names.
+    """
+    tokens = [t for t in _TOKEN_SPLIT.split(stem) if t]
+    for i, token in enumerate(tokens):
+        m = _KEY_TOKEN.match(token)
+        if not m:
+            continue
+        root, accidental, mode = m.groups()
+        if mode is None and i + 1 < len(tokens) and _MODE_WORD.match(tokens[i + 1]):
+            mode = tokens[i + 1]
+        if mode is None and not accidental:
+            continue
+        return canonical_key(root, accidental, (mode or "").lower() in _MINOR)
+    return None
+
+
+def bpm_from_name(stem: str) -> float | None:
+    """Tempo written in a file name (`128bpm`, `128 BPM`, `128_bpm`, `bpm128`, `92.5bpm`)."""
+    for pattern in _BPM:
+        m = pattern.search(stem)
+        if m:
+            bpm = float(m.group(1).replace(",", "."))
+            if BPM_RANGE[0] <= bpm <= BPM_RANGE[1]:
+                return bpm
+    return None
+
+
+def bar_seconds(bpm: float) -> float:
+    """One 4/4 bar."""
+    return 240.0 / bpm
+
+
+def whole_bars(duration_s: float, bpm: float | None) -> int | None:
+    """The bar count when `duration_s` is a whole number of bars, within 1% of a bar.
+
+    The tolerance is a fraction of one bar, not of the length: 1% of a two-minute file
+    would call most songs whole-bar (and so loops).
+    """
+    if not bpm or duration_s <= 0:
+        return None
+    bars = duration_s / bar_seconds(bpm)
+    n = round(bars)
+    return n if n >= 1 and abs(bars - n) <= 0.01 else None
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def from_folder(relative_dir: PurePosixPath) -> Metadata:
+    """Genre is the first folder below the source root, deeper folders are tags."""
+    parts = [label(p) for p in relative_dir.parts if label(p)]
+    if not parts:
+        return Metadata()
+    return Metadata(genre=parts[0], tags=tuple(parts[1:]))
+
+
+def from_name(stem: str) -> Metadata:
+    return Metadata(bpm=bpm_from_name(stem), key=key_from_name(stem))
+
+
+def from_record(record: Mapping[str, Any], where: str) -> Metadata:
+    """Validate one sidecar or table row. Unknown fields are ignored (sidecars often carry
+    other things); a known field with a bad value raises MetadataError naming `where`."""
+
+    def bad(field: str, why: str) -> MetadataError:
+        return MetadataError(f"{where}: {field} {record[field]!r} {why}")
+
+    def present(field: str) -> bool:
+        value = record.get(field)
+        return value is not None and not (isinstance(value, str) and not value.strip())
+
+    out: dict[str, Any] = {}
+    if present("genre"):
+        if not isinstance(record["genre"], str) or not label(record["genre"]):
+            raise bad("genre", "is not a name")
+        out["genre"] = label(record["genre"])
+    if present("tags"):
+        tags = record["tags"]
+        if isinstance(tags, str):
+            tags = re.split(r"[,;|]", tags)
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise bad("tags", "is not a list of names")
+        out["tags"] = tuple(dict.fromkeys(label(t) for t in tags if label(t)))
+    if present("bpm"):
+        bpm = _number(record["bpm"])
+        if bpm is None or not BPM_RANGE[0] <= bpm <= BPM_RANGE[1]:
+            raise bad("bpm", f"is not a tempo between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g}")
+        out["bpm"] = bpm
+    if present("key"):
+        key = parse_key(record["key"]) if isinstance(record["key"], str) else None
+        if key is None:
+            raise bad("key", "is not a key such as Am, F#, Eb major")
+        out["key"] = key
+    if present("bars"):
+        bars = _number(record["bars"])
+        if bars is None or bars < 1 or bars != int(bars):
+            raise bad("bars", "is not a whole number of bars")
+        out["bars"] = int(bars)
+    if present("loop"):
+        loop = _boolean(record["loop"])
+        if loop is None:
+            raise bad("loop", "is not true or false")
+        out["loop"] = loop
+    return Metadata(**out)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return _BOOLEANS.get(value.strip().lower())
+    return None
+
+
+Rows = dict[str, tuple[str, dict[str, Any]]]
+
+
+def read_table(path: Path) -> tuple[Rows, list[str]]:
+    """Rows of a metadata.csv / metadata.jsonl as {relative posix path: (where, row)},
+    and warnings for rows that were dropped. A table that cannot be read at all raises
+    MetadataError."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetadataError(f"{path}: cannot read ({e})") from None
+    warnings: list[str] = []
+    rows: list[tuple[str, Any]] = []
+    if path.suffix == ".csv":
+        try:
+            reader = csv.DictReader(text.splitlines())
+            rows = [(f"{path} row {i}", row) for i, row in enumerate(reader, start=2)]
+        except csv.Error as e:
+            raise MetadataError(f"{path}: not valid CSV ({e})") from None
+        if not any(k in (reader.fieldnames or []) for k in ROW_KEYS):
+            raise MetadataError(f"{path}: no file column (one of {', '.join(ROW_KEYS)})")
+    else:
+        for i, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append((f"{path} line {i}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    warnings.append(f"{path} line {i}: not valid JSON ({e.msg})")
+    table: Rows = {}
+    for where, row in rows:
+        name = next((row[k] for k in ROW_KEYS if isinstance(row, dict) and row.get(k)), None)
+        if not isinstance(name, str):
+            warnings.append(f"{where}: no file name (one of {', '.join(ROW_KEYS)})")
+            continue
+        table[str(PurePosixPath(name.replace("\\", "/")))] = (where, row)
+    return table, warnings
+
+
+def read_sidecar(path: Path) -> Metadata:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetadataError(f"{path}: cannot read sidecar ({e})") from None
+    except json.JSONDecodeError as e:
+        raise MetadataError(f"{path}: invalid JSON sidecar ({e.msg} at line {e.lineno})") from None
+    if not isinstance(record, dict):
+        raise MetadataError(f"{path}: sidecar must hold a JSON object, got {type(record).__name__}")
+    return from_record(record, str(path))
+
+
+def sidecar_path(audio: Path) -> Path:
+    return audio.with_suffix(".json")
+
+
+def collect(root: Path, files: Iterable[Path]) -> tuple[dict[Path, Metadata], list[str]]:
+    """Metadata for every audio file under `root`, and one-line warnings for metadata
+    that was ignored, including table rows that match no audio file (a typo there would
+    otherwise go unnoticed). Each table is read once however many files it covers."""
+    tables: dict[Path, Rows] = {}
+    used: set[str] = set()
+    warnings: list[str] = []
+
+    def table(folder: Path) -> Rows:
+        if folder not in tables:
+            tables[folder] = {}
+            for name in TABLE_NAMES:
+                if (folder / name).is_file():
+                    try:
+                        rows, dropped = read_table(folder / name)
+                    except MetadataError as e:
+                        warnings.append(str(e))
+                        continue
+                    tables[folder].update(rows)
+                    warnings.extend(dropped)
+        return tables[folder]
+
+    result: dict[Path, Metadata] = {}
+    for file in files:
+        relative = PurePosixPath(file.relative_to(root).as_posix())
+        meta = from_folder(relative.parent).merged(from_name(file.stem))
+        for depth in range(len(relative.parts)):
+            folder = root.joinpath(*relative.parts[:depth])
+            entry = table(folder).get(file.relative_to(folder).as_posix())
+            if entry is not None:
+                used.add(entry[0])
+                try:
+                    meta = meta.merged(from_record(entry[1], entry[0]))
+                except MetadataError as e:
+                    warnings.append(str(e))
+        sidecar = sidecar_path(file)
+        if sidecar.is_file():
+            try:
+                meta = meta.merged(read_sidecar(sidecar))
+            except MetadataError as e:
+                warnings.append(str(e))
+        result[file] = meta
+    for folder, rows in tables.items():
+        for name, (where, _) in rows.items():
+            if where not in used:
+                warnings.append(f"{where}: no audio file {name} in {folder}")
+    return result, warnings

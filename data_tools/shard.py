@@ -1,0 +1,449 @@
+"""Turn folders of audio into WebDataset shards: the `wavediff data shard` job.
+
+Workers decode, resample, re-channel, level and FLAC-encode each file; the parent keeps
+the sorted file order, drops duplicates, picks the split and writes the tars. So the
+shards are byte-for-byte the same whatever the worker count, and one bad file only
+costs itself (it is listed in the manifest with the reason).
+
+Files longer than `max_seconds` are cut into consecutive chunks: with a known tempo the
+chunk is the most whole 4/4 bars that fit, otherwise `max_seconds`. A last, shorter
+chunk is kept when it is at least half a chunk (cut to whole bars when the tempo is
+known); anything shorter is dropped, since a training crop would be mostly padding.
+
+Everything is built in `OUT/.staging-<host>-<pid>` and moved in only when complete,
+manifest last, so a killed job leaves the previous dataset as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import tarfile
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from itertools import islice
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from tqdm import tqdm
+
+from data_tools import metadata as md
+from wavediff import audio
+from wavediff.files import atomic_write_json
+from wavediff.shards import MANIFEST_NAME, MANIFEST_VERSION, SHARD_NAME, SPLITS, shard_name
+
+# Tar members get a fixed timestamp so the same input gives the same bytes.
+_MTIME = 946684800  # 2000-01-01
+
+
+@dataclass
+class ShardOptions:
+    """What the job makes of the audio; the manifest records them (less `workers`)."""
+
+    sample_rate: int = 44100
+    channels: int = 2
+    max_seconds: float | None = 30.0  # None keeps every file whole
+    min_seconds: float = 0.2  # shorter files are skipped: too little to learn a loop from
+    val_fraction: float = 0.05
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    shard_size_mb: float = 256.0
+    loudness: float | None = None  # target LUFS; None leaves levels as they are
+    silence_db: float = -60.0  # files (and chunks) with RMS below this are dropped
+
+    def check(self) -> None:
+        """Reject option values that would make a broken dataset, before any work."""
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append(f"sample_rate must be positive, got {self.sample_rate}")
+        if self.channels not in (1, 2):
+            problems.append(f"channels must be 1 or 2, got {self.channels}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            problems.append(f"max_seconds must be positive or None, got {self.max_seconds}")
+        if self.min_seconds < 0:
+            problems.append(f"min_seconds must not be negative, got {self.min_seconds}")
+        if not 0.0 <= self.val_fraction <= 1.0:
+            problems.append(f"val_fraction must be in [0, 1], got {self.val_fraction}")
+        if self.workers < 1:
+            problems.append(f"workers must be at least 1, got {self.workers}")
+        if self.shard_size_mb <= 0:
+            problems.append(f"shard_size_mb must be positive, got {self.shard_size_mb}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    source: str  # path relative to its source root, posix
+    meta: md.Metadata
+    options: ShardOptions
+
+
+@dataclass
+class _Sample:
+    key: str
+    flac: bytes
+    info: dict[str, Any]
+
+
+@dataclass
+class _Outcome:
+    sha1: str | None = None
+    samples: list[_Sample] = field(default_factory=list)
+    skipped: str | None = None  # the reason, when the file gives no samples
+    silent_chunks: int = 0
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def split_of(sha1: str, val_fraction: float) -> str:
+    """Split by content hash: stable when files are added, and a file's chunks stay together."""
+    return "val" if int(sha1[:16], 16) / 2**64 < val_fraction else "train"
+
+
+def sample_key(sha1: str, chunk: int) -> str:
+    """WebDataset cuts keys at the first dot, so keys are hex, underscore and digits only."""
+    return f"{sha1[:16]}_{chunk:03d}"
+
+
+def chunk_spans(
+    duration_s: float, bpm: float | None, max_seconds: float | None, min_seconds: float = 0.0
+) -> list[tuple[float, float]]:
+    """(start, end) seconds of each chunk of a file, as the module docstring describes."""
+    if max_seconds is None or duration_s <= max_seconds + 1e-9:
+        return [(0.0, duration_s)]
+    bar = md.bar_seconds(bpm) if bpm else None
+    bars_per_chunk = math.floor(max_seconds / bar + 1e-9) if bar else 0
+    length = bars_per_chunk * bar if bar and bars_per_chunk >= 1 else max_seconds
+    whole = math.floor(duration_s / length + 1e-9)
+    spans = [(i * length, (i + 1) * length) for i in range(whole)]
+    tail = duration_s - whole * length
+    if bars_per_chunk >= 1:
+        tail = math.floor(tail / bar + 1e-9) * bar
+    if tail >= length / 2 and tail >= min_seconds:
+        spans.append((whole * length, whole * length + tail))
+    return spans
+
+
+# --------------------------------------------------------------------------- one file (in a worker)
+
+
+def _process(job: _Job) -> _Outcome:
+    """Everything heavy for one file; any failure becomes a skip reason, never a crash."""
+    try:
+        data = job.path.read_bytes()
+    except OSError as e:
+        return _Outcome(skipped=f"cannot read ({e.strerror or e})")
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        return _cut(job, data, sha1)
+    except audio.AudioError as e:
+        return _Outcome(sha1, skipped=e.reason)
+    except Exception as e:  # a library choking on odd input must not stop the job
+        return _Outcome(sha1, skipped=f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())})")
+
+
+def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
+    opts, meta = job.options, job.meta
+    wav, sr = audio.decode(data, str(job.path))
+    rate = opts.sample_rate
+    wav = audio.conform(wav, sr, rate, opts.channels)
+    duration = wav.shape[-1] / rate
+    if duration < opts.min_seconds:
+        return _Outcome(sha1, skipped=f"too short ({duration:.3f} s; the minimum is {opts.min_seconds:g} s)")
+    if audio.is_silent(wav, opts.silence_db):
+        return _Outcome(sha1, skipped=f"silent (RMS below {opts.silence_db:g} dBFS)")
+    if opts.loudness is not None:
+        wav = audio.normalize_loudness(wav, rate, opts.loudness)
+
+    spans = chunk_spans(duration, meta.bpm, opts.max_seconds, opts.min_seconds)
+    whole_file = len(spans) == 1
+    is_loop = meta.loop if meta.loop is not None else md.whole_bars(duration, meta.bpm) is not None
+    outcome = _Outcome(sha1)
+    for chunk, (start_s, end_s) in enumerate(spans):
+        start, end = round(start_s * rate), min(round(end_s * rate), wav.shape[-1])
+        piece = wav[:, start:end]
+        if audio.is_silent(piece, opts.silence_db):
+            outcome.silent_chunks += 1
+            continue
+        seconds = piece.shape[-1] / rate
+        bars = md.whole_bars(seconds, meta.bpm)
+        if whole_file and meta.bars is not None:
+            bars = meta.bars
+        info = {
+            "source": job.source,
+            "genre": meta.genre,
+            "tags": list(meta.tags),
+            "bpm": meta.bpm,
+            "key": meta.key,
+            "bars": bars,
+            "sample_rate": rate,
+            "channels": opts.channels,
+            "offset_s": round(start / rate, 6),
+            "duration_s": round(seconds, 6),
+            "loop": bool(is_loop and (whole_file or bars is not None)),
+            "sha1": sha1,
+        }
+        outcome.samples.append(_Sample(sample_key(sha1, chunk), audio.encode(piece, rate, "flac"), info))
+    if not outcome.samples:
+        outcome.skipped = f"silent in every chunk (RMS below {opts.silence_db:g} dBFS)"
+    return outcome
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe
+
+
+def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
+    """Results in job order, with a bounded number of files in flight (bounded memory)."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    try:
+        todo = iter(jobs)
+        pending = deque(pool.submit(fn, job) for job in islice(todo, 4 * workers))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, job) for job in islice(todo, 1))
+            yield result
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- finding files
+
+
+def _walk(source: Path) -> tuple[Path, list[Path], int]:
+    """(root, sorted audio files, count of ignored files) of one source folder or file.
+
+    Hidden files and folders (`.DS_Store`, macOS `._x.wav` forks, our staging folders)
+    are skipped without counting; metadata tables and sidecars are not "ignored".
+    """
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: source does not exist")
+    if source.is_file():
+        if not audio.is_audio_file(source):
+            raise ValueError(f"{source}: not an audio file ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
+        return source.parent, [source], 0
+    found: list[Path] = []
+    others: list[Path] = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                (found if audio.is_audio_file(name) else others).append(Path(folder) / name)
+    if not found:
+        raise ValueError(f"{source}: no audio files found ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
+    sidecars = {md.sidecar_path(f) for f in found}
+    ignored = sum(1 for f in others if f not in sidecars and f.name not in md.TABLE_NAMES)
+    return source, found, ignored
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _SplitWriter:
+    """Writes one split's samples into tars of at most `limit` bytes (a sample larger
+    than that gets a tar of its own)."""
+
+    def __init__(self, folder: Path, split: str, limit: int):
+        self.folder, self.split, self.limit = folder, split, limit
+        self.shards: list[str] = []
+        self.samples = 0
+        self.seconds = 0.0
+        self._file: io.BufferedWriter | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._size = 0
+
+    def add(self, sample: _Sample) -> None:
+        members = [(f"{sample.key}.flac", sample.flac), (f"{sample.key}.json", _json_bytes(sample.info))]
+        size = sum(512 + math.ceil(len(data) / 512) * 512 for _, data in members)
+        if self._tar is None or (self._size > 0 and self._size + size > self.limit):
+            self._next()
+        for name, data in members:
+            member = tarfile.TarInfo(name)
+            member.size, member.mtime, member.mode = len(data), _MTIME, 0o644
+            self._tar.addfile(member, io.BytesIO(data))
+        self._size += size
+        self.samples += 1
+        self.seconds += sample.info["duration_s"]
+
+    def _next(self) -> None:
+        self.close()
+        name = shard_name(self.split, len(self.shards))
+        self._file = open(self.folder / name, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._size = 0
+        self.shards.append(name)
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._tar = self._file = None
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Swap the finished staging folder in: the old manifest goes first and the new one
+    comes last, so at no moment does a manifest sit beside shards it does not describe."""
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for old in out.iterdir():
+        if SHARD_NAME.match(old.name):
+            old.unlink()
+    for new in sorted(staging.iterdir()):
+        if new.name != MANIFEST_NAME:
+            os.replace(new, out / new.name)
+    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _clear_dead_staging(out: Path, host: str) -> None:
+    """Remove staging folders that jobs on this host left when killed."""
+    for folder in out.glob(f".staging-{host}-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def shard(
+    sources: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    options: ShardOptions = ShardOptions(),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Shard every audio file under `sources` into `out`; returns the manifest.
+
+    A missing source, a source without audio or a bad option raises before anything is
+    written; bad files are skipped and listed in the manifest.
+    """
+    options.check()
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    if not sources:
+        raise ValueError("no sources given")
+    walked = [_walk(Path(s)) for s in sources]
+    jobs: list[_Job] = []
+    warnings: list[str] = []
+    for root, files, _ in walked:
+        metas, found = md.collect(root, files)
+        warnings += found
+        jobs += [_Job(f, f.relative_to(root).as_posix(), metas[f], options) for f in files]
+    ignored = sum(n for _, _, n in walked)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().replace("-", "_")
+    _clear_dead_staging(out, host)
+    staging = out / f".staging-{host}-{os.getpid()}"
+    staging.mkdir()
+    try:
+        manifest = {
+            "kind": "audio",
+            "version": MANIFEST_VERSION,
+            "created_by": f"wavediff {_version()} data_tools.shard",
+            "sample_rate": options.sample_rate,
+            "channels": options.channels,
+            # workers is left out: it changes the speed, never the data
+            "options": {k: v for k, v in asdict(options).items() if k != "workers"},
+            "sources": [str(s) for s in sources],
+            **_write(jobs, staging, options, progress),
+            "ignored_files": ignored,
+            "warnings": warnings,
+        }
+        atomic_write_json(staging / MANIFEST_NAME, manifest)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: bool) -> dict[str, Any]:
+    """Process the files and write the tars; returns the manifest's account of them."""
+    limit = int(options.shard_size_mb * 1024 * 1024)
+    writers = {split: _SplitWriter(staging, split, limit) for split in SPLITS}
+    kept: dict[str, str] = {}  # sha1 → path of the file that was sharded
+    skipped: list[dict[str, str]] = []
+    genres, tags, keys = Counter(), Counter(), Counter()
+    bpms: list[float] = []
+    duplicates = silent_chunks = 0
+    bar = tqdm(total=len(jobs), unit="file", desc="shard", disable=not progress)
+    try:
+        for job, outcome in zip(jobs, _in_order(_process, jobs, min(options.workers, len(jobs)))):
+            bar.update()
+            if outcome.sha1 in kept and outcome.skipped is None:
+                skipped.append({"path": str(job.path), "reason": f"duplicate of {kept[outcome.sha1]}"})
+                duplicates += 1
+            elif outcome.skipped is not None:
+                skipped.append({"path": str(job.path), "reason": outcome.skipped})
+            else:
+                kept[outcome.sha1] = str(job.path)
+                writer = writers[split_of(outcome.sha1, options.val_fraction)]
+                for sample in outcome.samples:
+                    writer.add(sample)
+                    genres.update([sample.info["genre"]] if sample.info["genre"] else [])
+                    tags.update(sample.info["tags"])
+                    keys.update([sample.info["key"]] if sample.info["key"] else [])
+                silent_chunks += outcome.silent_chunks
+                if job.meta.bpm:
+                    bpms.append(job.meta.bpm)
+            hours = sum(w.seconds for w in writers.values()) / 3600
+            bar.set_postfix(hours=f"{hours:.2f}", skipped=len(skipped), refresh=False)
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    return {
+        "splits": {
+            split: {"shards": w.shards, "samples": w.samples, "seconds": round(w.seconds, 3)}
+            for split, w in writers.items()
+        },
+        "files": len(kept),
+        "genres": dict(sorted(genres.items())),
+        "tags": dict(sorted(tags.items())),
+        "keys": dict(sorted(keys.items())),
+        "bpm": {"min": min(bpms), "max": max(bpms)} if bpms else None,
+        "skipped": skipped,
+        "duplicates": duplicates,
+        "silent_chunks": silent_chunks,
+    }
+
+
+def _version() -> str:
+    try:
+        return version("wavediff")
+    except PackageNotFoundError:
+        return "(not installed)"

@@ -1,0 +1,255 @@
+"""Typed configs: dataclasses filled from TOML recipes and `--set key=value` overrides.
+
+A recipe is strict: an unknown key or a value of the wrong type is an error that names
+the key, so a typo never silently trains the wrong model. Configs are plain data (no
+torch here), so every layer may import them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the config; the message names the key."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class AugmentConfig:
+    """Loop-preserving augmentations applied by the loader to training batches."""
+
+    roll: bool = True  # random circular shift: a rolled loop is still the same loop
+    gain_db: float = 0.0  # random gain in ±gain_db dB (0 turns it off)
+    polarity: bool = False  # random sign flip
+    channel_swap: bool = False  # random left/right swap
+
+
+@dataclass
+class DataConfig:
+    """Where the shards are and how batches are cut from them."""
+
+    path: str = ""  # a shard folder written by `wavediff data shard` (holds manifest.json)
+    train: str = ""  # explicit shard URLs/brace pattern for training (overrides the manifest's list)
+    val: str = ""  # the same for validation
+    sample_size: int = 65536  # samples per training example (audio) or frames (latents)
+    batch_size: int = 8
+    num_workers: int = 2
+    shuffle_buffer: int = 1000
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class AutoencoderConfig:
+    """An Oobleck/DAC-style convolutional autoencoder; hop = product of strides.
+
+    The defaults are Stable Audio Open's VAE (44.1 kHz stereo, 2048×, 64 latents, ~156M parameters).
+    """
+
+    channels: int = 2  # audio channels in and out
+    base_channels: int = 128  # width of the first (full-rate) level
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # width after each stride, × base
+    strides: list[int] = field(default_factory=lambda: [2, 4, 4, 8, 8])  # one per level; [2,4,4,4,4] … for 1024×
+    latent_dim: int = 64  # latent channels
+    bottleneck: Literal["vae", "plain"] = "vae"  # "plain": no KL term, the encoder output is the latent
+    padding: Literal["zeros", "circular"] = "zeros"  # "circular": every conv wraps, so loops have no seam
+
+
+@dataclass
+class AELossConfig:
+    """Weights and resolutions of the autoencoder objective (stable-audio-tools defaults)."""
+
+    stft_weight: float = 1.0
+    fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64, 32])  # hop = size/4
+    mid_side: bool = True  # also compare sum/difference signals for stereo
+    perceptual_weighting: bool = True  # A-weight both signals before the STFT distance
+    mel_weight: float = 1.0
+    mel_fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512])
+    mel_bins: int = 64  # too many for the smallest mel FFT size leaves empty filters: refused (NaN loss)
+    kl_weight: float = 1e-4
+    adversarial_weight: float = 0.1
+    feature_weight: float = 5.0
+    adversarial_start: int = 0  # step at which the discriminator and its losses switch on
+    disc_channels: int = 32
+    disc_fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adamw", "adam"] = "adamw"
+    lr: float = 1.5e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    weight_decay: float = 1e-3
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
+
+
+@dataclass
+class TrainConfig:
+    """The shared engine's knobs: one optimizer step is one `step`."""
+
+    steps: int = 100_000
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    cpu: bool = False  # force CPU even when a GPU is visible
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    ema_power: float = 2 / 3  # k-diffusion EMAWarmup
+    ema_max: float = 0.9999
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 10
+    sample_every: int = 1000  # audio examples to TensorBoard (0 turns them off)
+    max_bad_steps: int = 20  # consecutive non-finite losses that stop the run
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    disc_optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(lr=3e-4)
+    )
+
+
+@dataclass
+class AERecipe:
+    """Everything `wavediff train-ae` needs; also what an autoencoder checkpoint carries."""
+
+    kind: Literal["autoencoder"] = "autoencoder"
+    sample_rate: int = 44100
+    data: DataConfig = field(default_factory=DataConfig)
+    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    loss: AELossConfig = field(default_factory=AELossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- machinery
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key '{name}' (known keys here: {known})")
+        kwargs[key] = _coerce(hints[key], value, name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, f"{name}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, name)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"'{name}': {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"'{name}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{name}' must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{name}' must be a table, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{name}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{name}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"'{name}': unsupported config type {tp}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The plain-data form of a config, as stored in a checkpoint's config.json."""
+    return dataclasses.asdict(obj)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` → (['a','b','c'], value); the value is read as TOML, else as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted key in a nested dict (in place, and returned)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: '{part}' is not a table")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def load_recipe(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
+    """Read a TOML recipe into `cls`, with `key=value` overrides applied on top."""
+    data = apply_overrides(read_toml(path), overrides or [])
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
