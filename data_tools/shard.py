@@ -17,13 +17,9 @@ manifest last, so a killed job leaves the previous dataset as it was.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import math
 import os
 import shutil
-import socket
-import tarfile
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -39,10 +35,16 @@ from tqdm import tqdm
 from data_tools import metadata as md
 from wavediff import audio
 from wavediff.files import atomic_write_json
-from wavediff.shards import MANIFEST_NAME, MANIFEST_VERSION, SHARD_NAME, SPLITS, shard_name
-
-# Tar members get a fixed timestamp so the same input gives the same bytes.
-_MTIME = 946684800  # 2000-01-01
+from wavediff.shards import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    SPLITS,
+    TarWriter,
+    json_bytes,
+    make_staging,
+    publish,
+    shard_name,
+)
 
 
 @dataclass
@@ -262,19 +264,16 @@ class _SplitWriter:
         self.shards: list[str] = []
         self.samples = 0
         self.seconds = 0.0
-        self._file: io.BufferedWriter | None = None
-        self._tar: tarfile.TarFile | None = None
+        self._tar: TarWriter | None = None
         self._size = 0
 
     def add(self, sample: _Sample) -> None:
-        members = [(f"{sample.key}.flac", sample.flac), (f"{sample.key}.json", _json_bytes(sample.info))]
+        members = [(f"{sample.key}.flac", sample.flac), (f"{sample.key}.json", json_bytes(sample.info))]
         size = sum(512 + math.ceil(len(data) / 512) * 512 for _, data in members)
         if self._tar is None or (self._size > 0 and self._size + size > self.limit):
             self._next()
         for name, data in members:
-            member = tarfile.TarInfo(name)
-            member.size, member.mtime, member.mode = len(data), _MTIME, 0o644
-            self._tar.addfile(member, io.BytesIO(data))
+            self._tar.add(name, data)
         self._size += size
         self.samples += 1
         self.seconds += sample.info["duration_s"]
@@ -282,58 +281,14 @@ class _SplitWriter:
     def _next(self) -> None:
         self.close()
         name = shard_name(self.split, len(self.shards))
-        self._file = open(self.folder / name, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = TarWriter(self.folder / name)
         self._size = 0
         self.shards.append(name)
 
     def close(self) -> None:
         if self._tar is not None:
             self._tar.close()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._tar = self._file = None
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder in: the old manifest goes first and the new one
-    comes last, so at no moment does a manifest sit beside shards it does not describe."""
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for old in out.iterdir():
-        if SHARD_NAME.match(old.name):
-            old.unlink()
-    for new in sorted(staging.iterdir()):
-        if new.name != MANIFEST_NAME:
-            os.replace(new, out / new.name)
-    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _clear_dead_staging(out: Path, host: str) -> None:
-    """Remove staging folders that jobs on this host left when killed."""
-    for folder in out.glob(f".staging-{host}-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            self._tar = None
 
 
 # --------------------------------------------------------------------------- the job
@@ -365,11 +320,7 @@ def shard(
     ignored = sum(n for _, _, n in walked)
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname().replace("-", "_")
-    _clear_dead_staging(out, host)
-    staging = out / f".staging-{host}-{os.getpid()}"
-    staging.mkdir()
+    staging = make_staging(out)
     try:
         manifest = {
             "kind": "audio",
@@ -385,7 +336,7 @@ def shard(
             "warnings": warnings,
         }
         atomic_write_json(staging / MANIFEST_NAME, manifest)
-        _publish(staging, out)
+        publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

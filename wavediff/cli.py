@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -80,6 +81,75 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+# --------------------------------------------------------------------------- autoencoder
+
+
+def cmd_train_ae(args: argparse.Namespace) -> int:
+    from wavediff.config import AERecipe, load_recipe
+    from wavediff.training.autoencoder import train_autoencoder
+    from wavediff.training.engine import TrainingError
+
+    recipe = load_recipe(args.recipe, AERecipe, args.set)
+    out = args.out or Path("runs") / args.recipe.stem
+    try:
+        last = train_autoencoder(recipe, out, max_steps=args.max_steps, progress=not args.quiet)
+    except TrainingError as e:
+        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"checkpoint: {last}")
+    return 0
+
+
+def _shard_range(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    try:
+        return int(start), int(stop)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP (shard indices), got {text!r}") from None
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from wavediff.encode import encode_shards
+
+    manifest = encode_shards(
+        args.ae_ckpt, args.shards, args.out, batch_size=args.batch_size, device=args.device,
+        shard_range=args.shard_range, progress=not args.quiet,
+    )
+    for split, info in manifest["splits"].items():
+        print(f"{split}: {info['samples']} samples in {len(info['shards'])} shard(s)")
+    print(f"latents: {manifest['latent_dim']} channels at {manifest['latent_rate']:.2f} frames/s → {args.out}")
+    return 0
+
+
+def cmd_merge_latents(args: argparse.Namespace) -> int:
+    from wavediff.encode import merge_latent_manifests
+
+    manifest = merge_latent_manifests(args.folder)
+    print(f"merged: {sum(s['samples'] for s in manifest['splits'].values())} samples")
+    return 0
+
+
+def cmd_eval_ae(args: argparse.Namespace) -> int:
+    from wavediff.evaluate import evaluate_autoencoder
+    from wavediff.files import atomic_write_json
+
+    report = evaluate_autoencoder(
+        args.ae_ckpt, args.shards, split=args.split, max_samples=args.max_samples,
+        batch_size=args.batch_size, device=args.device,
+    )
+    print(json.dumps(report, indent=2))
+    if args.out:
+        atomic_write_json(args.out, report)
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from wavediff.evaluate import reconstruct_file
+
+    print(reconstruct_file(args.ae_ckpt, args.input, args.output, device=args.device))
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -128,6 +198,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(data, "inspect", cmd_data_inspect, "summarize a shard folder and verify every sample decodes")
     p.add_argument("folder", type=Path)
+
+    p = command(sub, "train-ae", cmd_train_ae, "train (or resume) an autoencoder from a TOML recipe")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+
+    p = command(sub, "encode", cmd_encode, "encode audio shards into latent shards")
+    p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
+    p.add_argument("shards", type=Path, metavar="SHARDS")
+    p.add_argument("out", type=Path, metavar="OUT")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: a GPU when there is one)")
+    p.add_argument("--shard-range", type=_shard_range, default=None, metavar="START:STOP",
+                   help="encode only these input shards and write a partial manifest")
+
+    p = command(sub, "merge-latents", cmd_merge_latents, "join the partial manifests of --shard-range encodes")
+    p.add_argument("folder", type=Path)
+
+    p = command(sub, "eval-ae", cmd_eval_ae, "STFT distance, mel distance and SI-SDR of an autoencoder")
+    p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
+    p.add_argument("shards", type=Path, metavar="SHARDS")
+    p.add_argument("--split", default="val", choices=("train", "val"))
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, default=None, help="also write the report here (JSON)")
+
+    p = command(sub, "reconstruct", cmd_reconstruct, "round-trip one audio file through an autoencoder")
+    p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
+    p.add_argument("input", type=Path, metavar="IN")
+    p.add_argument("output", type=Path, metavar="OUT")
+    p.add_argument("--device", default=None)
 
     p = command(sub, "demo", cmd_demo, "the CPU demo: synthesize a loop pack, shard it, train, write loops")
     p.add_argument("--out", type=Path, default=Path("demo-out"))

@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class AugmentConfig:
-    """Loop-preserving augmentations applied by the loader to training batches."""
+    """Loop-preserving augmentations applied by the loader to training batches (never to
+    evaluation). Roll applies to loops, audio or latent; the others to audio only."""
 
     roll: bool = True  # random circular shift: a rolled loop is still the same loop
     gain_db: float = 0.0  # random gain in ±gain_db dB (0 turns it off)
@@ -40,12 +41,14 @@ class DataConfig:
     """Where the shards are and how batches are cut from them."""
 
     path: str = ""  # a shard folder written by `wavediff data shard` (holds manifest.json)
-    train: str = ""  # explicit shard URLs/brace pattern for training (overrides the manifest's list)
-    val: str = ""  # the same for validation
+    # Shard URLs overriding the manifest's lists: a brace pattern, a `::`-joined list or
+    # `pipe:` URLs; relative paths are taken inside `path`.
+    train: str = ""
+    val: str = ""
     sample_size: int = 65536  # samples per training example (audio) or frames (latents)
-    batch_size: int = 8
-    num_workers: int = 2
-    shuffle_buffer: int = 1000
+    batch_size: int = 8  # per process
+    num_workers: int = 2  # DataLoader worker processes per rank (0 loads in the main process)
+    shuffle_buffer: int = 1000  # samples held for shuffling, per worker (training only)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -92,35 +95,46 @@ class AELossConfig:
 
 @dataclass
 class OptimizerConfig:
+    """One optimizer and its learning-rate schedule.
+
+    The schedule is a function of the optimizer step (not of micro-batches), so gradient
+    accumulation never stretches it and a resumed run needs only the step to continue it.
+    """
+
     name: Literal["adamw", "adam"] = "adamw"
-    lr: float = 1.5e-4
+    lr: float = 1.5e-4  # peak learning rate, reached at the end of the warm-up
     betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
-    weight_decay: float = 1e-3
-    warmup_steps: int = 0
-    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"
+    weight_decay: float = 1e-3  # decoupled (AdamW); L2 for "adam"
+    warmup_steps: int = 0  # linear ramp from lr/warmup_steps to lr
+    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"  # after the warm-up; cosine ends at 0 at train.steps
 
 
 @dataclass
 class TrainConfig:
-    """The shared engine's knobs: one optimizer step is one `step`."""
+    """The shared engine's knobs. A step is one optimizer update: grad_accum micro-batches.
 
-    steps: int = 100_000
-    seed: int = 0
+    With a discriminator the objective picks which optimizer a step updates (the autoencoder
+    alternates generator and discriminator, as stable-audio-tools does); a step whose loss is
+    not finite updates nothing but still counts as a step.
+    """
+
+    steps: int = 100_000  # the run ends at this step (also the end of a cosine schedule)
+    seed: int = 0  # weights, noise and data order all follow from it
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False  # force CPU even when a GPU is visible
-    grad_accum: int = 1
-    grad_clip: float = 1.0
-    ema_power: float = 2 / 3  # k-diffusion EMAWarmup
+    grad_accum: int = 1  # micro-batches per step; effective batch = batch × grad_accum × processes
+    grad_clip: float = 1.0  # max global gradient norm per optimizer (0 turns clipping off)
+    ema_power: float = 2 / 3  # k-diffusion EMAWarmup: decay = 1 − (1 + updates)^−power, capped at ema_max
     ema_max: float = 0.9999
-    checkpoint_every: int = 1000
-    keep_last: int = 3
-    log_every: int = 10
-    sample_every: int = 1000  # audio examples to TensorBoard (0 turns them off)
+    checkpoint_every: int = 1000  # also where the data stream is reseeded, so resumes replay it exactly
+    keep_last: int = 3  # older checkpoints are deleted
+    log_every: int = 10  # TensorBoard scalars, averaged over the steps in between
+    sample_every: int = 1000  # audio examples and their spectrograms to TensorBoard (0 turns them off)
     max_bad_steps: int = 20  # consecutive non-finite losses that stop the run
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # the model's (the generator's)
     disc_optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=3e-4)
-    )
+    )  # the discriminator's, for objectives that have one
 
 
 @dataclass

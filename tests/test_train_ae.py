@@ -1,0 +1,155 @@
+"""`train_autoencoder` end to end: the real objective on real shards of the synthesized loop pack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from data_tools.shard import ShardOptions, shard
+from data_tools.synth import synthesize_pack
+from wavediff.checkpoint import latest_checkpoint, load_model
+from wavediff.config import (
+    AELossConfig,
+    AERecipe,
+    AutoencoderConfig,
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    load_recipe,
+    to_dict,
+)
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.training.autoencoder import AutoencoderObjective, train_autoencoder
+
+SR = 8000
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ae")
+    synthesize_pack(root / "src", genres=["techno", "house"], loops_per_genre=1, sample_rate=SR, bars=1, seed=3)
+    options = ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.0)
+    shard([root / "src"], root / "shards", options, progress=False)
+    return root / "shards"
+
+
+def tiny(shards: Path, **train) -> AERecipe:
+    """A few-thousand-parameter autoencoder with every loss term on, the discriminator from step 2."""
+    return AERecipe(
+        sample_rate=SR,
+        data=DataConfig(path=str(shards), sample_size=2048, batch_size=2, num_workers=0, shuffle_buffer=4),
+        model=AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4),
+        loss=AELossConfig(
+            fft_sizes=[512, 128, 32], mel_fft_sizes=[512], mel_bins=16,
+            disc_channels=4, disc_fft_sizes=[256, 64], adversarial_start=2,
+        ),
+        train=TrainConfig(**{"steps": 10, "checkpoint_every": 5, "log_every": 5, "sample_every": 5, **train}),
+    )
+
+
+def test_resume_from_checkpoint_is_exact_and_logs_everything(shards: Path, tmp_path: Path) -> None:
+    recipe = tiny(shards)
+    straight = train_autoencoder(recipe, tmp_path / "straight", progress=False)
+    half = train_autoencoder(recipe, tmp_path / "resumed", max_steps=5, progress=False)
+    assert half.name == "step-000005"
+    resumed = train_autoencoder(recipe, tmp_path / "resumed", progress=False)
+    assert straight.name == resumed.name == "step-000010"
+    # EMA export, and the trained autoencoder and discriminator in the Accelerate state
+    for name in ("model.safetensors", "accelerate/model.safetensors", "accelerate/model_1.safetensors"):
+        a, b = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    early, late = load_file(str(half / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert any(not torch.equal(early[k], late[k]) for k in early)  # the second half did train
+
+    model = load_model(tmp_path / "resumed")
+    assert isinstance(model, Autoencoder) and model.hop_length == 8
+    assert json.loads((resumed / "config.json").read_text())["recipe"] == to_dict(recipe)
+
+    events = EventAccumulator(str(tmp_path / "straight" / "logs")).Reload()
+    tags = events.Tags()
+    expected = {
+        "loss/generator", "loss/discriminator", "ae/stft", "ae/mel", "ae/kl", "ae/adversarial",
+        "ae/feature_matching", "ae/discriminator", "grad_norm/generator", "lr/discriminator",
+        "eval/stft", "eval/mel", "eval/si_sdr", "perf/audio_seconds_per_second",
+    }
+    assert expected <= set(tags["scalars"])
+    assert {"audio/input", "audio/reconstruction"} <= set(tags["audio"])
+    assert {"spectrogram/input", "spectrogram/reconstruction"} <= set(tags["images"])
+    assert [e.step for e in events.Scalars("ae/stft")] == [5, 10]
+
+
+_CHILD = """
+import sys, json
+from wavediff.config import AERecipe, from_dict
+from wavediff.training.autoencoder import train_autoencoder
+print(train_autoencoder(from_dict(AERecipe, json.loads(sys.argv[1])), sys.argv[2], progress=False), flush=True)
+"""
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(shards: Path, tmp_path: Path, capsys) -> None:
+    recipe = tiny(shards, steps=10_000, checkpoint_every=3, sample_every=0)
+    recipe = replace(recipe, data=replace(recipe.data, num_workers=1))  # the signal reaches a loader worker too
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(to_dict(recipe)), str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while latest_checkpoint(run_dir) is None:
+            assert child.poll() is None, child.communicate()[1]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.1)
+        os.killpg(child.pid, signal.SIGTERM)  # as SLURM does: the whole process group
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 0, err
+    stopped = latest_checkpoint(run_dir)
+    step = int(stopped.name.split("-")[1])
+    assert step >= 4 and f"SIGTERM: saved the checkpoint at step {step}, stopping" in out
+    assert out.strip().endswith(str(stopped))
+    assert isinstance(load_model(stopped), Autoencoder)
+
+    capsys.readouterr()
+    done = train_autoencoder(recipe, run_dir, max_steps=step + 2, progress=False)
+    assert done.name == f"step-{step + 2:06d}"
+    assert f"resuming {stopped} at step {step}" in capsys.readouterr().out
+
+
+def test_recipes_load_and_fit_their_models() -> None:
+    tiny_cpu = load_recipe(RECIPES / "ae-tiny-cpu.toml", AERecipe)
+    assert tiny_cpu.sample_rate == 16000 and tiny_cpu.train.cpu and tiny_cpu.train.mixed_precision == "no"
+    AutoencoderObjective(tiny_cpu)  # the sample size fits every FFT size, the mel bins fit the filterbank
+
+    big = load_recipe(RECIPES / "ae-44k-stereo.toml", AERecipe, ["data.path=/data/shards"])
+    assert big.data.path == "/data/shards"
+    assert (big.sample_rate, big.model.channels, big.model.latent_dim) == (44100, 2, 64)
+    assert big.model.strides == [2, 4, 4, 8, 8] and big.model.base_channels == 128
+    assert big.train.mixed_precision == "bf16" and big.loss.adversarial_start > 0
+    assert big.train.optimizer.betas == [0.8, 0.99] and big.train.disc_optimizer.lr == 2 * big.train.optimizer.lr
+
+
+def test_bad_settings_fail_before_training(shards: Path, tmp_path: Path) -> None:
+    recipe = tiny(shards)
+    stereo = replace(recipe, model=replace(recipe.model, channels=2))
+    with pytest.raises(ConfigError, match=r"manifest.json: shards hold 1-channel audio but model.channels is 2"):
+        train_autoencoder(stereo, tmp_path, progress=False)
+    short = replace(recipe, data=replace(recipe.data, sample_size=256))
+    with pytest.raises(ConfigError, match=r"data.sample_size 256 is shorter than the largest of loss.fft_sizes"):
+        train_autoencoder(short, tmp_path, progress=False)
+    assert latest_checkpoint(tmp_path) is None

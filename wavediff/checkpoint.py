@@ -1,0 +1,244 @@
+"""Checkpoint folders: save, find, load, and rebuild the model from config.json alone.
+
+    RUN/checkpoints/step-000100/
+        model.safetensors   the exported (EMA) weights, for inference: never pickled
+        config.json         {"kind", "step", "recipe": the whole resolved recipe, ...extras}
+        accelerate/         Accelerate's state plus the engine's counters, for exact resume
+    RUN/checkpoints/latest  a text file naming the newest complete folder
+
+A folder is written as `step-000100.tmp-<id>` and renamed into place once complete, so a
+folder named `step-NNNNNN` is always whole; a crash mid-save leaves only a staging folder,
+which the next save clears. The `latest` pointer is written atomically after the rename, and
+readers that find it missing or stale fall back to the highest complete step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wavediff.config import AERecipe, ConfigError, from_dict
+from wavediff.files import atomic_write_bytes, atomic_write_json
+from wavediff.models.autoencoder import Autoencoder
+
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_DIR = "accelerate"
+LATEST = "latest"
+_STEP_DIR = re.compile(r"^step-(\d{6,})$")
+_STAGING = re.compile(r"^step-\d{6,}\.(tmp|old)-")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete, or does not fit its model; the message names it."""
+
+
+def _build_autoencoder(config: Mapping[str, Any]) -> nn.Module:
+    return Autoencoder(from_dict(AERecipe, config["recipe"]).model)
+
+
+# kind → builder from a checkpoint's config.json; each trainable kind registers here.
+BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {"autoencoder": _build_autoencoder}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def _folder(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def _step_of(path: Path) -> int | None:
+    match = _STEP_DIR.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _complete(path: Path) -> bool:
+    return (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file()
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def stage_checkpoint(run_dir: str | os.PathLike, step: int, tag: str) -> Path:
+    """Make the empty staging folder of a save and clear staging left by an interrupted one.
+
+    One run writes to a run folder at a time, so any other staging folder there is debris.
+    """
+    folder = _folder(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.iterdir():
+        if _STAGING.match(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = folder / f"{checkpoint_name(step)}.tmp-{tag}"
+    staging.mkdir()
+    return staging
+
+
+def write_model(folder: Path, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> None:
+    """model.safetensors and config.json into a (staging) folder."""
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
+    save_file(tensors, str(folder / MODEL_FILE), metadata={"kind": str(config.get("kind", ""))})
+    atomic_write_json(folder / CONFIG_FILE, dict(config))
+
+
+def publish_checkpoint(staging: Path, keep_last: int) -> Path:
+    """Rename a staged folder into place, point `latest` at it, and drop all but the newest `keep_last`."""
+    if keep_last < 1:
+        raise ConfigError(f"train.keep_last must be at least 1, got {keep_last}")
+    name, _, tag = staging.name.partition(".tmp-")
+    target = staging.with_name(name)
+    if target.exists():  # the same step saved again (a resumed run stopped before its first step)
+        old = target.with_name(f"{name}.old-{tag}")
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old)
+    else:
+        staging.rename(target)
+    atomic_write_bytes(target.parent / LATEST, f"{name}\n".encode())
+    for stale in _complete_steps(target.parent)[:-keep_last]:
+        if stale != target:
+            shutil.rmtree(stale)
+    return target
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    keep_last: int = 3,
+    write_state: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write RUN/checkpoints/step-NNNNNN atomically; `write_state(folder)` adds resume state before it goes live.
+
+    `config` must hold "kind" and "recipe"; "step" is added. Returns the published folder.
+    """
+    if "kind" not in config or "recipe" not in config:
+        raise ValueError("a checkpoint config needs 'kind' and 'recipe'")
+    staging = stage_checkpoint(run_dir, step, str(os.getpid()))
+    try:
+        write_model(staging, state_dict, {**config, "step": step})
+        if write_state is not None:
+            write_state(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return publish_checkpoint(staging, keep_last)
+
+
+# --------------------------------------------------------------------------- finding
+
+
+def _complete_steps(folder: Path) -> list[Path]:
+    found = [p for p in folder.iterdir() if _step_of(p) is not None and _complete(p)] if folder.is_dir() else []
+    return sorted(found, key=_step_of)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run (the `latest` pointer, else the highest step), or None."""
+    folder = _folder(run_dir)
+    pointer = folder / LATEST
+    if pointer.is_file():
+        named = folder / pointer.read_text(encoding="utf-8").strip()
+        if _step_of(named) is not None and _complete(named):
+            return named
+    steps = _complete_steps(folder)
+    return steps[-1] if steps else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a checkpoint folder, a run folder, or a run's checkpoints folder."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file():
+        if not (path / MODEL_FILE).is_file():
+            raise CheckpointError(f"{path}: checkpoint has no {MODEL_FILE}")
+        return path
+    for run_dir in (path, path.parent):
+        if (run_dir / CHECKPOINTS).is_dir() and (found := latest_checkpoint(run_dir)) is not None:
+            return found
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder")
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no {CONFIG_FILE}) and no complete checkpoint under {CHECKPOINTS}/"
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json, EMA state dict) of a checkpoint; `path` as for resolve_checkpoint."""
+    folder = resolve_checkpoint(path)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: unreadable ({e})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("kind"), str) or "recipe" not in config:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: not a wavediff checkpoint config (needs 'kind' and 'recipe')")
+    try:
+        state = load_file(str(folder / MODEL_FILE))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{folder / MODEL_FILE}: unreadable ({e})") from None
+    return config, state
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Load strictly, or raise one error that lists the missing, unexpected and misshapen keys."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - own.keys())
+    shapes = sorted(
+        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own.keys() & state_dict.keys()
+        if own[k].shape != state_dict[k].shape
+    )
+    problems = [
+        f"{label}: {_listing(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes))
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(f"{where}: weights do not fit the model in its config: " + "; ".join(problems))
+    model.load_state_dict(state_dict)
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """The untrained model a checkpoint config describes."""
+    kind = config.get("kind")
+    if kind not in BUILDERS:
+        raise CheckpointError(f"checkpoint kind {kind!r} is not one of {sorted(BUILDERS)}")
+    try:
+        return BUILDERS[kind](config)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint config: {e}") from None
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The exported (EMA) model of a checkpoint or run folder, rebuilt from config.json, in eval mode."""
+    folder = resolve_checkpoint(path)
+    config, state = load_checkpoint(folder)
+    try:
+        model = build_model(config)
+    except CheckpointError as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {e}") from None
+    load_weights(model, state, folder / MODEL_FILE)
+    return model.to(device).eval()

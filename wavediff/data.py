@@ -1,0 +1,431 @@
+"""WebDataset pipelines that turn audio or latent shards into training and evaluation batches.
+
+Shards are read sequentially (big reads, no per-file open), split so no two processes read
+the same sample: shards are dealt out by rank, then by DataLoader worker; where there are
+fewer shards than takers, every taker reads them all and keeps every n-th sample instead.
+
+Training streams forever: each epoch reshuffles the shard order (the same order on every
+rank, so ranks stay disjoint), then samples pass a shuffle buffer, random crops and
+augmentations, all drawn from one generator seeded by (seed, epoch, rank, worker).
+Evaluation is exactly one pass in file order, cropped from the start, unaugmented.
+
+A loop is cut circularly: a window longer than the loop holds the loop repeated, and a
+random start (the `roll` augmentation) is a rotation, so the window is still that loop.
+Other audio is cropped and zero-padded; `frames` says how much of the window is real.
+Timing follows Stable Audio: `seconds_start` is where the window starts in the source
+file, `seconds_total` is that file's length (`source_duration_s` in the json; without it,
+the end of the sample), `seconds` the real audio in the window. `bpm` and `bars` describe
+the source loop (its period), not the window.
+Latent shards go through the same windowing in latent frames, so timing stays right for
+crops of pre-encoded latents (the stable-audio-tools #210/#216 bug).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import count, islice
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.shardlists import expand_urls
+from webdataset.utils import make_seed, pytorch_worker_info
+
+from wavediff.audio import AudioError, convert_channels, decode
+from wavediff.config import AugmentConfig, DataConfig
+from wavediff.shards import read_manifest, shard_paths
+
+Kind = Literal["audio", "latent"]
+_MEMBER = {"audio": "flac", "latent": "latent.npy"}
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+class DataError(ValueError):
+    """Data that cannot be trained on as configured (missing shards, wrong sample rate,
+    latents of another autoencoder): stops the run, since skipping would hide it."""
+
+
+class CorruptSample(ValueError):
+    """One unusable sample; the pipeline skips it with a warning naming shard and key."""
+
+
+class GenreVocab:
+    """Genre names ↔ ids. A manifest's genres are sorted by name, so the same shards always
+    give the same ids; a checkpoint keeps `names` to map them back."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        self._ids = {name: i for i, name in enumerate(self.names)}
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> GenreVocab:
+        return cls(sorted(manifest.get("genres") or {}))
+
+    def id(self, name: Any) -> int:
+        """-1 for no genre or one outside the vocabulary."""
+        return self._ids.get(name, -1) if isinstance(name, str) else -1
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+# --------------------------------------------------------------------------- shard lists
+
+
+def resolve_urls(cfg: DataConfig, split: str) -> list[str]:
+    """The shard URLs of a split: `cfg.train`/`cfg.val` when set (brace patterns, `::`
+    lists, `pipe:` URLs; plain relative paths are taken inside `cfg.path`), else the
+    manifest's list. Local shards must exist, so a typo fails here, not mid-training."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    explicit = cfg.train if split == "train" else cfg.val
+    if explicit:
+        urls = [_inside(cfg.path, url) for url in expand_urls(explicit)]
+        where = f"data.{split} = {explicit!r}"
+    else:
+        folder = _folder(cfg)
+        urls = [str(p) for p in shard_paths(folder, read_manifest(folder), split)]
+        where = f"{folder / 'manifest.json'}: split '{split}'"
+    if not urls:
+        raise DataError(f"{where} lists no shards")
+    for url in urls:
+        if not _URL_SCHEME.match(url) and not Path(url).is_file():
+            raise DataError(f"{url}: shard not found ({where})")
+    return urls
+
+
+def _folder(cfg: DataConfig) -> Path:
+    if not cfg.path:
+        raise DataError("data.path is empty: point it at a shard folder (or set data.train / data.val)")
+    folder = Path(cfg.path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: shard folder does not exist")
+    return folder
+
+
+def _inside(folder: str, url: str) -> str:
+    if not folder or _URL_SCHEME.match(url) or Path(url).is_absolute():
+        return url
+    return str(Path(folder) / url)
+
+
+def _assign(shards: list[str], takers: Sequence[tuple[int, int]]) -> tuple[list[str], int, int]:
+    """Deal shards to one taker at each level ((rank, world), (worker, workers)).
+
+    A level with fewer shards than takers splits samples instead: every taker reads the
+    same shards and keeps samples offset, offset+stride, … — still disjoint and complete.
+    """
+    offset, stride = 0, 1
+    for index, total in takers:
+        if len(shards) >= total:
+            shards = shards[index::total]
+        else:
+            offset, stride = offset + index * stride, stride * total
+    return shards, offset, stride
+
+
+def _skip_shard(exn: Exception) -> bool:
+    """webdataset handler for a shard that cannot be read on: warn, go to the next one."""
+    shard = next((a for a in reversed(exn.args) if isinstance(a, str)), "a shard")  # webdataset appends the URL
+    reason = " ".join(next((a for a in exn.args if isinstance(a, str) and a != shard), str(exn)).split())
+    warnings.warn(f"skipped the rest of {shard}: {type(exn).__name__}: {reason}", RuntimeWarning, stacklevel=2)
+    return True
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _number(meta: Mapping[str, Any], field: str, default: float, where: str) -> float:
+    value = meta.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CorruptSample(f"{where}: json field '{field}' is {value!r}, not a number")
+    return float(value)
+
+
+def _window(x: torch.Tensor, size: int, loop: bool, start: int) -> tuple[torch.Tensor, int]:
+    """`size` steps of x (channels, time) from `start`: circular for loops (tiling when the
+    loop is shorter), else cropped and zero-padded. Returns the window and its real length."""
+    n = x.shape[-1]
+    if start + size <= n:
+        return x[:, start : start + size], size
+    if loop:
+        return x.repeat(1, -(-(start + size) // n))[:, start : start + size], size
+    valid = n - start
+    return torch.nn.functional.pad(x[:, start:], (0, size - valid)), valid
+
+
+class ShardDataset(IterableDataset):
+    """Samples (dicts of tensors and numbers) from shards; see the module docstring."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        kind: Kind,
+        sample_size: int,
+        sample_rate: int | None,
+        channels: int | None,
+        genres: GenreVocab,
+        augment: AugmentConfig | None,
+        training: bool,
+        seed: int,
+        shuffle_buffer: int,
+        autoencoder: str | None,
+        rank: int,
+        world_size: int,
+    ):
+        super().__init__()
+        self.urls, self.kind, self.sample_size = urls, kind, sample_size
+        self.sample_rate, self.channels, self.genres = sample_rate, channels, genres
+        self.augment = augment if training else None
+        self.training, self.seed, self.shuffle_buffer = training, seed, shuffle_buffer
+        self.autoencoder, self.rank, self.world_size = autoencoder, rank, world_size
+        self.epoch = 0  # the next epoch to start; persistent workers carry it across passes
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for epoch in count(self.epoch) if self.training else [0]:
+            self.epoch = epoch + 1
+            produced = False
+            for sample in self._epoch(epoch, worker, workers):
+                produced = True
+                yield sample
+            if not produced:  # nothing to read: stop rather than spin forever
+                return
+
+    def _epoch(self, epoch: int, worker: int, workers: int) -> Iterator[dict[str, Any]]:
+        shards = list(self.urls)
+        if self.training:
+            random.Random(make_seed(self.seed, epoch)).shuffle(shards)
+        mine, offset, stride = _assign(shards, [(self.rank, self.world_size), (worker, workers)])
+        rng = random.Random(make_seed(self.seed, epoch, self.rank, worker))
+        samples = wds.tarfile_samples([{"url": url} for url in mine], handler=_skip_shard)
+        if stride > 1:
+            samples = islice(samples, offset, None, stride)
+        if self.training:
+            samples = wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
+        for sample in samples:
+            try:
+                prepared = self._prepare(sample, rng)
+            except CorruptSample as e:
+                warnings.warn(f"skipped {e}", RuntimeWarning, stacklevel=2)
+                continue
+            yield prepared
+
+    def _prepare(self, sample: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+        key, where = sample["__key__"], f"{sample['__url__']}: sample {sample['__key__']}"
+        try:
+            meta = json.loads(sample["json"])
+        except KeyError:
+            raise CorruptSample(f"{where}: no .json member") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptSample(f"{where}: json member does not parse ({e})") from None
+        if not isinstance(meta, dict):
+            raise CorruptSample(f"{where}: json member is not an object")
+        member = _MEMBER[self.kind]
+        if member not in sample:
+            raise CorruptSample(f"{where}: no .{member} member")
+        x, rate = self._signal(sample[member], meta, where)
+
+        loop = meta.get("loop") is True
+        n, size = x.shape[-1], self.sample_size
+        if not self.training:
+            start = 0
+        elif loop and self.augment is not None and self.augment.roll:
+            start = rng.randrange(n)
+        else:
+            start = rng.randrange(max(n - size, 0) + 1)
+        window, valid = _window(x, size, loop, start)
+        if self.kind == "audio" and self.augment is not None:
+            window = _augment(window, self.augment, rng)
+
+        offset = _number(meta, "offset_s", 0.0, where)
+        total = _number(meta, "source_duration_s", offset + n / rate, where)
+        return {
+            self.kind: window,
+            "frames": valid,
+            "genre": self.genres.id(meta.get("genre")),
+            "bpm": _number(meta, "bpm", 0.0, where),
+            "bars": _number(meta, "bars", 0.0, where),
+            "loop": loop,
+            "seconds": valid / rate,
+            "seconds_start": offset + start / rate,
+            "seconds_total": total,
+            "key": key,
+        }
+
+    def _signal(self, data: bytes, meta: dict[str, Any], where: str) -> tuple[torch.Tensor, float]:
+        """The sample's (channels, time) tensor and its rate in steps per second."""
+        declared = meta.get("sample_rate")
+        if self.sample_rate is not None and declared is not None and declared != self.sample_rate:
+            raise DataError(f"{where}: sample rate {declared} Hz, expected {self.sample_rate} Hz")
+        if self.kind == "audio":
+            try:
+                wav, sr = decode(data, where)
+            except AudioError as e:
+                raise CorruptSample(str(e)) from None
+            if self.sample_rate is not None and sr != self.sample_rate:
+                raise DataError(f"{where}: audio at {sr} Hz, expected {self.sample_rate} Hz")
+            return (convert_channels(wav, self.channels) if self.channels else wav), float(sr)
+        if self.autoencoder is not None and meta.get("autoencoder") != self.autoencoder:
+            have = meta.get("autoencoder")
+            raise DataError(f"{where}: latents of autoencoder {have!r}, expected {self.autoencoder!r}")
+        try:
+            latent = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise CorruptSample(f"{where}: latent .npy does not load ({e})") from None
+        if latent.ndim != 2 or latent.shape[1] == 0 or not np.isfinite(latent).all():
+            raise CorruptSample(f"{where}: latent must be finite (channels, frames), got shape {latent.shape}")
+        hop, sr = meta.get("hop_length"), meta.get("sample_rate")
+        if not isinstance(hop, int) or not isinstance(sr, int) or hop <= 0 or sr <= 0:
+            raise CorruptSample(f"{where}: latent json needs positive integer 'hop_length' and 'sample_rate'")
+        return torch.from_numpy(latent.astype(np.float32)), sr / hop
+
+
+def _augment(wav: torch.Tensor, augment: AugmentConfig, rng: random.Random) -> torch.Tensor:
+    """Gain, polarity and channel swap: each leaves a loop a loop and keeps the shape."""
+    if augment.gain_db:
+        wav = wav * 10 ** (rng.uniform(-augment.gain_db, augment.gain_db) / 20)
+    if augment.polarity and rng.random() < 0.5:
+        wav = -wav
+    if augment.channel_swap and wav.shape[0] == 2 and rng.random() < 0.5:
+        wav = wav.flip(0)
+    return wav
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors, list strings, and put numbers in numpy arrays: those are pickled inline
+    from a worker, where a small tensor would cost a shared-memory segment each (≈20 % of
+    throughput for nine fields). ShardLoader turns them into tensors on arrival."""
+    batch: dict[str, Any] = {}
+    for name, first in samples[0].items():
+        values = [s[name] for s in samples]
+        if isinstance(first, torch.Tensor):
+            batch[name] = torch.stack(values)
+        elif isinstance(first, str):
+            batch[name] = values
+        else:
+            dtype = np.bool_ if isinstance(first, bool) else np.int64 if isinstance(first, int) else np.float32
+            batch[name] = np.array(values, dtype=dtype)
+    return batch
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader of batch dicts: `audio` (B, C, T) float32 or `latent` (B, C, F), `frames`
+    and `genre` LongTensors, `loop` BoolTensor, `bpm`, `bars`, `seconds`, `seconds_start`,
+    `seconds_total` float32 tensors, and `key` a list of str."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in super().__iter__():
+            yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- public builders
+
+
+def build_dataset(
+    urls: str | Sequence[str],
+    *,
+    kind: Kind = "audio",
+    sample_size: int,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    genres: Sequence[str] = (),
+    augment: AugmentConfig | None = None,
+    training: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 1000,
+    autoencoder: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ShardDataset:
+    """A dataset of single samples over shard URLs (a brace pattern, `::` list or list).
+
+    sample_size counts audio samples, or latent frames for kind="latent". sample_rate,
+    when given, must match every sample (a mismatch is a DataError naming shard and key);
+    channels converts audio to that many channels. rank/world_size default to the
+    torch.distributed (or RANK/WORLD_SIZE) values; tests pass them to simulate ranks.
+    """
+    if kind not in _MEMBER:
+        raise ValueError(f"kind must be 'audio' or 'latent', got {kind!r}")
+    if sample_size <= 0 or shuffle_buffer <= 0:
+        raise ValueError(f"sample_size and shuffle_buffer must be positive, got {sample_size}, {shuffle_buffer}")
+    urls = expand_urls(urls) if isinstance(urls, str) else list(urls)
+    if not urls:
+        raise DataError("no shard URLs given")
+    if rank is None or world_size is None:
+        rank, world_size, _, _ = pytorch_worker_info()
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return ShardDataset(
+        urls, kind=kind, sample_size=sample_size, sample_rate=sample_rate, channels=channels,
+        genres=GenreVocab(genres), augment=augment, training=training, seed=seed,
+        shuffle_buffer=shuffle_buffer, autoencoder=autoencoder, rank=rank, world_size=world_size,
+    )
+
+
+def make_loader(
+    cfg: DataConfig,
+    split: str = "train",
+    *,
+    training: bool = True,
+    seed: int = 0,
+    kind: Kind = "audio",
+    expect_sample_rate: int | None = None,
+    genres: Sequence[str] | None = None,
+    autoencoder: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> ShardLoader:
+    """Batches from `cfg`'s shards (see ShardLoader for the batch dict).
+
+    The manifest in `cfg.path` gives the sample rate, channels, genre vocabulary and (for
+    latents) the autoencoder id; `genres` overrides the vocabulary (a checkpoint's, when
+    fine-tuning) and `expect_sample_rate` must agree with the manifest; with explicit URLs
+    and no `cfg.path` there is no manifest, so pass both. The loader is already split by
+    rank: do not pass it through accelerate's `prepare`.
+    """
+    manifest: Mapping[str, Any] = {}
+    if cfg.path:
+        folder = _folder(cfg)
+        manifest = read_manifest(folder, kind)
+        where, have = folder / "manifest.json", manifest["sample_rate"]
+        if expect_sample_rate is not None and have != expect_sample_rate:
+            raise DataError(f"{where}: shards are {have} Hz, the recipe expects {expect_sample_rate} Hz")
+        if autoencoder is not None and manifest.get("autoencoder") not in (None, autoencoder):
+            raise DataError(f"{where}: latents of autoencoder {manifest['autoencoder']!r}, expected {autoencoder!r}")
+    dataset = build_dataset(
+        resolve_urls(cfg, split),
+        kind=kind,
+        sample_size=cfg.sample_size,
+        sample_rate=expect_sample_rate or manifest.get("sample_rate"),
+        channels=manifest.get("channels") if kind == "audio" else None,
+        genres=GenreVocab.from_manifest(manifest).names if genres is None else genres,
+        augment=cfg.augment,
+        training=training,
+        seed=seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        autoencoder=autoencoder or manifest.get("autoencoder"),
+        rank=rank,
+        world_size=world_size,
+    )
+    return ShardLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        collate_fn=_collate,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

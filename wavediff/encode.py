@@ -1,0 +1,373 @@
+"""Audio shards → latent shards: the `wavediff encode` job, so the denoiser trains on
+pre-encoded latents instead of running the encoder every step.
+
+Each sample is encoded whole (a loop stays one loop: a circular autoencoder wraps it
+itself), in batches of samples of equal length, so no sample is padded by its
+neighbours. Output shards keep their input's name, which lets several processes encode
+disjoint shard ranges into one folder: each publishes its shards and a partial manifest,
+and `merge_latent_manifests` joins them into the manifest a full run would have written.
+Everything is built in a staging folder and published only when complete (wavediff.shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import webdataset as wds
+from tqdm import tqdm
+
+from wavediff import audio
+from wavediff.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    load_weights,
+    resolve_checkpoint,
+)
+from wavediff.config import AERecipe, from_dict
+from wavediff.files import atomic_write_json
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.shards import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    SPLITS,
+    TarWriter,
+    is_shard,
+    json_bytes,
+    make_staging,
+    publish,
+    read_manifest,
+    shard_paths,
+)
+
+T = TypeVar("T")
+PART_NAME = re.compile(r"^manifest\.part-(\d+)-(\d+)\.json$")
+_PENDING_BATCHES = 4  # samples waiting for a full batch are bounded to this many batches
+
+
+def part_name(start: int, stop: int) -> str:
+    return f"manifest.part-{start}-{stop}.json"
+
+
+# --------------------------------------------------------------------------- the autoencoder
+
+
+def autoencoder_id(checkpoint: str | os.PathLike) -> str:
+    """What latents record about the model that made them: its weights' hash, so two
+    checkpoints with the same config are still told apart."""
+    digest = hashlib.sha256()
+    with open(resolve_checkpoint(checkpoint) / MODEL_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_autoencoder(
+    checkpoint: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[Autoencoder, AERecipe, str]:
+    """(model in eval mode on `device`, its recipe, its id) from a checkpoint or run folder;
+    the device defaults to the GPU when there is one."""
+    folder = resolve_checkpoint(checkpoint)
+    config, state = load_checkpoint(folder)
+    if config["kind"] != "autoencoder":
+        raise CheckpointError(f"{folder / CONFIG_FILE}: a {config['kind']} checkpoint, not an autoencoder")
+    model = build_model(config)
+    load_weights(model, state, folder / MODEL_FILE)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), from_dict(AERecipe, config["recipe"]), autoencoder_id(folder)
+
+
+def check_audio_shards(folder: str | os.PathLike, model: Autoencoder, sample_rate: int) -> dict[str, Any]:
+    """The audio manifest of `folder`, refused when its audio is not what the model takes."""
+    manifest = read_manifest(folder, "audio")
+    path = Path(folder) / MANIFEST_NAME
+    if manifest["sample_rate"] != sample_rate:
+        raise ValueError(f"{path}: shards are {manifest['sample_rate']} Hz, the autoencoder takes {sample_rate} Hz")
+    if manifest["channels"] != model.cfg.channels:
+        raise ValueError(
+            f"{path}: shards have {manifest['channels']} channels, the autoencoder takes {model.cfg.channels}"
+        )
+    return manifest
+
+
+# --------------------------------------------------------------------------- reading and batching
+
+
+def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
+    """(key, json, audio) of each sample of an audio shard, in file order; a sample that is
+    not usable is an error naming shard and key (an audio shard we wrote never has one)."""
+    for sample in wds.tarfile_samples([{"url": str(shard)}]):
+        where = f"{shard}: sample {sample['__key__']}"
+        if "flac" not in sample or "json" not in sample:
+            raise ValueError(f"{where}: not an audio shard sample (needs .flac and .json members)")
+        try:
+            info = json.loads(sample["json"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{where}: json member does not parse ({e})") from None
+        wav, sr = audio.decode(sample["flac"], where)
+        if sr != sample_rate:
+            raise ValueError(f"{where}: audio at {sr} Hz, the autoencoder takes {sample_rate} Hz")
+        yield sample["__key__"], info, wav
+
+
+def equal_length_batches(
+    items: Iterable[tuple[T, torch.Tensor]], batch_size: int
+) -> Iterator[tuple[list[T], torch.Tensor]]:
+    """Stack (tag, audio) items into batches of one length, so every sample is processed
+    whole; at most `_PENDING_BATCHES` batches' worth wait (the biggest group goes first)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    pending: dict[int, list[tuple[T, torch.Tensor]]] = {}
+    waiting = 0
+    for tag, wav in items:
+        group = pending.setdefault(wav.shape[-1], [])
+        group.append((tag, wav))
+        waiting += 1
+        if len(group) == batch_size or waiting >= _PENDING_BATCHES * batch_size:
+            length = wav.shape[-1] if len(group) == batch_size else max(pending, key=lambda n: len(pending[n]))
+            batch = pending.pop(length)
+            waiting -= len(batch)
+            yield [t for t, _ in batch], torch.stack([w for _, w in batch])
+    for batch in pending.values():
+        yield [t for t, _ in batch], torch.stack([w for _, w in batch])
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class _Moments:
+    """Per-channel running sums of the latents, in float64: mean and std without a second pass."""
+
+    def __init__(self, channels: int):
+        self.frames = 0
+        self.sum = np.zeros(channels)
+        self.sumsq = np.zeros(channels)
+
+    def add(self, latent: np.ndarray) -> None:
+        x = latent.astype(np.float64)
+        self.frames += x.shape[1]
+        self.sum += x.sum(1)
+        self.sumsq += (x * x).sum(1)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.frames:
+            return {"frames": 0, "mean": None, "std": None, "overall_std": None}
+        mean = self.sum / self.frames
+        second = self.sumsq / self.frames
+        return _stats(self.frames, mean, second)
+
+
+def _stats(frames: int, mean: np.ndarray, second: np.ndarray) -> dict[str, Any]:
+    """Population statistics from the first and second moments per channel."""
+    std = np.sqrt(np.maximum(second - mean**2, 0.0))
+    overall = math.sqrt(max(second.mean() - mean.mean() ** 2, 0.0))
+    return {"frames": frames, "mean": mean.tolist(), "std": std.tolist(), "overall_std": overall}
+
+
+def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frame-weighted combination of partial statistics (exact, up to rounding)."""
+    parts = [p for p in parts if p["frames"]]
+    if not parts:
+        return {"frames": 0, "mean": None, "std": None, "overall_std": None}
+    frames = sum(p["frames"] for p in parts)
+    mean = sum(p["frames"] * np.array(p["mean"]) for p in parts) / frames
+    second = sum(p["frames"] * (np.array(p["std"]) ** 2 + np.array(p["mean"]) ** 2) for p in parts) / frames
+    return _stats(frames, mean, second)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def encode_shards(
+    ae_ckpt: str | os.PathLike,
+    shards_folder: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    shard_range: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode the audio shards of `shards_folder` into latent shards in `out`; returns the manifest.
+
+    `shard_range` (start, stop) picks a slice of the input's shards (train then val, in
+    manifest order); the job then writes `manifest.part-<start>-<stop>.json` instead of
+    `manifest.json`, for `merge_latent_manifests` to join.
+    """
+    model, recipe, ae_id = load_autoencoder(ae_ckpt, device)
+    source = check_audio_shards(shards_folder, model, recipe.sample_rate)
+    shards = [(split, path) for split in SPLITS for path in shard_paths(shards_folder, source, split)]
+    start, stop = _check_range(shard_range, len(shards), Path(shards_folder) / MANIFEST_NAME)
+    hop = model.hop_length
+    extra = {"autoencoder": ae_id, "latent_rate": recipe.sample_rate / hop, "hop_length": hop}
+
+    out = Path(out)
+    staging = make_staging(out)
+    try:
+        splits, moments = _encode_all(model, shards[start:stop], staging, recipe.sample_rate, extra, batch_size,
+                                      progress)
+        for entry in splits.values():
+            entry["seconds"] = round(entry["seconds"], 3)
+        manifest = {
+            "kind": "latent",
+            "version": MANIFEST_VERSION,
+            "created_by": "wavediff encode",
+            "autoencoder": ae_id,
+            "latent_dim": model.latent_dim,
+            "latent_rate": extra["latent_rate"],
+            "hop_length": hop,
+            "sample_rate": recipe.sample_rate,
+            "channels": model.cfg.channels,  # of the audio the latents stand for
+            "source": str(shards_folder),
+            "genres": source.get("genres", {}),
+            "splits": splits,
+            "stats": moments.summary(),
+        }
+        if shard_range is None:
+            atomic_write_json(staging / MANIFEST_NAME, manifest)
+            publish(staging, out, stale=lambda name: is_shard(name) or PART_NAME.match(name) is not None)
+        else:
+            manifest.update(shard_range=[start, stop], source_shards=len(shards))
+            atomic_write_json(staging / part_name(start, stop), manifest)
+            publish(staging, out, manifest=part_name(start, stop), stale=lambda name: False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _check_range(shard_range: tuple[int, int] | None, count: int, manifest: Path) -> tuple[int, int]:
+    if count == 0:
+        raise ValueError(f"{manifest}: lists no shards to encode")
+    if shard_range is None:
+        return 0, count
+    start, stop = shard_range
+    if not 0 <= start < stop <= count:
+        raise ValueError(f"{manifest}: shard range {start}:{stop} is outside its {count} shards (0:{count})")
+    return start, stop
+
+
+def _encode_all(
+    model: Autoencoder,
+    shards: list[tuple[str, Path]],
+    staging: Path,
+    sample_rate: int,
+    extra: dict[str, Any],
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, dict[str, Any]], _Moments]:
+    """Write one latent shard per (split, audio shard) into `staging`; returns the splits' account and train moments."""
+    splits = {split: {"shards": [], "samples": 0, "seconds": 0.0, "frames": 0} for split in SPLITS}
+    moments = _Moments(model.latent_dim)
+    device = next(model.parameters()).device
+    with tqdm(shards, unit="shard", desc="encode", disable=not progress) as bar:
+        for split, path in bar:
+            entry = splits[split]
+            writer = TarWriter(staging / path.name)
+            try:
+                for key, info, latent in _encode_shard(model, path, sample_rate, batch_size, device):
+                    writer.add(f"{key}.latent.npy", _npy_bytes(latent))
+                    writer.add(f"{key}.json", json_bytes({**info, **extra}))
+                    entry["samples"] += 1
+                    entry["seconds"] += info.get("duration_s", 0.0)
+                    entry["frames"] += latent.shape[1]
+                    if split == "train":
+                        moments.add(latent)
+            finally:
+                writer.close()
+            entry["shards"].append(path.name)
+            bar.set_postfix(samples=sum(s["samples"] for s in splits.values()), refresh=False)
+    return splits, moments
+
+
+@torch.inference_mode()
+def _encode_shard(
+    model: Autoencoder, path: Path, sample_rate: int, batch_size: int, device: torch.device
+) -> list[tuple[str, dict[str, Any], np.ndarray]]:
+    """(key, json, float16 latent) of each sample of one shard, in the shard's order."""
+    infos: list[tuple[str, dict[str, Any]]] = []
+    latents: dict[int, np.ndarray] = {}
+
+    def tagged() -> Iterator[tuple[int, torch.Tensor]]:
+        for key, info, wav in audio_samples(path, sample_rate):
+            infos.append((key, info))
+            yield len(infos) - 1, wav
+
+    for tags, x in equal_length_batches(tagged(), batch_size):
+        z = model.encode(x.to(device)).float().cpu().numpy().astype(np.float16)  # eval mode: the VAE mean
+        if not np.isfinite(z).all():
+            raise ValueError(f"{path}: the autoencoder gave non-finite latents (or they overflow float16)")
+        latents.update(zip(tags, z))
+    return [(key, info, latents[i]) for i, (key, info) in enumerate(infos)]
+
+
+def _npy_bytes(latent: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(latent), allow_pickle=False)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- partial manifests
+
+
+def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
+    """Join the partial manifests of `out` into manifest.json (shards, counts and
+    frame-weighted statistics), once they cover every input shard exactly once."""
+    out = Path(out)
+    paths = sorted((p for p in out.iterdir() if PART_NAME.match(p.name)), key=lambda p: _range_of(p)[0])
+    if not paths:
+        raise FileNotFoundError(f"{out}: no partial manifests (manifest.part-<start>-<stop>.json) to merge")
+    parts = [_read_part(p) for p in paths]
+    first = parts[0]
+    covered = 0
+    for path, part in zip(paths, parts):
+        start, stop = _range_of(path)
+        if start != covered:
+            what = "overlaps the previous part" if start < covered else f"leaves shards {covered}:{start} unencoded"
+            raise ValueError(f"{path}: shard range {start}:{stop} {what}")
+        for field in ("autoencoder", "source", "source_shards", "sample_rate", "latent_dim", "hop_length"):
+            if part.get(field) != first.get(field):
+                raise ValueError(f"{path}: {field} {part.get(field)!r} differs from {paths[0].name}'s {first.get(field)!r}")
+        covered = stop
+    if covered != first["source_shards"]:
+        raise ValueError(f"{out}: shards {covered}:{first['source_shards']} are not encoded yet")
+    merged = {k: v for k, v in first.items() if k not in ("shard_range", "source_shards", "splits", "stats")}
+    merged["splits"] = {
+        split: {
+            "shards": [name for part in parts for name in part["splits"][split]["shards"]],
+            "samples": sum(part["splits"][split]["samples"] for part in parts),
+            "seconds": round(sum(part["splits"][split]["seconds"] for part in parts), 3),
+            "frames": sum(part["splits"][split]["frames"] for part in parts),
+        }
+        for split in SPLITS
+    }
+    merged["stats"] = _merge_stats([part["stats"] for part in parts])
+    atomic_write_json(out / MANIFEST_NAME, merged)
+    return merged
+
+
+def _read_part(path: Path) -> dict[str, Any]:
+    try:
+        part = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable partial manifest ({e})") from None
+    if not isinstance(part, dict) or part.get("kind") != "latent" or not isinstance(part.get("splits"), dict):
+        raise ValueError(f"{path}: not a partial latent manifest")
+    return part
+
+
+def _range_of(path: Path) -> tuple[int, int]:
+    start, stop = PART_NAME.match(path.name).groups()
+    return int(start), int(stop)

@@ -1,0 +1,415 @@
+"""The one Accelerate training loop every model shares; an Objective says what a step computes.
+
+A step is one optimizer update made of `grad_accum` micro-batches: the step counter, the
+learning-rate schedule, EMA and checkpoints all count these, never micro-batches (the
+k-diffusion quirk). Each step updates the one optimizer the objective names, so a
+generator and a discriminator can alternate.
+
+Exact resume. A checkpoint holds the EMA weights (model.safetensors), Accelerate's state
+(training weights, optimizers, scaler, every process's RNG) and the engine's counters. The
+data stream is restarted at every checkpoint from a seed derived from (seed, step), in a
+straight run as in a resumed one, so a run stopped at a checkpoint and resumed sees the
+same batches, noise and weights as one that never stopped. A checkpoint written on a
+signal starts a new stream at its own step; that resume is deterministic too, but not
+identical to an uninterrupted run.
+
+Stopping. SIGTERM or SIGUSR1 (SLURM pre-emption) sets a flag; at the end of the current step
+every process saves its part of a checkpoint and `train` returns normally (the CLI exits 0;
+running it again resumes). SLURM signals the whole process group, and PyTorch's DataLoader
+workers die on SIGTERM, so data sources make their workers ignore these signals
+(`ignore_stop_signals` as worker_init_fn) and leave the decision to the training process.
+A step whose loss is not finite (or, without fp16's loss scaler, whose gradient norm is
+not) updates nothing and is counted; `max_bad_steps` of them in a row raise TrainingError
+and leave the last checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import threading
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+from tqdm import tqdm
+
+from wavediff.checkpoint import (
+    MODEL_FILE,
+    STATE_DIR,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    publish_checkpoint,
+    stage_checkpoint,
+    write_model,
+)
+from wavediff.config import ConfigError, OptimizerConfig, TrainConfig
+from wavediff.training.logging import TrainLogger, memory_mb
+from wavediff.training.objective import Batch, Objective
+
+ENGINE_STATE = "engine.json"  # in a checkpoint's accelerate/ folder
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+# (seed, rank, world_size) → this process's batches; called again at every checkpoint.
+BatchSource = Callable[[int, int, int], Iterable[Batch]]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite losses, data exhausted); the message says why and where."""
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def lr_at(cfg: OptimizerConfig, step: int, total_steps: int) -> float:
+    """Learning rate for the update made at 0-based step `step`."""
+    warmup = cfg.warmup_steps
+    factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if cfg.schedule == "cosine":
+        progress = min(1.0, max(0.0, (step - warmup) / max(1, total_steps - warmup)))
+        factor *= 0.5 * (1 + math.cos(math.pi * progress))
+    elif cfg.schedule == "inverse_sqrt":
+        factor *= min(1.0, math.sqrt(max(1, warmup) / (step + 1)))
+    elif cfg.schedule != "constant":
+        raise ConfigError(f"optimizer schedule must be constant, cosine or inverse_sqrt, got {cfg.schedule!r}")
+    return cfg.lr * factor
+
+
+def make_optimizer(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if len(cfg.betas) != 2:
+        raise ConfigError(f"optimizer betas must be two numbers, got {cfg.betas}")
+    kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+    if cfg.name not in kinds:
+        raise ConfigError(f"optimizer name must be one of {sorted(kinds)}, got {cfg.name!r}")
+    return kinds[cfg.name](list(params), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def data_seed(seed: int, step: int) -> int:
+    """The data stream's seed from `step` on: distinct per (seed, step), the same in every run."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def _check(cfg: TrainConfig) -> None:
+    positive = ("grad_accum", "checkpoint_every", "keep_last", "log_every", "max_bad_steps")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1, got {getattr(cfg, key)}")
+    for key in ("steps", "sample_every"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"train.{key} must not be negative, got {getattr(cfg, key)}")
+    if cfg.grad_clip < 0:
+        raise ConfigError(f"train.grad_clip must not be negative (0 turns it off), got {cfg.grad_clip}")
+
+
+def _k_diffusion_utils() -> types.ModuleType:
+    """k_diffusion.utils on first use: the package takes seconds to import, and its dependencies warn about theirs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import k_diffusion.utils
+    return k_diffusion.utils
+
+
+def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader worker_init_fn: the training process, not its workers, reacts to SIGTERM/SIGUSR1."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[dict[str, str]]:
+    """Install SIGTERM/SIGUSR1 handlers that only record the signal; restore the old ones after."""
+    received: dict[str, str] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        received.setdefault("signal", signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """One invocation of `train`: the accelerator, prepared networks and optimizers, EMA, counters."""
+
+    def __init__(self, build: Callable[[], Objective], batches: BatchSource, cfg: TrainConfig, run_dir: Path) -> None:
+        _check(cfg)
+        self.kd = _k_diffusion_utils()
+        self.cfg, self.run_dir, self.batches = cfg, run_dir, batches
+        self.acc = acc = Accelerator(
+            cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
+        )
+        set_seed(cfg.seed)  # the same initial weights in every process
+        self.objective = build()
+        self.objective.to(acc.device)
+        nets = self.objective.networks()
+        specs = self.objective.optimizers()
+        self.targets = {name: net for name, (net, _) in specs.items()}
+        self.opt_cfgs = {name: opt for name, (_, opt) in specs.items()}
+        optimizers = {name: make_optimizer(opt, nets[net].parameters()) for name, (net, opt) in specs.items()}
+        self.ema = copy.deepcopy(nets[self.objective.exported]).to(acc.device).eval().requires_grad_(False)
+        self.ema_schedule = self.kd.EMAWarmup(power=cfg.ema_power, max_value=cfg.ema_max)
+        prepared = acc.prepare(*nets.values(), *optimizers.values())
+        self.nets = dict(zip(nets, prepared[: len(nets)]))
+        self.optimizers = dict(zip(optimizers, prepared[len(nets) :]))
+        set_seed(cfg.seed, device_specific=True)  # different noise in every process
+        self.step = 0
+        self.skipped = 0  # bad steps in the whole run
+        self.bad_in_a_row = 0
+        self.saved: tuple[int, Path] | None = None  # (step, folder) of the newest checkpoint
+        self._resume()
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _resume(self) -> None:
+        found = latest_checkpoint(self.run_dir) if self.acc.is_main_process else None
+        if self.acc.num_processes > 1:
+            found = broadcast_object_list([found])[0]  # every process resumes from the same one
+        if found is None:
+            return
+        config, state = load_checkpoint(found)
+        if config["kind"] != self.objective.kind:
+            raise TrainingError(f"{found}: a {config['kind']} checkpoint, but this run trains a {self.objective.kind}")
+        if not (found / STATE_DIR / ENGINE_STATE).is_file():
+            raise TrainingError(f"{found}: no {STATE_DIR}/{ENGINE_STATE}, so training cannot resume from it")
+        self._report_changes(config["recipe"], self.objective.checkpoint_config()["recipe"])
+        load_weights(self.ema, state, found / MODEL_FILE)
+        self.acc.load_state(str(found / STATE_DIR))
+        engine = json.loads((found / STATE_DIR / ENGINE_STATE).read_text(encoding="utf-8"))
+        self.step, self.skipped = engine["step"], engine["skipped_steps"]
+        self.ema_schedule.load_state_dict(engine["ema"])
+        self.saved = (self.step, found)
+        self.acc.print(f"resuming {found} at step {self.step}")
+
+    def _report_changes(self, before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> None:
+        for key in sorted(before.keys() | now.keys()):
+            old, new = before.get(key), now.get(key)
+            if isinstance(old, Mapping) and isinstance(new, Mapping):
+                self._report_changes(old, new, f"{prefix}{key}.")
+            elif old != new:
+                self.acc.print(f"resuming with a changed setting: {prefix}{key} = {new!r} (was {old!r})")
+
+    def save(self) -> Path:
+        """Every process writes its part of the Accelerate state; the main one the rest, then publishes."""
+        acc = self.acc
+        staging = stage_checkpoint(self.run_dir, self.step, str(os.getpid())) if acc.is_main_process else None
+        if acc.num_processes > 1:
+            staging = broadcast_object_list([staging])[0]
+        acc.save_state(str(staging / STATE_DIR))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            engine = {"step": self.step, "skipped_steps": self.skipped, "ema": self.ema_schedule.state_dict()}
+            (staging / STATE_DIR / ENGINE_STATE).write_text(json.dumps(engine, indent=2) + "\n", encoding="utf-8")
+            config = {**self.objective.checkpoint_config(), "step": self.step}
+            write_model(staging, self.ema.state_dict(), config)
+            publish_checkpoint(staging, self.cfg.keep_last)
+        acc.wait_for_everyone()
+        self.saved = (self.step, staging.with_name(staging.name.partition(".tmp-")[0]))
+        return self.saved[1]
+
+    def checkpoint(self) -> Path:
+        """The checkpoint of the current step, saved now unless it already is."""
+        return self.saved[1] if self.saved is not None and self.saved[0] == self.step else self.save()
+
+    # ----------------------------------------------------------------- one step
+
+    def stream(self) -> Iterator[Batch]:
+        """This process's batches from the current step on (reseeded: see the module docstring)."""
+        acc = self.acc
+        return iter(self.batches(data_seed(self.cfg.seed, self.step), acc.process_index, acc.num_processes))
+
+    def train_step(
+        self, stream: Iterator[Batch], received: Mapping[str, str]
+    ) -> tuple[dict[str, torch.Tensor], float, Batch, bool]:
+        """One update (or a skipped one). Returns (logged terms, audio seconds, last batch, stop agreed)."""
+        acc, obj, step = self.acc, self.objective, self.step
+        name = obj.optimizer_for(step)
+        optimizer = self.optimizers[name]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(self.opt_cfgs[name], step, self.cfg.steps)
+        bad = torch.zeros((), device=acc.device, dtype=torch.bool)
+        terms: dict[str, torch.Tensor] = {}
+        seconds = 0.0
+        for _ in range(self.cfg.grad_accum):
+            try:
+                cpu_batch = next(stream)
+            except StopIteration:
+                raise TrainingError(f"the training data ran out at step {step}: no samples to read") from None
+            seconds += obj.batch_seconds(cpu_batch)
+            batch = _to_device(cpu_batch, acc.device)
+            with acc.accumulate(*self.nets.values()):
+                with acc.autocast():
+                    loss, logs = obj.loss(name, self.nets, batch, step)
+                bad |= ~torch.isfinite(loss.detach())
+                acc.backward(loss)  # even when not finite: every process must take part in the gradient sync
+            for key, value in {f"loss/{name}": loss, **logs}.items():
+                terms[key] = terms.get(key, 0) + value.detach().float() / self.cfg.grad_accum
+        stop = float("signal" in received)  # a signal during this step stops the run at its end
+        flags = torch.stack([bad.float(), torch.tensor(stop, device=acc.device)])
+        if acc.num_processes > 1:
+            flags = acc.reduce(flags, "sum")
+        bad_anywhere, stop_anywhere = (v > 0 for v in flags.tolist())
+        if not bad_anywhere:
+            bad_anywhere = not self._update(name, optimizer, terms)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self._count(bad_anywhere)
+        self.step += 1
+        return ({} if bad_anywhere else terms), seconds, batch, stop_anywhere
+
+    def _update(self, name: str, optimizer: torch.optim.Optimizer, terms: dict[str, torch.Tensor]) -> bool:
+        """Clip, step, update the EMA; False when the gradient norm is not finite (and fp16 is off)."""
+        params = list(self.nets[self.targets[name]].parameters())
+        norm = self.acc.clip_grad_norm_(params, self.cfg.grad_clip or math.inf)
+        if not torch.isfinite(norm) and self.cfg.mixed_precision != "fp16":
+            return False  # fp16: the loss scaler skips this update and lowers its scale itself
+        terms[f"grad_norm/{name}"] = norm.detach().float()
+        optimizer.step()
+        if self.targets[name] == self.objective.exported and not self.acc.optimizer_step_was_skipped:
+            trained = self.acc.unwrap_model(self.nets[self.targets[name]], keep_fp32_wrapper=True)
+            self.kd.ema_update(trained, self.ema, self.ema_schedule.get_value())
+            self.ema_schedule.step()
+        return True
+
+    def _count(self, bad: bool) -> None:
+        if not bad:
+            self.bad_in_a_row = 0
+            return
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row >= self.cfg.max_bad_steps:
+            last = f"the last checkpoint, {self.saved[1]}, is intact" if self.saved else "no checkpoint was saved yet"
+            raise TrainingError(
+                f"{self.bad_in_a_row} steps in a row (up to step {self.step}) had a non-finite loss or gradient: "
+                f"stopped; {last}. Lower the learning rate or check the data"
+            )
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Meter:
+    """Running means of logged terms between two log steps, and audio seconds per wall second."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.seconds = 0.0
+        self.since = time.perf_counter()
+
+    def add(self, terms: Mapping[str, torch.Tensor], seconds: float) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.seconds += seconds
+
+    def flush(self, acc: Accelerator) -> dict[str, float]:
+        """Means over steps and processes (every process must call it at the same step)."""
+        keys = sorted(self.sums)
+        means = [self.sums[k] / self.counts[k] for k in keys]
+        values = torch.stack(means + [torch.tensor(self.seconds, device=acc.device)])
+        if acc.num_processes > 1:
+            values = acc.reduce(values, "sum")
+            values[:-1] /= acc.num_processes
+        out = dict(zip(keys, values[:-1].tolist()))
+        elapsed = time.perf_counter() - self.since
+        out["perf/audio_seconds_per_second"] = values[-1].item() / max(elapsed, 1e-9)
+        self._reset()
+        return out
+
+
+def train(
+    build: Callable[[], Objective],
+    batches: BatchSource,
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    batch_size: int,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the objective `build()` makes until step min(cfg.steps, max_steps); returns the last checkpoint.
+
+    A run folder that holds checkpoints is resumed. `batch_size` (per process and micro-batch)
+    is only reported. `max_steps` stops early without changing the schedule (which ends at
+    cfg.steps). Logs go to RUN/logs, checkpoints to RUN/checkpoints.
+    """
+    run_dir = Path(run_dir)
+    with _stop_signals() as received:
+        run = _Run(build, batches, cfg, run_dir)
+        acc = run.acc
+        last = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+        acc.print(
+            f"effective batch size {batch_size * cfg.grad_accum * acc.num_processes} = {batch_size} per batch "
+            f"× {cfg.grad_accum} accumulated × {acc.num_processes} process(es); device {acc.device}, "
+            f"precision {cfg.mixed_precision}"
+        )
+        logger = TrainLogger(run_dir / "logs", acc.is_main_process, purge_step=run.step or None)
+        show = progress and acc.is_main_process
+        bar = tqdm(total=last, initial=run.step, desc="train", unit="step", disable=not show)
+        try:
+            return _loop(run, logger, bar, received, last)
+        finally:
+            bar.close()
+            logger.close()
+
+
+def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], last: int) -> Path:
+    acc, cfg, obj = run.acc, run.cfg, run.objective
+    stream = run.stream() if run.step < last else iter(())
+    meter = _Meter()
+    while run.step < last:
+        terms, seconds, batch, stop = run.train_step(stream, received)
+        meter.add(terms, seconds)
+        step = run.step
+        if step % cfg.log_every == 0 or step == last or stop:
+            values = meter.flush(acc)
+            values["train/skipped_steps"] = run.skipped
+            values["perf/memory_mb"] = memory_mb(acc.device)
+            values.update({f"lr/{n}": o.param_groups[0]["lr"] for n, o in run.optimizers.items()})
+            logger.scalars(values, step)
+            losses = {k.partition("/")[2]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
+            bar.set_postfix(**losses, audio_s_per_s=f"{values['perf/audio_seconds_per_second']:.1f}")
+        if cfg.sample_every and step % cfg.sample_every == 0 and acc.is_main_process:
+            with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []), torch.no_grad():
+                audio, metrics = obj.examples(run.ema, batch)
+            for name, wav in audio.items():
+                logger.audio(name, wav, obj.sample_rate, step)
+            logger.scalars({f"eval/{k}": v for k, v in metrics.items()}, step)
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == last or stop:
+            run.save()
+            if stop:
+                acc.print(f"{received.get('signal', 'a stop signal')}: saved the checkpoint at step {step}, stopping")
+                break
+            logger.flush()
+            if step < last:
+                stream = run.stream()
+    return run.checkpoint()
