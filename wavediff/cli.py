@@ -156,7 +156,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from wavediff.demo import run_demo
 
-    run_demo(args.out, minutes=args.minutes, progress=not args.quiet)
+    run_demo(args.out, ae_steps=args.ae_steps, progress=not args.quiet)
     return 0
 
 
@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "demo", cmd_demo, "the CPU demo: synthesize a loop pack, shard it, train, write loops")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
-    p.add_argument("--minutes", type=float, default=15.0, help="rough total time budget")
+    p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default: the recipe's)")
     return parser
 
 

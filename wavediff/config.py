@@ -260,8 +260,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 
 
+def recipe_path(name: str | Path) -> Path:
+    """A recipe by path, or by name from the repository's recipes/ folder ("ae-tiny-cpu")."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = Path(__file__).resolve().parent.parent / "recipes" / f"{path.stem}.toml"
+    if shipped.exists():
+        return shipped
+    raise ConfigError(f"{name}: recipe not found (neither a file nor a recipe in {shipped.parent})")
+
+
 def load_recipe(path: str | Path, cls: type[T], overrides: list[str] | None = None) -> T:
     """Read a TOML recipe into `cls`, with `key=value` overrides applied on top."""
+    path = recipe_path(path)
     data = apply_overrides(read_toml(path), overrides or [])
     try:
         return from_dict(cls, data)
