@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
+from report import cpu_model, write_section  # noqa: E402
 from wavediff.checkpoint import save_checkpoint  # noqa: E402
 from wavediff.config import AELossConfig, AERecipe, AutoencoderConfig, DataConfig, load_recipe, to_dict  # noqa: E402
 from wavediff.encode import encode_shards  # noqa: E402
 from wavediff.evaluate import evaluate_autoencoder  # noqa: E402
-from wavediff.files import atomic_write_bytes  # noqa: E402
 from wavediff.models.blocks import count_parameters  # noqa: E402
 from wavediff.training.autoencoder import AutoencoderObjective, train_autoencoder  # noqa: E402
 from wavediff.training.engine import make_optimizer  # noqa: E402
@@ -134,22 +132,6 @@ def quality(recipe: AERecipe, steps: int, loops_per_genre: int, tmp: Path) -> di
             "encode_rate": audio_s / encode_s, "audio_s": audio_s, "stats": encoded["stats"]}
 
 
-def write_section(text: str) -> Path:
-    """Replace (or add) the Autoencoder section of BENCHMARKS.md, leaving other sections alone."""
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = re.compile(r"^## Autoencoder\n.*?(?=^## |\Z)", re.S | re.M)
-    new = section.sub(lambda _: text, old) if section.search(old) else old.rstrip("\n") + "\n\n" + text
-    atomic_write_bytes(path, new.encode())
-    return path
-
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    found = re.search(r"Model name:\s*(.+)", out)
-    return found.group(1).strip() if found else "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewest steps (a smoke test)")
@@ -175,7 +157,7 @@ def main() -> None:
     batch = tiny.data.batch_size
     text = f"""## Autoencoder
 
-`{command}` — {datetime.date.today()}, {cpu_name()}, 2 cores shared with other jobs, torch {torch.__version__}.
+`{command}` — {datetime.date.today()}, {cpu_model()}, 2 cores shared with other jobs, torch {torch.__version__}.
 Training steps are forward + backward + optimizer with the full objective (MR-STFT, mel, KL, hinge +
 feature matching against the multi-scale STFT discriminator), generator and discriminator steps
 alternating; audio seconds per wall second over the timed steps. Tiny: {tiny_source}.
@@ -204,7 +186,7 @@ Encoding the pack to latent shards with it (`encode_shards`, CPU): {q['encode_ra
 ({q['audio_s']:.0f} s of audio); latent overall std {q['stats']['overall_std']:.3f}.
 """
     print(text)
-    print(f"wrote {write_section(text)}")
+    print(f"wrote {write_section('Autoencoder', text)}")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,9 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(shards: Path, tmp_
     assert child.returncode == 0, err
     stopped = latest_checkpoint(run_dir)
     step = int(stopped.name.split("-")[1])
-    assert step >= 4 and f"SIGTERM: saved the checkpoint at step {step}, stopping" in out
+    # step 3 when the signal lands as the loader restarts after the first checkpoint (its worker
+    # may die of the group signal before it can ignore it: the run still stops cleanly)
+    assert step >= 3 and f"SIGTERM: saved the checkpoint at step {step}, stopping" in out
     assert out.strip().endswith(str(stopped))
     assert isinstance(load_model(stopped), Autoencoder)
 

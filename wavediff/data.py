@@ -160,7 +160,11 @@ def _window(x: torch.Tensor, size: int, loop: bool, start: int) -> tuple[torch.T
     if start + size <= n:
         return x[:, start : start + size], size
     if loop:
-        return x.repeat(1, -(-(start + size) // n))[:, start : start + size], size
+        parts, have = [x[:, start:]], n - start
+        while have < size:
+            parts.append(x[:, : size - have])
+            have += parts[-1].shape[-1]
+        return torch.cat(parts, dim=1), size
     valid = n - start
     return torch.nn.functional.pad(x[:, start:], (0, size - valid)), valid
 

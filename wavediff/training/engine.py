@@ -66,6 +66,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 BatchSource = Callable[[int, int, int], Iterable[Batch]]
 
 
+class _StoppedInStep(Exception):
+    """A stop signal arrived and the data loader died of it before the step could run."""
+
+
 class TrainingError(RuntimeError):
     """A run that cannot go on (non-finite losses, data exhausted); the message says why and where."""
 
@@ -129,6 +133,17 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     """A DataLoader worker_init_fn: the training process, not its workers, reacts to SIGTERM/SIGUSR1."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Hold SIGTERM/SIGUSR1 back (not lost: delivered on exit) while child processes start."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager
@@ -240,7 +255,10 @@ class _Run:
     def stream(self) -> Iterator[Batch]:
         """This process's batches from the current step on (reseeded: see the module docstring)."""
         acc = self.acc
-        return iter(self.batches(data_seed(self.cfg.seed, self.step), acc.process_index, acc.num_processes))
+        # Loader workers start here; they must not die of a stop signal before their
+        # worker_init_fn can ignore it, so they are born with the signals blocked.
+        with _stop_signals_blocked():
+            return iter(self.batches(data_seed(self.cfg.seed, self.step), acc.process_index, acc.num_processes))
 
     def train_step(
         self, stream: Iterator[Batch], received: Mapping[str, str]
@@ -259,6 +277,10 @@ class _Run:
                 cpu_batch = next(stream)
             except StopIteration:
                 raise TrainingError(f"the training data ran out at step {step}: no samples to read") from None
+            except RuntimeError:
+                if "signal" in received:  # a loader worker caught the group's stop signal first
+                    raise _StoppedInStep from None
+                raise
             seconds += obj.batch_seconds(cpu_batch)
             batch = _to_device(cpu_batch, acc.device)
             with acc.accumulate(*self.nets.values()):
@@ -386,7 +408,12 @@ def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], l
     stream = run.stream() if run.step < last else iter(())
     meter = _Meter()
     while run.step < last:
-        terms, seconds, batch, stop = run.train_step(stream, received)
+        try:
+            terms, seconds, batch, stop = run.train_step(stream, received)
+        except _StoppedInStep:
+            saved = run.checkpoint()  # no update was made in this step: the last state is whole
+            acc.print(f"{received['signal']}: saved the checkpoint at step {run.step}, stopping")
+            return saved
         meter.add(terms, seconds)
         step = run.step
         if step % cfg.log_every == 0 or step == last or stop:

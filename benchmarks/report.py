@@ -1,0 +1,26 @@
+"""What every benchmark script shares: the machine's name and its section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from wavediff.files import atomic_write_bytes
+
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def cpu_model() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    match = re.search(r"Model name:\s*(.+)", out)
+    return match.group(1).strip() if match else "unknown CPU"
+
+
+def write_section(title: str, text: str) -> Path:
+    """Replace (or add) the `## title` section of BENCHMARKS.md, leaving other sections alone."""
+    old = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    section = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    new = section.sub(lambda _: text, old) if section.search(old) else old.rstrip("\n") + "\n\n" + text
+    atomic_write_bytes(BENCHMARKS_MD, new.encode())
+    return BENCHMARKS_MD
