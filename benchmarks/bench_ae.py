@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
-from report import cpu_model, write_section  # noqa: E402
+from report import machine, write_section  # noqa: E402
 from wavediff.checkpoint import save_checkpoint  # noqa: E402
 from wavediff.config import AELossConfig, AERecipe, AutoencoderConfig, DataConfig, load_recipe, to_dict  # noqa: E402
 from wavediff.encode import encode_shards  # noqa: E402
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewest steps (a smoke test)")
     parser.add_argument("--steps", type=int, default=None, help="training steps for the quality run")
     args = parser.parse_args()
+    where = machine()  # before our own work loads the CPU
     steps = args.steps or (4 if args.quick else 30)
     loops_per_genre = 1 if args.quick else 4
     tiny, tiny_source = tiny_recipe()
@@ -157,7 +158,7 @@ def main() -> None:
     batch = tiny.data.batch_size
     text = f"""## Autoencoder
 
-`{command}` — {datetime.date.today()}, {cpu_model()}, 2 cores shared with other jobs, torch {torch.__version__}.
+`{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}.
 Training steps are forward + backward + optimizer with the full objective (MR-STFT, mel, KL, hinge +
 feature matching against the multi-scale STFT discriminator), generator and discriminator steps
 alternating; audio seconds per wall second over the timed steps. Tiny: {tiny_source}.
@@ -167,10 +168,6 @@ alternating; audio seconds per wall second over the timed steps. Tiny: {tiny_sou
 | tiny as written (no discriminator), 16 kHz mono, {tiny.data.sample_size} samples | {plain['params_m']:.2f} M | {batch} × {plain['batch_seconds'] / batch:.2f} s | {plain.get('generator_step_s', float('nan')):.1f} s | — | {plain['audio_s_per_s']:.2f} |
 | tiny + discriminator (adv 0.1, feature 5.0 from step 0) | {small['params_m']:.2f} M | {batch} × {small['batch_seconds'] / batch:.2f} s | {small.get('generator_step_s', float('nan')):.1f} s | {small.get('discriminator_step_s', float('nan')):.1f} s | {small['audio_s_per_s']:.2f} |
 | 44.1 kHz stereo default, 65536 samples (2 steps, no warm-up: first-step cost included) | {big['params_m']:.1f} M | 1 × {big['batch_seconds']:.2f} s | {big.get('generator_step_s', float('nan')):.1f} s | {big.get('discriminator_step_s', float('nan')):.1f} s | {big['audio_s_per_s']:.3f} |
-
-Caveat: these are the first steps of a fresh model on a CPU loaded by other jobs (load average ~6). During the
-quality run the engine's own meter (perf/audio_seconds_per_second) read 1.3–1.7 audio s/s for the same recipe at
-steps 15–24, about 6× the figure above; the gap (early-step cost, contention) was not pinned down.
 
 Reconstruction of the tiny AE (recipe as written, warm-up cut to fit) trained {steps} steps ({q['train_s']:.0f} s, batch {batch}) with `train_autoencoder` on the
 built-in loop pack ({loops_per_genre} loops per genre at 16 kHz mono: {q['splits']['train']['samples']} train / {q['splits']['val']['samples']} val samples),

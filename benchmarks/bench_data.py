@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
-from report import cpu_model, write_section  # noqa: E402
+from report import machine, write_section  # noqa: E402
 from wavediff import audio  # noqa: E402
 from wavediff.config import AugmentConfig, DataConfig  # noqa: E402
 from wavediff.data import make_loader  # noqa: E402
@@ -172,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small pack and short runs (a smoke test)")
     args = parser.parse_args()
+    where = machine()  # before our own work loads the CPU
     loops_per_genre, copies, repeats, batches, rounds = (2, 2, 1, 10, 1) if args.quick else (8, 12, 3, 30, 5)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,7 +220,7 @@ def main() -> None:
     command = "python benchmarks/bench_data.py" + (" --quick" if args.quick else "")
     text = f"""## Data
 
-`{command}` — {datetime.date.today()}, {cpu_model()}, 2 cores shared with other jobs, torch {torch.__version__}.
+`{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}.
 Source: {len(loops)} synthesized loops ({seconds / 60:.1f} min; each loop plus {copies} copies rotated by whole beats) and
 {len(long)} one-minute takes chained from them, all {SOURCE_RATE} Hz stereo WAV. Target: {RATE} Hz stereo FLAC
 shards of ≤ {SHARD_MB:g} MB; windows of {WINDOW} samples, batch {BATCH}, {WORKERS} workers. Figures are the best of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -15,6 +16,11 @@ def cpu_model() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     match = re.search(r"Model name:\s*(.+)", out)
     return match.group(1).strip() if match else "unknown CPU"
+
+
+def machine() -> str:
+    """The CPU, its cores and how busy it was: figures from a loaded machine are not comparable."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
 
 
 def write_section(title: str, text: str) -> Path:
