@@ -83,27 +83,24 @@ def tar_members(path: Path) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
 
-def latents_of(folder: Path) -> dict[str, tuple[np.ndarray, dict]]:
+def samples_of(folder: Path, suffix: str, read) -> dict[str, tuple]:
+    """{key: (read(member bytes, member name), json)} for every `KEY.suffix` in the folder's tars."""
     found = {}
     for path in sorted(folder.glob("*.tar")):
         members = tar_members(path)
         for name in members:
-            if name.endswith(".latent.npy"):
+            if name.endswith(suffix):
                 key = name.split(".")[0]
-                latent = np.load(io.BytesIO(members[name]), allow_pickle=False)
-                found[key] = (latent, json.loads(members[f"{key}.json"]))
+                found[key] = (read(members[name], name), json.loads(members[f"{key}.json"]))
     return found
+
+
+def latents_of(folder: Path) -> dict[str, tuple[np.ndarray, dict]]:
+    return samples_of(folder, ".latent.npy", lambda data, _: np.load(io.BytesIO(data), allow_pickle=False))
 
 
 def audio_of(folder: Path) -> dict[str, tuple[torch.Tensor, dict]]:
-    found = {}
-    for path in sorted(folder.glob("*.tar")):
-        members = tar_members(path)
-        for name in members:
-            if name.endswith(".flac"):
-                key = name.split(".")[0]
-                found[key] = (audio.decode(members[name], name)[0], json.loads(members[f"{key}.json"]))
-    return found
+    return samples_of(folder, ".flac", lambda data, name: audio.decode(data, name)[0])
 
 
 def test_latent_shards_hold_each_sample_whole_with_its_metadata(pack) -> None:

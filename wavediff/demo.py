@@ -15,7 +15,7 @@ import torch
 from data_tools.inspect import format_manifest, inspect_shards
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
-from wavediff.checkpoint import latest_checkpoint
+from wavediff.checkpoint import CONFIG_FILE, latest_checkpoint
 from wavediff.config import AERecipe, load_recipe
 from wavediff.encode import encode_shards
 from wavediff.evaluate import evaluate_autoencoder, reconstruct_file
@@ -60,7 +60,7 @@ def train_demo_autoencoder(out: Path, shards: Path, ae_steps: int | None, progre
     recipe = load_recipe(AE_RECIPE, AERecipe, overrides)
     run = out / "ae"
     last = latest_checkpoint(run)
-    if last is not None and json.loads((last / "config.json").read_text())["step"] >= recipe.train.steps:
+    if last is not None and json.loads((last / CONFIG_FILE).read_text())["step"] >= recipe.train.steps:
         _stage(f"autoencoder already trained: {last}")
         return last
     _stage(f"training the {AE_RECIPE} autoencoder ({recipe.train.steps} steps) in {run}")
