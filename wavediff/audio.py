@@ -1,4 +1,5 @@
-"""Audio in and out: the one place that decodes, encodes, resamples and levels audio.
+"""Audio in and out: the one place that decodes, encodes, resamples and levels audio,
+and that reads and writes a WAV's loop points and tempo.
 
 Everything is a float32 tensor shaped (channels, samples). soundfile does the codecs
 (torchaudio's own load/save need torchcodec, which we do not depend on); torchaudio
@@ -12,7 +13,10 @@ import io
 import math
 import os
 import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -102,22 +106,35 @@ def _missing_audio_bytes(source) -> tuple[int, int] | None:
         else:
             return None
         end = f.seek(0, io.SEEK_END)
-        pos = 12
-        while pos + 8 <= end:
-            f.seek(pos)
-            chunk, size = struct.unpack(order + "4sI", f.read(8))
+        for chunk, size, start in _chunks(f, order, end):
             if chunk == wanted:
-                present = end - pos - 8
-                if size in (0, 0xFFFFFFFF) or size <= present:
+                present = end - start
+                if size in _UNKNOWN_SIZES or size <= present:
                     return None
                 return size, present
-            pos += 8 + size + (size & 1)
         return None
     finally:
         if f is source:
             f.seek(0)
         else:
             f.close()
+
+
+# The data-chunk sizes streaming writers leave behind: "the audio runs to the end".
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
+def _chunks(f: BinaryIO, order: str, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(id, declared size, offset of the body) of each chunk after a 12-byte RIFF/FORM header.
+
+    Bodies of odd size are followed by a pad byte that their size does not count.
+    """
+    pos = 12
+    while pos + 8 <= end:
+        f.seek(pos)
+        chunk, size = struct.unpack(order + "4sI", f.read(8))
+        yield chunk, size, pos + 8
+        pos += 8 + size + (size & 1)
 
 
 def _clean(e: Exception) -> str:
@@ -179,6 +196,35 @@ def _resampler(from_sr: int, to_sr: int, dtype: torch.dtype, device: torch.devic
     # Building the sinc kernel costs several times more than applying it, and a dataset
     # resamples thousands of files between the same few rates.
     return AT.Resample(from_sr, to_sr, dtype=dtype, **_RESAMPLE_KW).to(device)
+
+
+def resize_loop(wav: torch.Tensor, samples: int) -> torch.Tensor:
+    """Stretch one period of a loop, (..., N), to exactly `samples`, by band-limited
+    periodic (Fourier) interpolation.
+
+    Why not cut or pad: a decoded loop comes out a little off the exact bar length, and
+    a cut clicks at the wrap. Treating the audio as one period of a periodic signal keeps
+    the wrap as smooth as the rest, at a pitch change of a few cents. Shrinking drops the
+    partials above the new Nyquist frequency.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    n = wav.shape[-1]
+    if n < 1:
+        raise ValueError("cannot resize a loop of 0 samples")
+    if n == samples:
+        return wav
+    spectrum = torch.fft.rfft(wav, dim=-1)
+    kept = min(n, samples)
+    out = spectrum.new_zeros(*wav.shape[:-1], samples // 2 + 1)
+    out[..., : kept // 2 + 1] = spectrum[..., : kept // 2 + 1]
+    if kept % 2 == 0:
+        # The shorter length's Nyquist bin stands for a +f/-f pair folded into one bin.
+        # Growing an even length: the pair splits again, half to each side. Shrinking to
+        # an even length: the input's +f and -f bins both fold onto it, and irfft keeps
+        # only the real part of a Nyquist bin.
+        out[..., kept // 2] *= 0.5 if samples > n else 2.0
+    return torch.fft.irfft(out, n=samples, dim=-1) * (samples / n)
 
 
 def convert_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
@@ -272,21 +318,162 @@ def encode(wav: torch.Tensor, sr: int, format: str = "flac", subtype: str | None
     return _encode(wav, sr, format, subtype, "<bytes>")
 
 
+@dataclass(frozen=True)
+class LoopInfo:
+    """What a sampler or DAW needs to loop and stretch a file in time with a song."""
+
+    bpm: float  # tempo
+    beats: int  # beats in the file (bars × beats_per_bar)
+    beats_per_bar: int = 4  # meter numerator (denominator 4)
+    root_note: int | None = None  # MIDI note of the loop's key root, when known
+    start: int = 0  # loop start sample
+    end: int | None = None  # loop end sample, exclusive; None = the file's end
+
+
+# 'smpl' (RIFF 1991 / Multimedia Programming Interface), little-endian, 36 bytes then
+# 24 per loop: manufacturer, product, sample period (ns), MIDI unity note, MIDI pitch
+# fraction, SMPTE format, SMPTE offset, number of loops, sampler-data bytes (all u32);
+# each loop: identifier, type (0 = forward), start, end (inclusive: that sample plays
+# too), fraction, play count (0 = forever), all u32.
+_SMPL = struct.Struct("<9I")
+_SMPL_LOOP = struct.Struct("<6I")
+# 'acid' (Sonic Foundry ACID; no published spec, the layout libsndfile's
+# wav_read_acid_chunk reads), 24 bytes: flags u32, root note u16, unknown u16 (0x8000 in
+# files seen in the wild), unknown f32 (0.0), number of beats u32, meter denominator u16,
+# meter numerator u16, tempo f32 (BPM). Flags: 0x01 one-shot, 0x02 root note set,
+# 0x04 stretch, 0x08 disk-based.
+_ACID = struct.Struct("<IHHfIHHf")
+_ACID_ONE_SHOT, _ACID_ROOT_SET, _ACID_STRETCH = 0x01, 0x02, 0x04
+
+
+def _check_loop(loop: LoopInfo, samples: int, name: str) -> tuple[int, int]:
+    """(start, exclusive end) of a valid loop, else ValueError naming the file."""
+    end = samples if loop.end is None else loop.end
+    problems = [
+        (not (math.isfinite(loop.bpm) and loop.bpm > 0), f"bpm must be positive, got {loop.bpm}"),
+        (loop.beats < 1, f"beats must be at least 1, got {loop.beats}"),
+        (loop.beats_per_bar < 1, f"beats_per_bar must be at least 1, got {loop.beats_per_bar}"),
+        (loop.root_note is not None and not 0 <= loop.root_note <= 127,
+         f"root_note must be a MIDI note 0-127, got {loop.root_note}"),
+        (not 0 <= loop.start < end <= samples,
+         f"loop points must satisfy 0 ≤ start < end ≤ {samples} samples, got start {loop.start}, end {end}"),
+    ]
+    for bad, reason in problems:
+        if bad:
+            raise ValueError(f"{name}: {reason}")
+    return loop.start, end
+
+
+def _loop_chunks(loop: LoopInfo, start: int, end: int, sr: int) -> bytes:
+    unity = 60 if loop.root_note is None else loop.root_note
+    smpl = _SMPL.pack(0, 0, round(1e9 / sr), unity, 0, 0, 0, 1, 0) + _SMPL_LOOP.pack(0, 0, start, end - 1, 0, 0)
+    flags = _ACID_STRETCH | (0 if loop.root_note is None else _ACID_ROOT_SET)
+    acid = _ACID.pack(flags, unity, 0x8000, 0.0, loop.beats, 4, loop.beats_per_bar, loop.bpm)
+    return b"".join(struct.pack("<4sI", cid, len(body)) + body for cid, body in ((b"smpl", smpl), (b"acid", acid)))
+
+
+def _with_loop_chunks(riff: bytes, loop: LoopInfo, start: int, end: int, sr: int) -> bytes:
+    """Append smpl and acid chunks to the WAV soundfile wrote and fix the RIFF size."""
+    if len(riff) % 2:  # every chunk starts on an even offset
+        riff += b"\0"
+    out = riff + _loop_chunks(loop, start, end, sr)
+    return out[:4] + struct.pack("<I", len(out) - 8) + out[8:]
+
+
 def save(
     path: str | os.PathLike,
     wav: torch.Tensor,
     sr: int,
     format: str | None = None,
     subtype: str | None = None,
+    loop: LoopInfo | None = None,
 ) -> Path:
     """Write wav/flac/mp3/ogg atomically: a reader never sees a half-written file.
 
-    Samples are clipped to [-1, 1]; the format comes from the suffix unless given.
+    Samples are clipped to [-1, 1]; the format comes from the suffix unless given. A WAV
+    gets `loop` as smpl and acid chunks, which samplers and DAWs read; flac, mp3 and ogg
+    have no place for it, so for them it is checked and not written (the generator's
+    JSON sidecar records it for every format).
     """
     path = Path(path)
     if wav.dim() != 2:
         raise ValueError(f"{path}: audio must be (channels, samples), got shape {tuple(wav.shape)}")
-    data = _encode(wav, sr, format or path.suffix.lstrip("."), subtype, str(path))
+    fmt = _format_for(str(path), format or path.suffix.lstrip("."))
+    data = _encode(wav, sr, fmt, subtype, str(path))
+    if loop is not None:
+        start, end = _check_loop(loop, wav.shape[-1], str(path))
+        if fmt == "wav":
+            data = _with_loop_chunks(data, loop, start, end, sr)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return path
+
+
+def read_loop_info(path: str | os.PathLike) -> LoopInfo | None:
+    """The loop a WAV's acid chunk (tempo, beats, meter, root) and smpl chunk (first loop's
+    points) describe.
+
+    None for a file that is not a WAV or has no acid chunk, and for an acid chunk that
+    marks a one-shot or gives no tempo or beats: a smpl chunk alone holds loop points but
+    no tempo. `end` comes back explicit whenever a smpl loop is present. Raises AudioError
+    for a chunk cut short or too small for its layout.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            bodies = _loop_chunk_bodies(f, path)
+    except OSError as e:
+        raise AudioError(path, f"cannot open ({e.strerror or _clean(e)})") from None
+    acid = bodies.get(b"acid")
+    if acid is None:
+        return None
+    if len(acid) < _ACID.size:
+        raise AudioError(path, f"garbled acid chunk: {len(acid)} bytes, its layout needs {_ACID.size}")
+    flags, root, _, _, beats, _, numerator, bpm = _ACID.unpack_from(acid)
+    if flags & _ACID_ONE_SHOT or beats < 1 or not (math.isfinite(bpm) and bpm > 0):
+        return None
+    loop_start, loop_end = _smpl_loop(bodies.get(b"smpl"), path)
+    return LoopInfo(
+        bpm=float(bpm),
+        beats=beats,
+        beats_per_bar=numerator or 4,
+        root_note=root if flags & _ACID_ROOT_SET else None,
+        start=loop_start,
+        end=loop_end,
+    )
+
+
+def _loop_chunk_bodies(f: BinaryIO, path: Path) -> dict[bytes, bytes]:
+    """The first smpl and acid chunk bodies of a WAV ({} for any other file)."""
+    head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return {}
+    end = f.seek(0, io.SEEK_END)
+    bodies: dict[bytes, bytes] = {}
+    for chunk, size, start in _chunks(f, "<", end):
+        if chunk == b"data" and size in _UNKNOWN_SIZES:
+            break  # streamed: the audio runs to the end, no chunk after it can be found
+        if start + size > end:
+            name = chunk.decode("latin-1")
+            raise AudioError(path, f"truncated: its {name!r} chunk declares {size} bytes, {end - start} remain")
+        if chunk in (b"smpl", b"acid") and chunk not in bodies:
+            f.seek(start)
+            bodies[chunk] = f.read(size)
+    return bodies
+
+
+def _smpl_loop(body: bytes | None, path: Path) -> tuple[int, int | None]:
+    """(start, exclusive end) of a smpl chunk's first loop; (0, None) when it has none."""
+    if body is None:
+        return 0, None
+    if len(body) < _SMPL.size:
+        raise AudioError(path, f"garbled smpl chunk: {len(body)} bytes, its header needs {_SMPL.size}")
+    loops = _SMPL.unpack_from(body)[7]
+    if loops == 0:
+        return 0, None
+    if len(body) < _SMPL.size + loops * _SMPL_LOOP.size:
+        raise AudioError(path, f"garbled smpl chunk: {loops} loops declared, {len(body)} bytes hold fewer")
+    _, _, start, last, _, _ = _SMPL_LOOP.unpack_from(body, _SMPL.size)
+    if last < start:
+        raise AudioError(path, f"garbled smpl chunk: loop ends at sample {last}, before its start {start}")
+    return start, last + 1

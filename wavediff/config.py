@@ -90,6 +90,73 @@ class AELossConfig:
     disc_fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
 
 
+@dataclass
+class UNetConfig:
+    """The 1D U-Net denoiser (wavediff.models.unet): Dance Diffusion's shape, modernized.
+
+    Each level halves the length (levels after the first); the noise level and the
+    conditioning vector modulate every residual block (adaptive group norm); self-attention
+    runs at the coarse levels named in `attention_levels`.
+    """
+
+    base_channels: int = 128
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 4, 4])  # width of each level, × base
+    blocks_per_level: int = 2  # residual blocks per level on the way down (one more on the way up)
+    attention_levels: list[int] = field(default_factory=lambda: [2, 3])  # 0-based levels with self-attention
+    head_channels: int = 64  # channels per attention head
+    kernel_size: int = 3  # of every residual conv (waveform models want 5 or more)
+    dropout: float = 0.0
+    cross_attention: bool = False  # also attend to the conditioning tokens (text-ready), not only their sum
+    # "circular": generation treats the sequence as a loop (every conv wraps), so a generated
+    # loop has no seam. Training always pads with zeros: a training window is not one period.
+    padding: Literal["zeros", "circular"] = "circular"
+
+
+@dataclass
+class ConditioningConfig:
+    """What the denoiser is told about the loop it makes (wavediff.conditioning).
+
+    Each condition has a learned null embedding, used for unknown values (no genre, no
+    tempo) and, during training, at random (classifier-free guidance).
+    """
+
+    genre: bool = True  # an embedding from the dataset's genre vocabulary
+    tempo: bool = True  # Fourier features of log-BPM
+    length: bool = True  # Fourier features of the loop's seconds, and its bar count
+    dim: int = 256  # width of each condition's vector (and token, for cross-attention)
+    dropout: float = 0.1  # each condition is nulled with this probability per example
+    dropout_all: float = 0.1  # every condition is nulled together (the unconditional model CFG needs)
+    beats_per_bar: int = 4
+    genres: list[str] = field(default_factory=list)  # the vocabulary: filled from the shards when empty
+
+
+@dataclass
+class DiffusionConfig:
+    """The diffusion objective. The model works on data divided by `sigma_data`, so noise
+    levels here are in units of the data's standard deviation."""
+
+    objective: Literal["karras", "v"] = "karras"  # Karras preconditioning, or a v-diffusion model
+    sigma_data: float = 0.0  # 0: the latent shards' measured std (RMS of a few clips for waveforms)
+    sigma_sampling: Literal["log-normal", "log-uniform", "v-diffusion"] = "log-normal"
+    sigma_mean: float = -0.5  # log-normal: mean of ln σ
+    sigma_std: float = 1.2  # log-normal: std of ln σ
+    sigma_min: float = 0.01  # log-uniform / v-diffusion range, and the sampling schedule's ends
+    sigma_max: float = 80.0
+    weighting: Literal["karras", "soft-min-snr", "snr"] = "karras"  # k-diffusion's loss weightings
+
+
+@dataclass
+class SamplingConfig:
+    """How loops are sampled: the defaults of `wavediff generate` and of training examples."""
+
+    steps: int = 50
+    sampler: str = "dpmpp-2m"  # a name from wavediff.sampling.SAMPLERS
+    schedule: Literal["karras", "exponential", "polyexponential"] = "karras"
+    rho: float = 7.0  # karras / polyexponential schedule shape
+    cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off)
+    example_bars: int = 2  # training examples: one loop per genre of this many bars
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -123,6 +190,9 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False  # force CPU even when a GPU is visible
     grad_accum: int = 1  # micro-batches per step; effective batch = batch × grad_accum × processes
+    # Every optimizer's lr is the lr for one process, multiplied by the process count
+    # ("linear", Goyal et al.), by its square root ("sqrt", for Adam-like optimizers), or left ("none").
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     grad_clip: float = 1.0  # max global gradient norm per optimizer (0 turns clipping off)
     ema_power: float = 2 / 3  # k-diffusion EMAWarmup: decay = 1 − (1 + updates)^−power, capped at ema_max
     ema_max: float = 0.9999
@@ -146,6 +216,23 @@ class AERecipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     loss: AELossConfig = field(default_factory=AELossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class DiffusionRecipe:
+    """Everything `wavediff train` needs; also what a denoiser checkpoint carries (resolved:
+    sigma_data and the genre vocabulary filled in, the autoencoder embedded)."""
+
+    kind: Literal["diffusion"] = "diffusion"
+    autoencoder: str = ""  # the autoencoder checkpoint the latent shards came from; "" = a waveform model
+    sample_rate: int = 44100
+    channels: int = 0  # of the diffused data (latent channels, or audio channels); 0: from the shards
+    data: DataConfig = field(default_factory=DataConfig)
+    model: UNetConfig = field(default_factory=UNetConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

@@ -127,6 +127,17 @@ class Autoencoder(nn.Module):
     def latent_dim(self) -> int:
         return self.cfg.latent_dim
 
+    def decoder_context(self) -> int:
+        """Latent frames either side of a frame that reach its decoded samples (half the decoder's
+        receptive field, rounded up): how much wrapped context decodes a loop as if it never ended."""
+        reach = 3.0  # the first k7 conv, at the latent rate
+        rate = 1  # audio samples per step at the current level
+        for stride in reversed(self.cfg.strides):
+            rate *= stride
+            reach += (stride + 3 * sum(DILATIONS)) * (self.hop_length // rate) / self.hop_length
+        reach += 3 / self.hop_length  # the last k7 conv, at the audio rate
+        return math.ceil(reach)
+
     def latent_length(self, samples: int) -> int:
         """Latent frames for `samples` audio samples (the input is padded up to a whole frame)."""
         return -(-samples // self.hop_length)

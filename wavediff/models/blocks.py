@@ -74,8 +74,10 @@ class Conv1d(nn.Conv1d):
         self.pads = padding if padding is not None else (total // 2, total - total // 2)
         self.wrap = padding_mode
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = pad1d(x, *self.pads, self.wrap)
+    def forward(self, x: Tensor, padding_mode: PaddingMode | None = None) -> Tensor:
+        """`padding_mode` overrides the conv's own mode for this call: the same weights train on
+        zero-padded windows and generate loops that wrap."""
+        x = pad1d(x, *self.pads, padding_mode or self.wrap)
         return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,148 @@
+"""LoopDiffusion: preconditioning, the training loss, noise levels, and decoding loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from wavediff.conditioning import Conditions
+from wavediff.config import (
+    AutoencoderConfig,
+    ConditioningConfig,
+    ConfigError,
+    DiffusionConfig,
+    DiffusionRecipe,
+    UNetConfig,
+)
+from wavediff.diffusion import LoopDiffusion, unconditional
+from wavediff.models.autoencoder import Autoencoder
+
+
+def recipe(**diffusion) -> DiffusionRecipe:
+    return DiffusionRecipe(
+        sample_rate=8000,
+        channels=4,
+        model=UNetConfig(base_channels=8, channel_mults=[1, 2], attention_levels=[1], head_channels=8),
+        conditioning=ConditioningConfig(dim=8, genres=["a", "b"]),
+        diffusion=DiffusionConfig(**{"sigma_data": 0.5, **diffusion}),
+    )
+
+
+def model(**diffusion) -> LoopDiffusion:
+    torch.manual_seed(0)
+    return LoopDiffusion(recipe(**diffusion))
+
+
+def conds(n: int = 2) -> Conditions:
+    return Conditions(torch.tensor([0, 1] * (n // 2)), torch.full((n,), 128.0), torch.full((n,), 1.875),
+                      torch.ones(n))
+
+
+def test_untrained_model_is_the_karras_skip_path():
+    m = model()
+    x, sigma = torch.randn(2, 4, 24), torch.tensor([0.5, 3.0])
+    expected = x / (sigma[:, None, None] ** 2 + 1)  # c_skip with σ_data = 1 (the data is normalized)
+    torch.testing.assert_close(m.denoise(x, sigma, conds()), expected)
+
+
+def test_v_objective_uses_k_diffusion_v_scalings():
+    m = model(objective="v", sigma_sampling="v-diffusion")
+    c_skip, c_out, c_in = m.precond.get_scalings(torch.tensor([1.0]))
+    assert c_out.item() < 0 and c_skip.item() == pytest.approx(0.5)
+    loss = m(torch.randn(2, 4, 24), conds())
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("weighting", ["karras", "soft-min-snr", "snr"])
+def test_loss_is_finite_and_reaches_every_parameter(weighting):
+    m = model(weighting=weighting)
+    for p in m.unet.parameters():  # leave the zero init so gradients reach every layer
+        p.data.add_(torch.randn_like(p) * 0.01)
+    loss = m(torch.randn(4, 4, 24), conds(4))
+    loss.mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert torch.isfinite(loss).all()
+
+
+def test_padding_after_frames_is_not_scored():
+    m = model()  # untrained: the network outputs 0 whatever its input, so only the target matters
+    data = torch.randn(2, 4, 24)
+    garbage = data.clone()
+    garbage[..., 16:] = 1e3
+    frames = torch.tensor([16, 16])
+    torch.manual_seed(1)
+    clean = m(data, conds(), frames)
+    torch.manual_seed(1)
+    dirty = m(garbage, conds(), frames)
+    torch.testing.assert_close(clean, dirty)
+    torch.manual_seed(1)
+    assert not torch.allclose(m(garbage, conds()), clean)
+
+
+@pytest.mark.parametrize(
+    "sampling,check",
+    [
+        ("log-normal", lambda s: abs(s.log().median().item() - (-0.5)) < 0.05 and abs(s.log().std().item() - 1.2) < 0.05),
+        ("log-uniform", lambda s: s.min() >= 0.01 and s.max() <= 80.0 and abs(s.log().mean().item() - math.log(math.sqrt(0.8))) < 0.1),
+        ("v-diffusion", lambda s: s.min() >= 0.01 and s.max() <= 80.0),
+    ],
+)
+def test_noise_level_distributions(sampling, check):
+    torch.manual_seed(0)
+    assert check(model(sigma_sampling=sampling).sample_sigmas(20000, "cpu"))
+
+
+def test_conditioning_steers_the_output_and_unknown_means_null():
+    m = model()
+    for p in m.unet.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x, sigma = torch.randn(2, 4, 24), torch.tensor([1.0, 1.0])
+    a = m.denoise(x, sigma, conds())
+    b = m.denoise(x, sigma, Conditions(torch.tensor([1, 0]), torch.full((2,), 90.0), torch.full((2,), 4.0), torch.ones(2)))
+    assert not torch.allclose(a, b)
+    all_dropped = torch.ones(2, 3, dtype=torch.bool)
+    torch.testing.assert_close(m.denoise(x, sigma, conds(), all_dropped), m.denoise(x, sigma, unconditional(2, "cpu")))
+
+
+def test_data_is_normalized_by_sigma_data():
+    m = model()
+    torch.testing.assert_close(m.to_model(torch.ones(1, 4, 3)), torch.full((1, 4, 3), 2.0))
+    torch.testing.assert_close(m.decode(torch.ones(1, 4, 8)), torch.full((1, 4, 8), 0.5))  # a waveform model
+
+
+def test_loop_decoding_with_a_non_circular_decoder_matches_an_endless_loop():
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4))
+    r = recipe()
+    r.autoencoder = "ae"
+    m = LoopDiffusion(r, ae)
+    z = torch.randn(1, 4, 40)
+    looped = m.decode(z, loop=True)
+    endless = m.decode(torch.cat([z] * 5, dim=-1))[..., 2 * 40 * 8 : 3 * 40 * 8]  # the middle copy of many
+    torch.testing.assert_close(looped, endless, atol=1e-5, rtol=1e-4)
+    plain = m.decode(z)
+    assert (plain[..., :8] - endless[..., :8]).abs().max() > 1e-4  # zero padding differs at the ends
+
+
+def test_the_autoencoder_stays_frozen():
+    ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4))
+    r = recipe()
+    r.autoencoder = "ae"
+    m = LoopDiffusion(r, ae).train()
+    assert not m.autoencoder.training
+    assert not any(p.requires_grad for p in m.autoencoder.parameters())
+
+
+def test_unresolved_or_inconsistent_recipes_are_refused():
+    with pytest.raises(ConfigError, match="sigma_data"):
+        LoopDiffusion(recipe(sigma_data=0.0))
+    r = recipe()
+    r.autoencoder = "somewhere"
+    with pytest.raises(ConfigError, match="autoencoder"):
+        LoopDiffusion(r)
+    ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=3))
+    with pytest.raises(ConfigError, match="channels is 4"):
+        LoopDiffusion(r, ae)

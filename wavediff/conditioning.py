@@ -1,0 +1,134 @@
+"""What the denoiser is told about the loop it makes: genre, tempo and length.
+
+Each condition becomes one vector (a token). Their sum is the pooled vector that modulates
+every U-Net block; the tokens themselves feed cross-attention when the U-Net has it (and
+will carry text later). Tempo and length are continuous, so they enter as Fourier features
+of their logarithms (Stable Audio's timing conditioning does the same for seconds): 120 and
+121 BPM get nearby vectors, and a tempo between the training tempos still means something.
+
+Every condition has a learned null vector. It stands in for unknown values (no genre, no
+tempo in the metadata) and, during training, replaces the condition at random, so the
+same network is also the unconditional model that classifier-free guidance subtracts.
+Null and real vectors are mixed with `torch.where`, so every parameter is in every
+forward pass (DistributedDataParallel requires it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from wavediff.config import ConditioningConfig, ConfigError
+
+FOURIER_BANDS = 8  # sin/cos pairs per scalar
+TEMPO_REFERENCE = 120.0  # BPM at which the tempo features are centred
+SECONDS_REFERENCE = 4.0
+CONDITIONS = ("genre", "tempo", "length")
+
+
+@dataclass
+class Conditions:
+    """Per-example values for a batch; 0 (or genre −1) means unknown."""
+
+    genre: Tensor  # (B,) long: index into the vocabulary, −1 unknown
+    bpm: Tensor  # (B,) float
+    seconds: Tensor  # (B,) float: the loop's (or source's) length
+    bars: Tensor  # (B,) float
+
+    @property
+    def batch_size(self) -> int:
+        return self.genre.shape[0]
+
+    def to(self, device: torch.device | str) -> Conditions:
+        return Conditions(*(t.to(device) for t in (self.genre, self.bpm, self.seconds, self.bars)))
+
+    def repeat(self, times: int) -> Conditions:
+        """The batch repeated `times` over (classifier-free guidance runs cond and uncond in one pass)."""
+        return Conditions(*(t.repeat(times) for t in (self.genre, self.bpm, self.seconds, self.bars)))
+
+
+def fourier_features(value: Tensor, bands: int = FOURIER_BANDS) -> Tensor:
+    """(B,) → (B, 2·bands): sin/cos at octave-spaced frequencies; |value| ≲ 4 keeps them unaliased."""
+    freqs = math.pi * 2.0 ** torch.arange(bands, device=value.device, dtype=torch.float32) / 4
+    angles = value.float()[:, None] * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def _mlp(features: int, dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+
+class Conditioner(nn.Module):
+    """Conditions → (pooled vector (B, dim), tokens (B, n, dim)); see the module docstring."""
+
+    def __init__(self, cfg: ConditioningConfig) -> None:
+        super().__init__()
+        for key in ("dropout", "dropout_all"):
+            if not 0.0 <= getattr(cfg, key) < 1.0:
+                raise ConfigError(f"conditioning.{key} must be in [0, 1), got {getattr(cfg, key)}")
+        if cfg.dim < 1:
+            raise ConfigError(f"conditioning.dim must be positive, got {cfg.dim}")
+        self.cfg = cfg
+        self.names = [name for name in CONDITIONS if getattr(cfg, name)]
+        if not self.names:
+            raise ConfigError("conditioning: every condition is off; leave one on or build the U-Net without a conditioner")
+        self.dim = cfg.dim
+        self.null = nn.Parameter(torch.randn(len(self.names), cfg.dim) * 0.02)
+        if cfg.genre:
+            self.genre = nn.Embedding(max(1, len(cfg.genres)), cfg.dim)
+        if cfg.tempo:
+            self.tempo = _mlp(2 * FOURIER_BANDS, cfg.dim)
+        if cfg.length:
+            self.length = _mlp(4 * FOURIER_BANDS + 1, cfg.dim)  # seconds, bars, and "bars known"
+
+    @property
+    def genres(self) -> list[str]:
+        return list(self.cfg.genres)
+
+    def genre_id(self, name: str | None) -> int:
+        """The vocabulary index of a genre name (−1 for None); an unknown name is an error listing the known ones."""
+        if name is None:
+            return -1
+        if name not in self.cfg.genres:
+            known = ", ".join(self.cfg.genres) or "none: the model has no genre vocabulary"
+            raise ValueError(f"unknown genre {name!r}; this model knows: {known}")
+        return self.cfg.genres.index(name)
+
+    def _token(self, name: str, c: Conditions) -> tuple[Tensor, Tensor]:
+        """(vector (B, dim), known (B,) bool) of one condition."""
+        if name == "genre":
+            known = (c.genre >= 0) & (c.genre < len(self.cfg.genres))
+            return self.genre(c.genre.clamp(0, self.genre.num_embeddings - 1)), known
+        if name == "tempo":
+            known = c.bpm > 0
+            return self.tempo(fourier_features(torch.log2(c.bpm.clamp_min(1.0) / TEMPO_REFERENCE))), known
+        known, has_bars = c.seconds > 0, c.bars > 0
+        features = torch.cat(
+            [
+                fourier_features(torch.log2(c.seconds.clamp_min(1e-3) / SECONDS_REFERENCE)),
+                fourier_features(torch.log2(c.bars.clamp_min(1.0))) * has_bars[:, None],
+                has_bars[:, None].float(),
+            ],
+            dim=-1,
+        )
+        return self.length(features), known
+
+    def random_drop(self, batch_size: int, device: torch.device | str) -> Tensor:
+        """(B, n) bool: which conditions training replaces by their null (global RNG, per-rank seeded)."""
+        each = torch.rand(batch_size, len(self.names), device=device) < self.cfg.dropout
+        every = torch.rand(batch_size, 1, device=device) < self.cfg.dropout_all
+        return each | every
+
+    def forward(self, c: Conditions, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`drop` (B, n) bool nulls conditions on top of the unknown ones; all True is the unconditional model."""
+        tokens = []
+        for i, name in enumerate(self.names):
+            vector, known = self._token(name, c)
+            if drop is not None:
+                known = known & ~drop[:, i]
+            tokens.append(torch.where(known[:, None], vector, self.null[i].to(vector.dtype)))
+        stacked = torch.stack(tokens, dim=1)
+        return stacked.sum(dim=1), stacked

@@ -1,0 +1,194 @@
+"""The latent-diffusion model a denoiser checkpoint holds: U-Net + conditioner + the frozen autoencoder.
+
+Preconditioning is k-diffusion's: `Denoiser` (Karras et al.) or `VDenoiser` (v-diffusion)
+supply c_skip, c_out, c_in and the loss weighting, so every k-diffusion sampler drives
+either kind through the same `denoise(x, σ)` call. The network sees c_noise = ln σ / 4
+(Karras) or t = atan σ · 2/π (v), the inputs its objective was trained with.
+
+The model works on data divided by `sigma_data` (measured from the training latents), so
+the preconditioners run with σ_data = 1 and noise levels in the recipe are in units of the
+data's standard deviation: a recipe's noise settings carry over between autoencoders.
+
+The autoencoder rides along, frozen: a checkpoint is then enough to turn noise into audio.
+Without one (`recipe.autoencoder == ""`) the model diffuses raw waveforms, Dance Diffusion
+style, and "decoding" is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from wavediff.conditioning import Conditioner, Conditions
+from wavediff.config import ConfigError, DiffusionRecipe
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.blocks import pad1d
+from wavediff.models.unet import UNet1D
+
+def _preconditioners() -> tuple[type, type]:
+    with warnings.catch_warnings():  # k-diffusion's dependencies warn about their own imports
+        warnings.simplefilter("ignore")
+        from k_diffusion.external import VDenoiser
+        from k_diffusion.layers import Denoiser
+    return Denoiser, VDenoiser
+
+
+class LoopDiffusion(nn.Module):
+    """See the module docstring. `forward` is the training loss (what DDP wraps); `denoise` is what samplers call."""
+
+    def __init__(self, recipe: DiffusionRecipe, autoencoder: Autoencoder | None = None) -> None:
+        super().__init__()
+        diffusion = recipe.diffusion
+        if diffusion.sigma_data <= 0:
+            raise ConfigError("diffusion.sigma_data must be resolved (positive) before the model is built")
+        if bool(recipe.autoencoder) != (autoencoder is not None):
+            raise ConfigError("recipe.autoencoder and the autoencoder given must both be set or both be empty")
+        self.recipe = recipe
+        self.sigma_data = diffusion.sigma_data
+        self.autoencoder = autoencoder.eval().requires_grad_(False) if autoencoder is not None else None
+        self.data_channels = recipe.channels
+        if autoencoder is not None and autoencoder.latent_dim != recipe.channels:
+            raise ConfigError(f"channels is {recipe.channels} but the autoencoder makes {autoencoder.latent_dim}")
+        if recipe.channels < 1:
+            raise ConfigError("channels must be resolved (positive) before the model is built")
+        cond = recipe.conditioning
+        self.conditioner = Conditioner(cond) if any((cond.genre, cond.tempo, cond.length)) else None
+        dim = self.conditioner.dim if self.conditioner is not None else 0
+        token_dim = dim if recipe.model.cross_attention else 0
+        self.unet = UNet1D(recipe.model, self.data_channels, cond_dim=dim, token_dim=token_dim)
+        Denoiser, VDenoiser = _preconditioners()
+        self.v_objective = diffusion.objective == "v"
+        # Holders of the scalings and weightings only (no inner model, no parameters).
+        self.precond = VDenoiser(None) if self.v_objective else Denoiser(None, 1.0, diffusion.weighting)
+
+    # ----------------------------------------------------------------- audio ↔ model space
+
+    @property
+    def sample_rate(self) -> int:
+        return self.recipe.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per model frame (1 for a waveform model)."""
+        return self.autoencoder.hop_length if self.autoencoder is not None else 1
+
+    @property
+    def audio_channels(self) -> int:
+        return self.autoencoder.cfg.channels if self.autoencoder is not None else self.data_channels
+
+    @property
+    def factor(self) -> int:
+        """Frame-count multiple a circular (loop) generation needs."""
+        return self.unet.factor
+
+    def train(self, mode: bool = True) -> LoopDiffusion:
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen: never in training mode
+        return self
+
+    def to_model(self, data: Tensor) -> Tensor:
+        """Latents (or waveforms) as stored in shards → the normalized space the model diffuses in."""
+        return data / self.sigma_data
+
+    @torch.no_grad()
+    def encode(self, audio: Tensor) -> Tensor:
+        """(B, channels, samples) audio at the model's rate → (B, data_channels, frames) in model space."""
+        z = self.autoencoder.encode(audio) if self.autoencoder is not None else audio
+        return self.to_model(z)
+
+    @torch.no_grad()
+    def decode(self, x: Tensor, samples: int | None = None, loop: bool = False) -> Tensor:
+        """Model space → audio (B, channels, frames·hop, or `samples`).
+
+        `loop`: the frames are one period of a loop. A circular autoencoder decodes it as a loop
+        by itself; any other decoder gets as many frames wrapped around each end as reach a
+        decoded sample (its decoder_context), and the middle is kept: the decoded wrap point sees
+        the same neighbours as every other point.
+        """
+        z = x * self.sigma_data
+        if self.autoencoder is None:
+            return z if samples is None else z[..., :samples]
+        if loop and self.autoencoder.cfg.padding != "circular":
+            ctx, hop, frames = self.autoencoder.decoder_context(), self.hop_length, z.shape[-1]
+            audio = self.autoencoder.decode(pad1d(z, ctx, ctx, "circular"))
+            audio = audio[..., ctx * hop : (ctx + frames) * hop]
+        else:
+            audio = self.autoencoder.decode(z)
+        return audio if samples is None else audio[..., :samples]
+
+    # ----------------------------------------------------------------- the denoiser
+
+    def _noise_input(self, sigma: Tensor) -> Tensor:
+        return self.precond.sigma_to_t(sigma) if self.v_objective else sigma.log() / 4
+
+    def _network(
+        self, x: Tensor, sigma: Tensor, cond: Conditions | None, drop: Tensor | None, circular: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(network output, c_skip, c_out) for input x at noise σ (B,)."""
+        c_skip, c_out, c_in = (s.to(x.dtype)[:, None, None] for s in self.precond.get_scalings(sigma))
+        vector = tokens = None
+        if self.conditioner is not None:
+            if cond is None:
+                cond = unconditional(x.shape[0], x.device)
+            vector, tokens = self.conditioner(cond, drop)
+            if not self.recipe.model.cross_attention:
+                tokens = None
+        out = self.unet(x * c_in, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
+        return out, c_skip, c_out
+
+    def denoise(
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: Conditions | None = None,
+        drop: Tensor | None = None,
+        circular: bool = False,
+    ) -> Tensor:
+        """D(x; σ): the denoised estimate, what k-diffusion samplers call. σ is (B,) or a scalar."""
+        sigma = sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma
+        out, c_skip, c_out = self._network(x, sigma, cond, drop, circular)
+        return out * c_out + x * c_skip
+
+    def sample_sigmas(self, n: int, device: torch.device | str) -> Tensor:
+        """Training noise levels, drawn as the recipe says (global RNG, seeded per rank by the engine)."""
+        cfg = self.recipe.diffusion
+        if cfg.sigma_sampling == "log-normal":
+            return (torch.randn(n, device=device) * cfg.sigma_std + cfg.sigma_mean).exp()
+        if cfg.sigma_sampling == "log-uniform":
+            lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
+            return (torch.rand(n, device=device) * (hi - lo) + lo).exp()
+        lo, hi = (math.atan(s) * 2 / math.pi for s in (cfg.sigma_min, cfg.sigma_max))
+        return torch.tan((torch.rand(n, device=device) * (hi - lo) + lo) * math.pi / 2)
+
+    def forward(self, data: Tensor, cond: Conditions | None = None, frames: Tensor | None = None) -> Tensor:
+        """Per-example training loss of shard data (B, C, T) (latents or audio, not yet normalized).
+
+        `frames` (B,) counts the real steps of each window; the zero padding after them is
+        not scored. Conditions are dropped at random (classifier-free guidance).
+        """
+        x0 = self.to_model(data)
+        sigma = self.sample_sigmas(x0.shape[0], x0.device)
+        noised = x0 + torch.randn_like(x0) * sigma[:, None, None]
+        drop = None
+        if self.conditioner is not None and cond is not None:
+            drop = self.conditioner.random_drop(x0.shape[0], x0.device)
+        out, c_skip, c_out = self._network(noised, sigma, cond, drop, circular=False)
+        target = (x0 - c_skip * noised) / c_out
+        error = (out.float() - target.float()).pow(2).mean(dim=1)  # (B, T)
+        if frames is not None:
+            mask = torch.arange(error.shape[-1], device=error.device)[None, :] < frames[:, None]
+            per_example = (error * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+        else:
+            per_example = error.mean(-1)
+        weight = torch.ones_like(sigma) if self.v_objective else self.precond.weighting(sigma)
+        return per_example * weight
+
+
+def unconditional(batch_size: int, device: torch.device | str) -> Conditions:
+    """Conditions with every value unknown: the conditioner answers with its null vectors."""
+    unknown = torch.zeros(batch_size, device=device)
+    return Conditions(torch.full((batch_size,), -1, device=device, dtype=torch.long), unknown, unknown, unknown)
