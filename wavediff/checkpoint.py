@@ -27,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wavediff.config import AERecipe, ConfigError, from_dict
+from wavediff.config import AERecipe, ConfigError, DiffusionRecipe, from_dict
+from wavediff.diffusion import LoopDiffusion
 from wavediff.files import atomic_write_bytes, atomic_write_json
 from wavediff.models.autoencoder import Autoencoder
 
@@ -48,8 +49,19 @@ def _build_autoencoder(config: Mapping[str, Any]) -> nn.Module:
     return Autoencoder(from_dict(AERecipe, config["recipe"]).model)
 
 
+def _build_diffusion(config: Mapping[str, Any]) -> nn.Module:
+    """The denoiser with its embedded autoencoder (config["autoencoder"]["recipe"]), if it has one."""
+    recipe = from_dict(DiffusionRecipe, config["recipe"])
+    embedded = config.get("autoencoder")
+    autoencoder = _build_autoencoder(embedded) if embedded else None
+    return LoopDiffusion(recipe, autoencoder)
+
+
 # kind → builder from a checkpoint's config.json; each trainable kind registers here.
-BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {"autoencoder": _build_autoencoder}
+BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "autoencoder": _build_autoencoder,
+    "diffusion": _build_diffusion,
+}
 
 
 def checkpoint_name(step: int) -> str:

@@ -95,10 +95,23 @@ class LoopDiffusion(nn.Module):
         return data / self.sigma_data
 
     @torch.no_grad()
-    def encode(self, audio: Tensor) -> Tensor:
-        """(B, channels, samples) audio at the model's rate → (B, data_channels, frames) in model space."""
-        z = self.autoencoder.encode(audio) if self.autoencoder is not None else audio
-        return self.to_model(z)
+    def encode(self, audio: Tensor, loop: bool = False) -> Tensor:
+        """(B, channels, samples) audio at the model's rate → (B, data_channels, frames) in model space.
+
+        `loop`: the audio is one period of a loop (a whole number of frames long); a non-circular
+        encoder gets wrapped context, as `decode(loop=True)` does (the encoder mirrors the
+        decoder, so the decoder's reach is the encoder's).
+        """
+        ae = self.autoencoder
+        if ae is None:
+            return self.to_model(audio)
+        if not loop or ae.cfg.padding == "circular":
+            return self.to_model(ae.encode(audio))
+        hop, frames = self.hop_length, audio.shape[-1] // self.hop_length
+        if audio.shape[-1] != frames * hop:
+            raise ValueError(f"a loop to encode must be a whole number of {hop}-sample frames, got {audio.shape[-1]}")
+        ctx = ae.decoder_context()
+        return self.to_model(ae.encode(pad1d(audio, ctx * hop, ctx * hop, "circular"))[..., ctx : ctx + frames])
 
     @torch.no_grad()
     def decode(self, x: Tensor, samples: int | None = None, loop: bool = False) -> Tensor:

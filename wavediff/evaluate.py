@@ -160,18 +160,22 @@ def loop_report(items: Iterable[tuple[torch.Tensor, int, float, int]], beats_per
     asked tempo (a prior centred on the answer would turn misses into hits), from the
     loop tiled as it is played. Seams are measured against the bar lines of the asked
     grid that fall inside the loop; one-bar loops have none and count in "seam_unmeasured".
+    "seam_wrap" is the median wrap jump itself, in mean steps: about 1 where the wrap is as
+    smooth as an average sample step, more where it clicks (or lands on an onset).
     """
     counts = dict.fromkeys(TEMPO_MATCHES, 0)
     ratios: list[float] = []
+    wraps: list[float] = []
     total = 0
     for wav, sr, bpm, bars in items:
         n = wav.shape[-1]
         tiled = wav.repeat(*(1,) * (wav.dim() - 1), math.ceil(TEMPO_SECONDS * sr / n))
         counts[tempo_match(estimate_tempo(tiled, sr), bpm)] += 1
         lines = [b for b in (loop_samples(bpm, k, sr, beats_per_bar) for k in range(1, bars)) if b < n]
-        ratio = seam_jump(wav, lines)["ratio"]
-        if ratio is not None:
-            ratios.append(ratio)
+        seam = seam_jump(wav, lines)
+        wraps.append(seam["wrap"])
+        if seam["ratio"] is not None:
+            ratios.append(seam["ratio"])
         total += 1
     if not total:
         raise ValueError("loop_report needs at least one loop")
@@ -179,6 +183,7 @@ def loop_report(items: Iterable[tuple[torch.Tensor, int, float, int]], beats_per
         "loops": total,
         "tempo": counts,
         "tempo_fraction": {name: count / total for name, count in counts.items()},
+        "seam_wrap": statistics.median(wraps),
         "seam_ratio": statistics.median(ratios) if ratios else None,
         "seam_unmeasured": total - len(ratios),
     }

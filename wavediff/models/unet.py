@@ -8,13 +8,16 @@ carries that lineage and fixes what held it back:
   through adaptive group norm, instead of entering once as 16 channels at the top.
 - Down/up sampling is a stride-2 conv and nearest ×2 + conv, not fixed cubic kernels, and
   any length works: the input is zero-padded to a multiple of `factor` and cropped back.
-- Attention is `scaled_dot_product_attention` (flash kernels on GPUs), multi-head, and can
-  also attend to conditioning tokens (cross-attention, ready for text).
+- Attention is `scaled_dot_product_attention` (flash kernels on GPUs), multi-head, with
+  rotary positions so it can measure distances (a beat, a bar: what tempo is made of)
+  while staying shift-equivariant, and can also attend to conditioning tokens
+  (cross-attention, ready for text).
 - Every conv pads explicitly and takes its padding mode per call, so the weights trained on
   zero-padded windows generate loops with `circular=True`: every conv wraps and the
   down/up samplings are exact on a period, so the net is equivariant to circular shifts by
   multiples of `factor` and a generated loop has no seam. Nothing in it knows absolute
-  position (no positional embedding), which that equivariance needs.
+  position (positions are relative and, on a loop, measured around it), which that
+  equivariance needs.
 - Residual and output convs start at zero, so an untrained net outputs exactly 0 and the
   preconditioner's skip path makes it a sensible denoiser from step one.
 - Group norms run in float32 under autocast, keeping bf16 training stable.
@@ -32,6 +35,7 @@ from wavediff.config import ConfigError, UNetConfig
 from wavediff.models.blocks import Conv1d, PaddingMode, pad_to_multiple
 
 FOURIER_FEATURES = 256  # sin/cos features of the noise level (k-diffusion's FourierFeatures, std 1)
+ROPE_BASE = 10000.0  # rotary positions: wavelengths from 2π tokens up to ~2π·ROPE_BASE
 
 
 def norm_groups(channels: int) -> int:
@@ -110,18 +114,41 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(-1, -2).reshape(b, h * d, n)
 
 
+def rotary(x: Tensor, circular: bool) -> Tensor:
+    """Rotary position embedding of (B, heads, N, d) queries or keys (d even).
+
+    Rotating q_i and k_j by angles θ·i and θ·j makes their dot product depend on i − j only:
+    attention learns distances (a beat, a bar) and stays shift-equivariant. On a loop every
+    frequency is rounded to a whole number of turns per period N, so distances are measured
+    around the loop and the wrap point is like any other; wavelengths longer than the loop
+    round to zero (a loop has no distance beyond its period).
+    """
+    n, d = x.shape[-2], x.shape[-1]
+    freqs = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float64) / d)
+    if circular:
+        turns = 2 * math.pi / n
+        freqs = torch.round(freqs / turns) * turns
+    angles = torch.arange(n, device=x.device, dtype=torch.float64)[:, None] * freqs[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the sequence, residual; no positions, so shifts commute with it."""
+    """Multi-head self-attention over the sequence with rotary positions (relative only), residual."""
 
     def __init__(self, channels: int, head_channels: int) -> None:
         super().__init__()
         self.heads = _heads(channels, head_channels)
+        if (channels // self.heads) % 2:
+            raise ConfigError(f"model.head_channels: attention heads of {channels // self.heads} channels; rotary positions need an even number")
         self.norm = GroupNorm32(channels)
         self.qkv = Conv1d(channels, 3 * channels, 1)
         self.out = _zero(Conv1d(channels, channels, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, circular: bool) -> Tensor:
         q, k, v = (_split_heads(t, self.heads) for t in self.qkv(self.norm(x)).chunk(3, dim=1))
+        q, k = rotary(q, circular), rotary(k, circular)
         return x + self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -156,7 +183,7 @@ class Stage(nn.Module):
     def forward(self, x: Tensor, emb: Tensor, tokens: Tensor | None, mode: PaddingMode) -> Tensor:
         x = self.block(x, emb, mode)
         if self.attn is not None:
-            x = self.attn(x)
+            x = self.attn(x, mode == "circular")
         if self.cross is not None:
             x = self.cross(x, tokens)
         return x

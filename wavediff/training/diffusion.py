@@ -1,0 +1,169 @@
+"""The denoiser objective and `train_diffusion`, the `wavediff train` entry.
+
+Before training, the recipe is resolved against its data, and the resolved recipe is what
+the checkpoint stores: the channel count, the genre vocabulary (sorted names from the
+shards' manifest) and sigma_data (the latent shards' measured std; for waveform models the
+RMS of the first clips of the train split). The latent shards must come from the recipe's
+autoencoder (ids are compared), and that autoencoder's weights and recipe go into every
+checkpoint, so `wavediff generate CKPT` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from wavediff.conditioning import Conditions
+from wavediff.config import ConfigError, DiffusionRecipe, OptimizerConfig, to_dict
+from wavediff.data import DataError, make_loader
+from wavediff.diffusion import LoopDiffusion
+from wavediff.encode import load_autoencoder
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.sampling import generate
+from wavediff.shards import read_manifest
+from wavediff.training.engine import BatchSource, ignore_stop_signals, train
+from wavediff.training.objective import Batch
+
+SIGMA_DATA_CLIPS = 32  # waveform models: clips measured for sigma_data
+EXAMPLE_STEPS = 25  # sampler steps of the examples written to TensorBoard
+
+
+def batch_conditions(batch: Batch) -> Conditions:
+    """The conditions a loader batch describes: its genre, tempo, and the length of the loop it was cut from."""
+    return Conditions(batch["genre"], batch["bpm"], batch["seconds_total"], batch["bars"])
+
+
+def _measure_rms(recipe: DiffusionRecipe) -> float:
+    """RMS of the first clips of the train split, in file order: the same on every rank."""
+    data = dataclasses.replace(recipe.data, num_workers=0, batch_size=1)
+    loader = make_loader(data, "train", training=False, kind="audio", expect_sample_rate=recipe.sample_rate)
+    total, count = 0.0, 0
+    for i, batch in enumerate(loader):
+        if i >= SIGMA_DATA_CLIPS:
+            break
+        real = batch["audio"][..., : int(batch["frames"][0])]
+        total += float(real.double().pow(2).sum())
+        count += real.numel()
+    if count == 0 or total == 0:
+        raise DataError(f"{recipe.data.path}: the train split holds no audio to measure sigma_data from")
+    return (total / count) ** 0.5
+
+
+def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | None, dict[str, Any] | None]:
+    """(resolved recipe, frozen autoencoder or None, {"id", "recipe"} of the autoencoder or None)."""
+    if not recipe.data.path:
+        raise ConfigError("data.path is empty: point it at latent shards (`wavediff encode`) or, for a waveform model, audio shards")
+    kind = "latent" if recipe.autoencoder else "audio"
+    manifest = read_manifest(recipe.data.path, kind)
+    where = Path(recipe.data.path) / "manifest.json"
+    if manifest["sample_rate"] != recipe.sample_rate:
+        raise ConfigError(f"{where}: shards are {manifest['sample_rate']} Hz but sample_rate is {recipe.sample_rate}")
+    autoencoder, ae_info = None, None
+    if recipe.autoencoder:
+        autoencoder, ae_recipe, ae_id = load_autoencoder(recipe.autoencoder, "cpu")
+        if manifest.get("autoencoder") != ae_id:
+            raise DataError(
+                f"{where}: latents of autoencoder {manifest.get('autoencoder')!r}, but {recipe.autoencoder} is {ae_id!r}"
+            )
+        ae_info = {"id": ae_id, "recipe": to_dict(ae_recipe)}
+        channels = manifest["latent_dim"]
+    else:
+        channels = manifest["channels"]
+    if recipe.channels not in (0, channels):
+        raise ConfigError(f"channels is {recipe.channels} but the shards in {where} hold {channels}")
+    genres = recipe.conditioning.genres or sorted(manifest.get("genres") or {})
+    sigma_data = recipe.diffusion.sigma_data
+    if sigma_data <= 0:
+        sigma_data = float(manifest["stats"]["overall_std"]) if kind == "latent" else _measure_rms(recipe)
+    resolved = dataclasses.replace(
+        recipe,
+        channels=channels,
+        conditioning=dataclasses.replace(recipe.conditioning, genres=list(genres)),
+        diffusion=dataclasses.replace(recipe.diffusion, sigma_data=round(sigma_data, 6)),
+    )
+    return resolved, autoencoder, ae_info
+
+
+class DiffusionObjective:
+    """The Objective for a LoopDiffusion denoiser; see the module docstring."""
+
+    kind = "diffusion"
+    exported = "denoiser"
+
+    def __init__(self, recipe: DiffusionRecipe, autoencoder: Autoencoder | None, ae_info: dict[str, Any] | None):
+        self.recipe, self.ae_info = recipe, ae_info
+        self.sample_rate = recipe.sample_rate
+        self.member = "latent" if recipe.autoencoder else "audio"
+        self.model = LoopDiffusion(recipe, autoencoder)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"denoiser": self.model}
+
+    def optimizers(self) -> dict[str, tuple[str, OptimizerConfig]]:
+        return {"denoiser": ("denoiser", self.recipe.train.optimizer)}
+
+    def to(self, device: torch.device) -> None:
+        """Nothing outside the networks."""
+
+    def optimizer_for(self, step: int) -> str:
+        return "denoiser"
+
+    def loss(
+        self, optimizer: str, nets: Mapping[str, nn.Module], batch: Batch, step: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        losses = nets["denoiser"](batch[self.member], batch_conditions(batch), batch["frames"])
+        loss = losses.mean()
+        return loss, {"diffusion/loss": loss.detach()}
+
+    def batch_seconds(self, batch: Batch) -> float:
+        return float(batch["seconds"].sum())
+
+    def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """One loop per genre (one unconditional loop without genres), at a tempo that genre has in the batch."""
+        settings = dataclasses.replace(self.recipe.sampling, steps=min(self.recipe.sampling.steps, EXAMPLE_STEPS))
+        genres = self.recipe.conditioning.genres if self.recipe.conditioning.genre else []
+        bpm = batch["bpm"].float().cpu()
+        known = bpm[bpm > 0]
+        default = float(known.median()) if known.numel() else 120.0
+        audio = {}
+        for i, name in enumerate(genres or [None]):
+            of_genre = bpm[(batch["genre"].cpu() == i) & (bpm > 0)]
+            tempo = float(of_genre[0]) if of_genre.numel() else default
+            loops, _ = generate(
+                model, genre=name, bpm=tempo, bars=settings.example_bars, seed=i, settings=settings
+            )
+            audio[f"{name or 'loop'}-{tempo:.0f}bpm"] = loops[0]
+        return audio, {}
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "recipe": to_dict(self.recipe), "autoencoder": self.ae_info}
+
+
+def _batches(recipe: DiffusionRecipe, member: str) -> BatchSource:
+    def batches(seed: int, rank: int, world_size: int) -> Iterable[Batch]:
+        loader = make_loader(
+            recipe.data, "train", seed=seed, kind=member, expect_sample_rate=recipe.sample_rate,
+            genres=recipe.conditioning.genres, rank=rank, world_size=world_size,
+        )
+        loader.worker_init_fn = ignore_stop_signals  # see engine: pre-emption must not kill the workers
+        return loader
+
+    return batches
+
+
+def train_diffusion(
+    recipe: DiffusionRecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
+) -> Path:
+    """Train (or resume) a denoiser in `run_dir`; returns the last checkpoint folder."""
+    resolved, autoencoder, ae_info = resolve(recipe)
+    member = "latent" if resolved.autoencoder else "audio"
+    return train(
+        lambda: DiffusionObjective(resolved, autoencoder, ae_info), _batches(resolved, member), resolved.train,
+        run_dir, batch_size=resolved.data.batch_size, max_steps=max_steps, progress=progress,
+    )
