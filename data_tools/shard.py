@@ -12,6 +12,12 @@ known); anything shorter is dropped, since a training crop would be mostly paddi
 
 Everything is built in `OUT/.staging-<host>-<pid>` and moved in only when complete,
 manifest last, so a killed job leaves the previous dataset as it was.
+
+One job can be split across the tasks of a job array: task I of N (`part=(I, N)`) takes
+every N-th file of the sorted list and writes a complete shard folder of its own,
+`OUT/parts/part-I-of-N/`; `merge_parts(OUT)` then links every part's shards into OUT under
+one numbering and writes the manifest that sums theirs. Duplicates are found within a
+part only: the same file in two parts is kept twice.
 """
 
 from __future__ import annotations
@@ -43,8 +49,11 @@ from wavediff.shards import (
     json_bytes,
     make_staging,
     publish,
+    read_manifest,
     shard_name,
 )
+
+PARTS = "parts"  # OUT/parts/part-I-of-N: the array tasks' folders until merge_parts
 
 
 @dataclass
@@ -294,18 +303,27 @@ class _SplitWriter:
 # --------------------------------------------------------------------------- the job
 
 
+def part_folder(out: str | os.PathLike, index: int, count: int) -> Path:
+    """Where array task `index` of `count` writes its shard folder."""
+    return Path(out) / PARTS / f"part-{index:04d}-of-{count:04d}"
+
+
 def shard(
     sources: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     options: ShardOptions = ShardOptions(),
     progress: bool = True,
+    part: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Shard every audio file under `sources` into `out`; returns the manifest.
 
     A missing source, a source without audio or a bad option raises before anything is
-    written; bad files are skipped and listed in the manifest.
+    written; bad files are skipped and listed in the manifest. With `part=(I, N)` only
+    every N-th file from the I-th is sharded, into `part_folder(out, I, N)`.
     """
     options.check()
+    if part is not None and not 0 <= part[0] < part[1]:
+        raise ValueError(f"part {part[0]}/{part[1]}: the index must be in 0…{part[1] - 1}")
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     if not sources:
@@ -318,6 +336,9 @@ def shard(
         warnings += found
         jobs += [_Job(f, f.relative_to(root).as_posix(), metas[f], options) for f in files]
     ignored = sum(n for _, _, n in walked)
+    if part is not None:
+        jobs = jobs[part[0] :: part[1]]
+        out = part_folder(out, *part)
 
     out = Path(out)
     staging = make_staging(out)
@@ -335,6 +356,8 @@ def shard(
             "ignored_files": ignored,
             "warnings": warnings,
         }
+        if part is not None:
+            manifest["part"] = list(part)
         atomic_write_json(staging / MANIFEST_NAME, manifest)
         publish(staging, out)
     finally:
@@ -391,6 +414,75 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
         "duplicates": duplicates,
         "silent_chunks": silent_chunks,
     }
+
+
+# --------------------------------------------------------------------------- job arrays
+
+
+def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
+    """Join the part folders of `out` into one dataset in `out` (shards renumbered, manifests
+    summed), once every part of the array has finished; returns the manifest. The parts'
+    shards are hard-linked, so a merge killed midway loses nothing and can be run again;
+    the parts are removed once the merged dataset is published."""
+    out = Path(out)
+    folders = sorted((out / PARTS).glob("part-*-of-*")) if (out / PARTS).is_dir() else []
+    if not folders:
+        raise FileNotFoundError(f"{out / PARTS}: no parts to merge (write them with `wavediff data shard --part I/N`)")
+    count = int(folders[0].name.rpartition("-of-")[2])
+    missing = [f"{i}/{count}" for i in range(count) if not (part_folder(out, i, count) / MANIFEST_NAME).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out / PARTS}: parts {', '.join(missing)} are not finished (no manifest.json)")
+    stray = sorted(set(folders) - {part_folder(out, i, count) for i in range(count)})
+    if stray:
+        raise ValueError(f"{stray[0]}: a part of another split of the job (this one has {count} parts)")
+    parts = [read_manifest(part_folder(out, i, count), "audio") for i in range(count)]
+    for i, manifest in enumerate(parts):
+        for key in ("sample_rate", "channels", "options", "sources"):
+            if manifest.get(key) != parts[0].get(key):
+                raise ValueError(f"{part_folder(out, i, count) / MANIFEST_NAME}: {key} differs from part 0's")
+    staging = make_staging(out)
+    try:
+        splits = {}
+        for split in SPLITS:
+            names: list[str] = []
+            for i, manifest in enumerate(parts):
+                for name in manifest["splits"][split]["shards"]:
+                    names.append(shard_name(split, len(names)))
+                    _link(part_folder(out, i, count) / name, staging / names[-1])
+            entries = [m["splits"][split] for m in parts]
+            splits[split] = {
+                "shards": names,
+                "samples": sum(e["samples"] for e in entries),
+                "seconds": round(sum(e["seconds"] for e in entries), 3),
+            }
+        bpms = [m["bpm"] for m in parts if m["bpm"]]
+        merged = {
+            **{k: parts[0][k] for k in ("kind", "version", "created_by", "sample_rate", "channels", "options",
+                                          "sources", "ignored_files", "warnings")},
+            "splits": splits,
+            "files": sum(m["files"] for m in parts),
+            **{k: dict(sorted(sum((Counter(m[k]) for m in parts), Counter()).items()))
+               for k in ("genres", "tags", "keys")},
+            "bpm": {"min": min(b["min"] for b in bpms), "max": max(b["max"] for b in bpms)} if bpms else None,
+            "skipped": [s for m in parts for s in m["skipped"]],
+            "duplicates": sum(m["duplicates"] for m in parts),
+            "silent_chunks": sum(m["silent_chunks"] for m in parts),
+            "parts": count,
+        }
+        atomic_write_json(staging / MANIFEST_NAME, merged)
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(out / PARTS)
+    return merged
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link (instant, and the part keeps its file); a copy where the filesystem has none."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _version() -> str:

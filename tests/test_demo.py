@@ -1,4 +1,4 @@
-"""The README's main job, end to end, with a short autoencoder budget."""
+"""The README's main job, end to end, with short training budgets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from wavediff.audio import load, read_loop_info
 from wavediff.checkpoint import latest_checkpoint
 from wavediff.data import make_loader
 from wavediff.config import DataConfig
@@ -14,7 +15,7 @@ from wavediff.demo import run_demo
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
-    out = run_demo(tmp_path / "demo", ae_steps=12, progress=False)
+    out = run_demo(tmp_path / "demo", ae_steps=12, denoiser_steps=12, progress=False)
     first = capsys.readouterr().out
     assert "MR-STFT" in first
     ckpt = latest_checkpoint(out / "ae")
@@ -26,6 +27,19 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert batch["latent"].shape == (2, 16, 64)
     assert len(list((out / "reconstructions").iterdir())) == 1
 
-    run_demo(out, ae_steps=12, progress=False)  # a second run reuses what is done
+    loops = sorted((out / "loops").glob("*.wav"))
+    assert [p.name.split("-")[0] for p in loops] == ["breakbeat", "drum", "dubstep", "house", "techno", "trap"]
+    for path in loops:
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        wav, sr = load(path)
+        assert wav.shape[-1] == round(sidecar["bars"] * 4 * 60 / sidecar["bpm"] * sr) and sr == 16000
+        assert read_loop_info(path).bpm == pytest.approx(sidecar["bpm"])
+    report = json.loads((out / "loops" / "report.json").read_text())
+    assert report["generated"]["loops"] == 6 and report["training_loops"]["loops"] == 72
+    assert "seam ratio" in first
+
+    run_demo(out, ae_steps=12, denoiser_steps=12, progress=False)  # a second run reuses what is done
     again = capsys.readouterr().out
     assert "shards already in" in again and "autoencoder already trained" in again
+    assert "latents already in" in again
+    assert "denoiser already trained" in again

@@ -114,7 +114,7 @@ def test_loss_goes_down_on_a_fixed_batch(latent_pack):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
 
     def fixed_loss() -> float:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(123)
             return float(model(batch["latent"], cond).mean())
 

@@ -27,10 +27,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wavediff.config import AERecipe, ConfigError, DiffusionRecipe, from_dict
+from wavediff.config import AERecipe, ClassifierRecipe, ConfigError, DiffusionRecipe, from_dict
 from wavediff.diffusion import LoopDiffusion
 from wavediff.files import atomic_write_bytes, atomic_write_json
 from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.classifier import GenreClassifier
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -57,10 +58,15 @@ def _build_diffusion(config: Mapping[str, Any]) -> nn.Module:
     return LoopDiffusion(recipe, autoencoder)
 
 
+def _build_classifier(config: Mapping[str, Any]) -> nn.Module:
+    return GenreClassifier(from_dict(ClassifierRecipe, config["recipe"]))
+
+
 # kind → builder from a checkpoint's config.json; each trainable kind registers here.
 BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "autoencoder": _build_autoencoder,
     "diffusion": _build_diffusion,
+    "classifier": _build_classifier,
 }
 
 

@@ -67,9 +67,25 @@ def cmd_data_shard(args: argparse.Namespace) -> int:
     from data_tools.inspect import format_manifest
     from data_tools.shard import shard
 
-    manifest = shard(args.sources, args.out, _shard_options(args), progress=not args.quiet)
+    manifest = shard(args.sources, args.out, _shard_options(args), progress=not args.quiet, part=args.part)
     print(format_manifest(manifest))
     return 0
+
+
+def cmd_data_merge(args: argparse.Namespace) -> int:
+    from data_tools.inspect import format_manifest
+    from data_tools.shard import merge_parts
+
+    print(format_manifest(merge_parts(args.out)))
+    return 0
+
+
+def _part(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (task I of an N-task job array), got {text!r}") from None
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
@@ -84,20 +100,27 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- autoencoder
 
 
-def cmd_train_ae(args: argparse.Namespace) -> int:
-    from wavediff.config import AERecipe, load_recipe
-    from wavediff.training.autoencoder import train_autoencoder
+def _train(args: argparse.Namespace, recipe_class: type, train: Callable[..., Path]) -> int:
+    """Every training command: load the recipe with its overrides, train (or resume), name the checkpoint."""
+    from wavediff.config import load_recipe
     from wavediff.training.engine import TrainingError
 
-    recipe = load_recipe(args.recipe, AERecipe, args.set)
+    recipe = load_recipe(args.recipe, recipe_class, args.set)
     out = args.out or Path("runs") / args.recipe.stem
     try:
-        last = train_autoencoder(recipe, out, max_steps=args.max_steps, progress=not args.quiet)
+        last = train(recipe, out, max_steps=args.max_steps, progress=not args.quiet)
     except TrainingError as e:
         print(f"wavediff: training stopped: {e}", file=sys.stderr)
         return 1
     print(f"checkpoint: {last}")
     return 0
+
+
+def cmd_train_ae(args: argparse.Namespace) -> int:
+    from wavediff.config import AERecipe
+    from wavediff.training.autoencoder import train_autoencoder
+
+    return _train(args, AERecipe, train_autoencoder)
 
 
 def _shard_range(text: str) -> tuple[int, int]:
@@ -113,7 +136,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     manifest = encode_shards(
         args.ae_ckpt, args.shards, args.out, batch_size=args.batch_size, device=args.device,
-        shard_range=args.shard_range, progress=not args.quiet,
+        shard_range=args.shard_range, part=args.part, progress=not args.quiet,
     )
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['samples']} samples in {len(info['shards'])} shard(s)")
@@ -150,13 +173,160 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- denoiser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from wavediff.config import DiffusionRecipe
+    from wavediff.training.diffusion import train_diffusion
+
+    return _train(args, DiffusionRecipe, train_diffusion)
+
+
+def _sampling_settings(args: argparse.Namespace, model):
+    """The checkpoint's sampling settings with the command line's on top."""
+    from dataclasses import replace
+
+    given = {"steps": args.steps, "sampler": args.sampler, "schedule": args.schedule, "cfg_scale": args.cfg}
+    return replace(model.recipe.sampling, **{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from wavediff.sampling import generate, load_denoiser, save_loops
+
+    model = load_denoiser(args.ckpt, args.device)
+    audio, info = generate(
+        model, genre=args.genre, bpm=args.bpm, bars=args.bars, n=args.n, seed=args.seed,
+        settings=_sampling_settings(args, model), circular=args.circular, progress=not args.quiet,
+    )
+    info["checkpoint"] = str(args.ckpt)
+    for path in save_loops(audio, info, args.out, format=args.format):
+        print(path)
+    return 0
+
+
+def _save_clips(args: argparse.Namespace, audio, info: dict, names: list[str]) -> int:
+    from wavediff.sampling import save_loops
+
+    info["checkpoint"] = str(args.ckpt)
+    for path in save_loops(audio, info, args.out, format=args.format, names=names):
+        print(path)
+    return 0
+
+
+def _clip_options(args: argparse.Namespace, model) -> dict:
+    """The keyword arguments vary, interpolate and inpaint share."""
+    return {"genre": args.genre, "bpm": args.bpm, "bars": args.bars, "seed": args.seed,
+            "settings": _sampling_settings(args, model), "circular": args.circular, "progress": not args.quiet}
+
+
+def cmd_vary(args: argparse.Namespace) -> int:
+    from wavediff.audio import load
+    from wavediff.sampling import load_denoiser, vary
+
+    wav, sr = load(args.input)
+    model = load_denoiser(args.ckpt, args.device)
+    audio, info = vary(model, wav, sr, strength=args.strength, n=args.n, **_clip_options(args, model))
+    info["input"] = str(args.input)
+    return _save_clips(args, audio, info, [f"{args.input.stem}-var-seed{s}" for s in info["seeds"]])
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from wavediff.audio import conform, load
+    from wavediff.sampling import interpolate, load_denoiser
+
+    (a, sr_a), (b, sr_b) = load(args.a), load(args.b)
+    model = load_denoiser(args.ckpt, args.device)
+    sr = model.sample_rate  # interpolate takes one rate for both clips
+    a, b = conform(a, sr_a, sr), conform(b, sr_b, sr)
+    audio, info = interpolate(model, a, b, sr, frames=args.frames, **_clip_options(args, model))
+    info["inputs"] = [str(args.a), str(args.b)]
+    names = [f"{args.a.stem}-to-{args.b.stem}-{i:02d}" for i in range(len(audio))]
+    return _save_clips(args, audio, info, names)
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from wavediff.audio import load
+    from wavediff.sampling import inpaint, load_denoiser
+
+    wav, sr = load(args.input)
+    model = load_denoiser(args.ckpt, args.device)
+    audio, info = inpaint(model, wav, sr, start=args.start, end=args.end, n=args.n, **_clip_options(args, model))
+    info["input"] = str(args.input)
+    return _save_clips(args, audio, info, [f"{args.input.stem}-inpaint-seed{s}" for s in info["seeds"]])
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from wavediff.config import ClassifierRecipe, apply_overrides, from_dict, to_dict
+    from wavediff.training.classifier import train_classifier
+    from wavediff.training.engine import TrainingError
+
+    overrides = [f"data.path={json.dumps(str(args.shards))}", *args.set]
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    recipe = from_dict(ClassifierRecipe, apply_overrides(to_dict(ClassifierRecipe()), overrides))
+    out = args.out or Path("runs") / f"classifier-{args.shards.name}"
+    try:
+        last, report = train_classifier(recipe, out, progress=not args.quiet)
+    except TrainingError as e:
+        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"checkpoint: {last}")
+    if report["accuracy"] is None:
+        print(f"{args.shards}: no val split, so the classifier's accuracy is unknown")
+        return 0
+    per_genre = ", ".join(f"{g} {a:.0%}" for g, a in report["per_genre"].items())
+    print(f"val accuracy {report['accuracy']:.0%} on {report['samples']} clips (chance {report['chance']:.0%}): {per_genre}")
+    return 0
+
+
+def _write_report(report: dict, out: Path | None) -> None:
+    from wavediff.eval_table import format_report
+    from wavediff.files import atomic_write_json
+
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, report)
+    print(format_report(report))
+    if out is not None:
+        print(f"report: {out}")
+
+
+def _grid_path(args: argparse.Namespace) -> Path | None:
+    return args.grid or (args.out.with_suffix(".png") if args.out is not None else None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from wavediff.evaluate import evaluate_model
+
+    report = evaluate_model(
+        args.ckpt, args.ref, n=args.n, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler,
+        per_condition=args.per_condition, classifier=args.classifier, split=args.split, seed=args.seed,
+        device=args.device, grid=_grid_path(args), progress=not args.quiet,
+    )
+    _write_report(report, args.out)
+    return 0
+
+
+def cmd_eval_folders(args: argparse.Namespace) -> int:
+    from wavediff.evaluate import evaluate_folders
+
+    report = evaluate_folders(args.a, args.b, classifier=args.classifier, seed=args.seed, grid=_grid_path(args))
+    _write_report(report, args.out)
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from wavediff.demo import run_demo
 
-    run_demo(args.out, ae_steps=args.ae_steps, progress=not args.quiet)
+    run_demo(args.out, ae_steps=args.ae_steps, minutes=args.minutes, denoiser_steps=args.denoiser_steps,
+             progress=not args.quiet)
     return 0
 
 
@@ -195,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard-size-mb", type=float, default=256.0)
     p.add_argument("--loudness", type=_optional_lufs, default=None, help="target LUFS (default: leave levels)")
+    p.add_argument("--part", type=_part, default=None, metavar="I/N",
+                   help="job array task I of N: shard every N-th file into OUT/parts/ (then `data merge OUT`)")
+
+    p = command(data, "merge", cmd_data_merge, "join the parts written by `data shard --part I/N` into one dataset")
+    p.add_argument("out", type=Path, metavar="OUT")
 
     p = command(data, "inspect", cmd_data_inspect, "summarize a shard folder and verify every sample decodes")
     p.add_argument("folder", type=Path)
@@ -213,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: a GPU when there is one)")
     p.add_argument("--shard-range", type=_shard_range, default=None, metavar="START:STOP",
                    help="encode only these input shards and write a partial manifest")
+    p.add_argument("--part", type=_part, default=None, metavar="I/N",
+                   help="job array task I of N: encode its share of the shards as a --shard-range")
 
     p = command(sub, "merge-latents", cmd_merge_latents, "join the partial manifests of --shard-range encodes")
     p.add_argument("folder", type=Path)
@@ -232,9 +409,105 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--device", default=None)
 
+    p = command(sub, "train", cmd_train, "train (or resume) a latent (or waveform) denoiser from a TOML recipe")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+
+    sampling = argparse.ArgumentParser(add_help=False)
+    sampling.add_argument("--seed", type=int, default=0, help="noise seed (loop i of --n uses seed + i)")
+    sampling.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's, 50)")
+    sampling.add_argument("--sampler", default=None, help="euler, euler-ancestral, heun, dpm2, lms, dpmpp-2m, "
+                          "dpmpp-2m-sde, dpmpp-3m-sde, dpm-fast, dpm-adaptive, … (default dpmpp-2m)")
+    sampling.add_argument("--schedule", default=None, choices=("karras", "exponential", "polyexponential"))
+    sampling.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off; default 3)")
+    sampling.add_argument("--out", type=Path, default=Path("loops"), help="output folder")
+    sampling.add_argument("--format", default="wav", choices=("wav", "flac", "mp3"))
+    sampling.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
+
+    p = sub.add_parser("generate", parents=[common, sampling], help="make loops at a genre, tempo and length",
+                       description="make loops at a genre, tempo and length")
+    p.set_defaults(fn=cmd_generate)
+    p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
+    p.add_argument("--genre", default=None, help="one of the model's genres (default: unconditional)")
+    p.add_argument("--bpm", type=float, required=True)
+    p.add_argument("--bars", type=int, default=4)
+    p.add_argument("--n", type=int, default=1, help="how many loops")
+    p.add_argument("--circular", action=argparse.BooleanOptionalAction, default=None,
+                   help="seamless loop generation (default: on for a circular model)")
+
+    clip = argparse.ArgumentParser(add_help=False)
+    clip.add_argument("--genre", default=None, help="one of the model's genres (default: unknown)")
+    clip.add_argument("--bpm", type=float, default=None, help="the clip's tempo (default: unknown)")
+    clip.add_argument("--bars", type=int, default=None, help="the clip's length in bars (default: unknown)")
+    clip.add_argument("--circular", action=argparse.BooleanOptionalAction, default=None,
+                      help="treat the clip as a loop (default: on for a circular model)")
+
+    def audio_command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common, sampling, clip], help=help, description=help)
+        p.set_defaults(fn=fn)
+        p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
+        return p
+
+    p = audio_command("vary", cmd_vary, "variations of an audio clip: noise it to a strength, denoise it")
+    p.add_argument("input", type=Path, metavar="IN")
+    p.add_argument("--strength", type=float, required=True, help="in (0, 1]: 1 starts from pure noise")
+    p.add_argument("--n", type=int, default=1, help="how many variations")
+
+    p = audio_command("interpolate", cmd_interpolate, "morph between two clips through the noise they invert to")
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.add_argument("--frames", type=int, required=True, help="clips from A to B, both ends included (≥ 2)")
+
+    p = audio_command("inpaint", cmd_inpaint, "regenerate seconds [START, END) of a clip, or continue it past its end")
+    p.add_argument("input", type=Path, metavar="IN")
+    p.add_argument("--start", type=float, required=True, help="seconds")
+    p.add_argument("--end", type=float, required=True, help="seconds (past the clip's end: continue it)")
+    p.add_argument("--n", type=int, default=1, help="how many versions")
+
+    p = command(sub, "train-classifier", cmd_train_classifier,
+                "train the eval suite's genre classifier on audio shards; reports its val accuracy")
+    p.add_argument("shards", type=Path, metavar="SHARDS")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/classifier-<shards name>)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 400)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a classifier recipe value (data.sample_size=…, model.width=…, train.cpu=true)")
+
+    report = argparse.ArgumentParser(add_help=False)
+    report.add_argument("--classifier", type=Path, default=None, metavar="RUN",
+                        help="a genre classifier (train-classifier) to score genre adherence")
+    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--out", type=Path, default=None, help="write the report here (JSON) and the "
+                        "spectrogram grid beside it (.png)")
+    report.add_argument("--grid", type=Path, default=None, help="the spectrogram grid PNG (default: beside --out)")
+
+    p = sub.add_parser("eval", parents=[common, report], help="score a denoiser against reference shards",
+                       description="generate loops at the reference's genres, tempos and lengths and compare: "
+                       "FD/KID on log-mel and MFCC, tempo, seam, diversity, genre adherence")
+    p.set_defaults(fn=cmd_eval)
+    p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
+    p.add_argument("--ref", type=Path, required=True, metavar="SHARDS", help="reference audio shards")
+    p.add_argument("--split", default="all", choices=("train", "val", "all"), help="reference clips to use")
+    p.add_argument("--n", type=int, default=64, help="loops to generate, split evenly over genres")
+    p.add_argument("--per-condition", type=int, default=2, help="seeds per (genre, bpm, bars) condition")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the checkpoint's)")
+    p.add_argument("--sampler", default=None, help="sampler name (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
+
+    p = sub.add_parser("eval-folders", parents=[common, report], help="compare two folders of audio (A against "
+                       "reference B)", description="compare two folders of audio: A is scored against reference B")
+    p.set_defaults(fn=cmd_eval_folders)
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+
     p = command(sub, "demo", cmd_demo, "the CPU demo: synthesize a loop pack, shard it, train, write loops")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
-    p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default: the recipe's)")
+    p.add_argument("--minutes", type=float, default=15.0,
+                   help="training budget: scales both recipes' steps (15 = as recipes say, ~15 min on 2 CPU cores)")
+    p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (overrides --minutes)")
+    p.add_argument("--denoiser-steps", type=int, default=None, help="denoiser steps (overrides --minutes)")
     return parser
 
 

@@ -236,6 +236,41 @@ class DiffusionRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class ClassifierConfig:
+    """The genre classifier of the evaluation suite (wavediff.models.classifier): a small
+    1D conv net over log-mel frames, pooled over time, so it takes clips of any length."""
+
+    width: int = 64  # channels of every conv
+    layers: int = 3  # strided conv blocks after the first conv (each halves the frames)
+    kernel_size: int = 5
+    dropout: float = 0.1  # before the last layer
+
+
+def _classifier_data() -> DataConfig:
+    return DataConfig(sample_size=32768, batch_size=16, num_workers=1, shuffle_buffer=256,
+                      augment=AugmentConfig(roll=True, gain_db=6.0, polarity=True))
+
+
+def _classifier_train() -> TrainConfig:
+    return TrainConfig(steps=400, checkpoint_every=200, keep_last=1, log_every=10, sample_every=100,
+                       ema_max=0.99, optimizer=OptimizerConfig(lr=2e-3, betas=[0.9, 0.99], warmup_steps=20,
+                                                               schedule="cosine"))
+
+
+@dataclass
+class ClassifierRecipe:
+    """Everything `wavediff train-classifier` needs; also what a classifier checkpoint carries
+    (resolved: the sample rate and sorted genre vocabulary of the shards it learnt)."""
+
+    kind: Literal["classifier"] = "classifier"
+    sample_rate: int = 0  # of the audio it reads; 0: the shards'
+    genres: list[str] = field(default_factory=list)  # the vocabulary: filled from the shards when empty
+    data: DataConfig = field(default_factory=_classifier_data)  # sample_size: samples per training window
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=_classifier_train)
+
+
 # --------------------------------------------------------------------------- machinery
 
 

@@ -1,32 +1,40 @@
 """`wavediff demo`: the whole pipeline on the built-in loop pack, sized for a laptop CPU.
 
-Each stage writes into its own folder under OUT and is skipped when its output is
-already complete, so an interrupted demo picks up where it stopped.
+Synthesize the pack → shard → inspect → train the tiny autoencoder → encode latents →
+check the autoencoder → train the tiny denoiser → write one loop per genre and measure
+them (tempo hits, seams) against the training loops. Each stage writes into its own folder
+under OUT and is skipped when its output is already complete, so an interrupted demo picks
+up where it stopped. `minutes` scales both training budgets (15 is the recipes' own).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import torch
 
 from data_tools.inspect import format_manifest, inspect_shards
 from data_tools.shard import ShardOptions, shard
-from data_tools.synth import synthesize_pack
+from data_tools.synth import GENRES, synthesize_pack
+from wavediff import audio
 from wavediff.checkpoint import CONFIG_FILE, latest_checkpoint
-from wavediff.config import AERecipe, load_recipe
-from wavediff.encode import encode_shards
-from wavediff.evaluate import evaluate_autoencoder, reconstruct_file
+from wavediff.config import AERecipe, DiffusionRecipe, load_recipe
+from wavediff.encode import autoencoder_id, encode_shards
+from wavediff.evaluate import evaluate_autoencoder, loop_report, reconstruct_file
 from wavediff.files import atomic_write_json
+from wavediff.sampling import generate, load_denoiser, save_loops
 from wavediff.shards import MANIFEST_NAME, read_manifest
 from wavediff.training.autoencoder import train_autoencoder
+from wavediff.training.diffusion import train_diffusion
 
 DEMO_SAMPLE_RATE = 16000
 DEMO_CHANNELS = 1
 DEMO_LOOPS_PER_GENRE = 12
+DEMO_BARS = 4
 AE_RECIPE = "ae-tiny-cpu"
+DENOISER_RECIPE = "loops-tiny-cpu"
+DEFAULT_MINUTES = 15.0  # what the recipes' step counts take on a 2-core CPU
 
 
 def _stage(title: str) -> None:
@@ -52,26 +60,82 @@ def make_demo_shards(out: Path, progress: bool = True) -> Path:
     return shards
 
 
-def train_demo_autoencoder(out: Path, shards: Path, ae_steps: int | None, progress: bool = True) -> Path:
+def _trained(run: Path, steps: int) -> Path | None:
+    """The run's last checkpoint if it has reached `steps`."""
+    last = latest_checkpoint(run)
+    if last is not None and json.loads((last / CONFIG_FILE).read_text())["step"] >= steps:
+        return last
+    return None
+
+
+def _steps(recipe_steps: int, minutes: float) -> int:
+    return max(10, round(recipe_steps * minutes / DEFAULT_MINUTES))
+
+
+def train_demo_autoencoder(out: Path, shards: Path, steps: int | None, progress: bool = True) -> Path:
     """Train (or resume, or reuse) the tiny autoencoder; returns its last checkpoint."""
-    overrides = [f"data.path={json.dumps(str(shards))}"]
-    if ae_steps is not None:
-        overrides.append(f"train.steps={ae_steps}")
+    overrides = [f"data.path={json.dumps(str(shards))}"] + ([f"train.steps={steps}"] if steps is not None else [])
     recipe = load_recipe(AE_RECIPE, AERecipe, overrides)
     run = out / "ae"
-    last = latest_checkpoint(run)
-    if last is not None and json.loads((last / CONFIG_FILE).read_text())["step"] >= recipe.train.steps:
+    if (last := _trained(run, recipe.train.steps)) is not None:
         _stage(f"autoencoder already trained: {last}")
         return last
     _stage(f"training the {AE_RECIPE} autoencoder ({recipe.train.steps} steps) in {run}")
     return train_autoencoder(recipe, run, progress=progress)
 
 
-def run_demo(out: str | Path, ae_steps: int | None = None, progress: bool = True) -> Path:
+def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True) -> Path:
+    """Train (or resume, or reuse) the tiny latent denoiser; returns its last checkpoint."""
+    overrides = [f"data.path={json.dumps(str(latents))}", f"autoencoder={json.dumps(str(ae))}"]
+    recipe = load_recipe(DENOISER_RECIPE, DiffusionRecipe, overrides + ([f"train.steps={steps}"] if steps else []))
+    run = out / "denoiser"
+    if (last := _trained(run, recipe.train.steps)) is not None:
+        _stage(f"denoiser already trained: {last}")
+        return last
+    _stage(f"training the {DENOISER_RECIPE} denoiser ({recipe.train.steps} steps) in {run}")
+    return train_diffusion(recipe, run, progress=progress)
+
+
+def write_demo_loops(out: Path, denoiser: Path, progress: bool = True) -> dict:
+    """One 4-bar loop per genre at the middle of its tempo range; their tempo and seam report
+    beside the same report for the training loops. Returns both reports."""
+    _stage(f"writing one {DEMO_BARS}-bar loop per genre into {out / 'loops'}")
+    model = load_denoiser(denoiser, "cpu")
+    made = []
+    for i, genre in enumerate(model.conditioner.genres if model.conditioner else GENRES):
+        low, high = GENRES[genre].bpm if genre in GENRES else (120, 120)
+        bpm = round((low + high) / 2)
+        loops, info = generate(model, genre=genre, bpm=bpm, bars=DEMO_BARS, seed=i, progress=progress)
+        info["checkpoint"] = str(denoiser)
+        path = save_loops(loops, info, out / "loops")[0]
+        print(path)
+        made.append((loops[0], info["sample_rate"], float(bpm), DEMO_BARS))
+    training = []
+    for path in sorted((out / "pack").rglob("*.json")):
+        meta = json.loads(path.read_text())
+        wav, sr = audio.load(path.with_suffix(".wav"), DEMO_SAMPLE_RATE, DEMO_CHANNELS)
+        training.append((wav, sr, float(meta["bpm"]), int(meta["bars"])))
+    report = {"generated": loop_report(made), "training_loops": loop_report(training)}
+    atomic_write_json(out / "loops" / "report.json", report)
+    for name, r in report.items():
+        seam = "n/a" if r["seam_ratio"] is None else f"{r['seam_ratio']:.2f}"
+        tempo = r["tempo_fraction"]
+        print(f"{name:15s} tempo exact {tempo['exact']:.0%}, double/half {tempo['double'] + tempo['half']:.0%}, "
+              f"seam ratio (wrap jump / bar-line jump, median) {seam}  [{r['loops']} loops]")
+    return report
+
+
+def run_demo(
+    out: str | Path, ae_steps: int | None = None, minutes: float = DEFAULT_MINUTES,
+    denoiser_steps: int | None = None, progress: bool = True,
+) -> Path:
     """Run every stage of the demo into `out`; returns `out`.
 
-    `ae_steps` overrides the autoencoder recipe's step count (tests use a few).
+    `minutes` scales the recipes' step counts; `ae_steps` / `denoiser_steps` set them
+    outright (tests use a few).
     """
+    if minutes <= 0:
+        raise ValueError(f"minutes must be positive, got {minutes}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Tiny models on few cores: one thread avoids hand-off costs larger than the maths.
@@ -83,11 +147,18 @@ def run_demo(out: str | Path, ae_steps: int | None = None, progress: bool = True
     if not report["ok"]:
         raise ValueError(f"{shards}: the demo's own shards failed inspection")
 
+    if ae_steps is None and minutes != DEFAULT_MINUTES:
+        ae_steps = _steps(load_recipe(AE_RECIPE, AERecipe).train.steps, minutes)
+    if denoiser_steps is None and minutes != DEFAULT_MINUTES:
+        denoiser_steps = _steps(load_recipe(DENOISER_RECIPE, DiffusionRecipe).train.steps, minutes)
     ae = train_demo_autoencoder(out, shards, ae_steps, progress)
-    _stage(f"encoding {shards} into latent shards")
     latents = out / "latents"
-    manifest = encode_shards(ae, shards, latents, progress=progress)
-    print(f"{latents}: {manifest['latent_dim']} channels at {manifest['latent_rate']:.1f} frames/s")
+    if (latents / MANIFEST_NAME).exists() and read_manifest(latents, "latent")["autoencoder"] == autoencoder_id(ae):
+        _stage(f"latents already in {latents}")
+    else:
+        _stage(f"encoding {shards} into latent shards")
+        manifest = encode_shards(ae, shards, latents, progress=progress)
+        print(f"{latents}: {manifest['latent_dim']} channels at {manifest['latent_rate']:.1f} frames/s")
 
     _stage("autoencoder quality on the val split")
     quality = evaluate_autoencoder(ae, shards, split="val")
@@ -95,4 +166,7 @@ def run_demo(out: str | Path, ae_steps: int | None = None, progress: bool = True
     print(f"MR-STFT {quality['stft']:.3f}   mel {quality['mel']:.3f}   SI-SDR {quality['si_sdr']:.2f} dB")
     loop = sorted((out / "pack").rglob("*.wav"))[0]
     print(f"round trip of {loop.name}: {reconstruct_file(ae, loop, out / 'reconstructions' / loop.name)}")
+
+    denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress)
+    write_demo_loops(out, denoiser, progress)
     return out

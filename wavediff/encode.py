@@ -62,6 +62,15 @@ def part_name(start: int, stop: int) -> str:
     return f"manifest.part-{start}-{stop}.json"
 
 
+def part_range(index: int, count: int, shards: int) -> tuple[int, int]:
+    """The shard range of array task `index` of `count`: contiguous, disjoint, together all `shards`."""
+    if not 0 <= index < count:
+        raise ValueError(f"part {index}/{count}: the index must be in 0…{count - 1}")
+    if count > shards:
+        raise ValueError(f"part {index}/{count}: only {shards} input shards to split, so use at most {shards} tasks")
+    return index * shards // count, (index + 1) * shards // count
+
+
 # --------------------------------------------------------------------------- the autoencoder
 
 
@@ -199,17 +208,23 @@ def encode_shards(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     shard_range: tuple[int, int] | None = None,
+    part: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode the audio shards of `shards_folder` into latent shards in `out`; returns the manifest.
 
     `shard_range` (start, stop) picks a slice of the input's shards (train then val, in
     manifest order); the job then writes `manifest.part-<start>-<stop>.json` instead of
-    `manifest.json`, for `merge_latent_manifests` to join.
+    `manifest.json`, for `merge_latent_manifests` to join. `part` (I, N) is the range of array
+    task I of N (`part_range`).
     """
     model, recipe, ae_id = load_autoencoder(ae_ckpt, device)
     source = check_audio_shards(shards_folder, model, recipe.sample_rate)
     shards = [(split, path) for split in SPLITS for path in shard_paths(shards_folder, source, split)]
+    if part is not None:
+        if shard_range is not None:
+            raise ValueError("give a shard range or a part, not both")
+        shard_range = part_range(*part, len(shards))
     start, stop = _check_range(shard_range, len(shards), Path(shards_folder) / MANIFEST_NAME)
     hop = model.hop_length
     extra = {"autoencoder": ae_id, "latent_rate": recipe.sample_rate / hop, "hop_length": hop}

@@ -52,13 +52,17 @@ def estimate_tempo(
     min_bpm: float = 60.0,
     max_bpm: float = 200.0,
     prior_bpm: float = 120.0,
+    period: float | None = None,
 ) -> float:
     """Tempo in BPM, from the autocorrelation peak of the onset envelope in [min_bpm, max_bpm].
 
     A log-normal prior around prior_bpm breaks near-ties between a tempo and its double or
     half (drum-and-bass at 174 usually reads as 87). Returns NaN when the audio has no
     onsets (silence, a steady tone); raises ValueError when it is too short to hold two
-    beats at min_bpm. Loops should be passed tiled to several seconds, as they are played.
+    beats at min_bpm. Loops should be passed tiled to several seconds, as they are played,
+    with `period` their length in seconds: a repeating signal correlates with itself at its
+    period (and mirrors about half of it) whatever it holds, so lags from half the period on
+    say nothing about the beat and are left out.
     """
     env, fps = onset_strength(wav, sr)
     max_lag = int(math.ceil(60.0 * fps / min_bpm)) + 1
@@ -71,12 +75,14 @@ def estimate_tempo(
     n = len(env)
     spectrum = np.fft.rfft(env, 2 * n)
     ac = np.fft.irfft(spectrum * np.conj(spectrum))[:n] / (n - np.arange(n))  # unbiased
-    lags = np.arange(max(1, int(60.0 * fps / max_bpm)), max_lag + 1)
+    limit = n // 2 if period is None else min(n // 2, math.ceil(period * fps / 2) - 1)
+    lags = np.arange(max(1, int(60.0 * fps / max_bpm)), min(max_lag, limit) + 1)
+    if len(lags) == 0:
+        return math.nan
     bpms = 60.0 * fps / lags
     # A beat period also repeats at 2 and 4 beats (half bar, bar); summing those lags
     # favours the metrical beat over syncopations that repeat every 1.5 or 3 beats.
-    harmonics = [k for k in (1, 2, 4) if k * lags[-1] <= n // 2] or [1]
-    score = sum(ac[k * lags] / k for k in harmonics)
+    score = sum(np.where(k * lags <= limit, ac[np.minimum(k * lags, n - 1)], 0.0) / k for k in (1, 2, 4))
     score = score * np.exp(-0.5 * (np.log2(bpms / prior_bpm) / PRIOR_OCTAVES) ** 2)
     if score.max() <= 0:
         return math.nan

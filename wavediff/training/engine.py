@@ -14,13 +14,23 @@ signal starts a new stream at its own step; that resume is deterministic too, bu
 identical to an uninterrupted run.
 
 Stopping. SIGTERM or SIGUSR1 (SLURM pre-emption) sets a flag; at the end of the current step
-every process saves its part of a checkpoint and `train` returns normally (the CLI exits 0;
-running it again resumes). SLURM signals the whole process group, and PyTorch's DataLoader
+the processes agree (a signal seen by any one stops them all at the same step), every process
+saves its part of a checkpoint and `train` returns normally (the CLI exits 0; running it
+again resumes). SLURM signals the whole process group, and PyTorch's DataLoader
 workers die on SIGTERM, so data sources make their workers ignore these signals
 (`ignore_stop_signals` as worker_init_fn) and leave the decision to the training process.
 A step whose loss is not finite (or, without fp16's loss scaler, whose gradient norm is
 not) updates nothing and is counted; `max_bad_steps` of them in a row raise TrainingError
 and leave the last checkpoint as it was.
+
+Many processes (torchrun, accelerate launch, srun). Every process builds the same initial
+weights, reads its own part of the data (the BatchSource gets rank and world size), and
+fetches a step's micro-batches before any of them computes; the processes then agree whether
+all have them, so one whose loader ran out, failed or died of the stop signal makes them all
+stop together instead of leaving the others waiting in a gradient sync. Only the main process
+writes logs and publishes checkpoints; all resume from the checkpoint it found. The effective
+batch and the learning rate (`train.lr_scaling` with the process count) are printed at start,
+and every process says at the end which steps it trained.
 """
 
 from __future__ import annotations
@@ -89,6 +99,14 @@ def lr_at(cfg: OptimizerConfig, step: int, total_steps: int) -> float:
     elif cfg.schedule != "constant":
         raise ConfigError(f"optimizer schedule must be constant, cosine or inverse_sqrt, got {cfg.schedule!r}")
     return cfg.lr * factor
+
+
+def lr_scale(scaling: str, processes: int) -> float:
+    """The factor on every optimizer's lr: recipes give the lr of one process (train.lr_scaling)."""
+    factors = {"none": 1.0, "linear": float(processes), "sqrt": math.sqrt(processes)}
+    if scaling not in factors:
+        raise ConfigError(f"train.lr_scaling must be none, linear or sqrt, got {scaling!r}")
+    return factors[scaling]
 
 
 def make_optimizer(cfg: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -178,6 +196,7 @@ class _Run:
         self.acc = acc = Accelerator(
             cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
         )
+        self.lr_scale = lr_scale(cfg.lr_scaling, acc.num_processes)
         set_seed(cfg.seed)  # the same initial weights in every process
         self.objective = build()
         self.objective.to(acc.device)
@@ -268,19 +287,11 @@ class _Run:
         name = obj.optimizer_for(step)
         optimizer = self.optimizers[name]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(self.opt_cfgs[name], step, self.cfg.steps)
+            group["lr"] = lr_at(self.opt_cfgs[name], step, self.cfg.steps) * self.lr_scale
         bad = torch.zeros((), device=acc.device, dtype=torch.bool)
         terms: dict[str, torch.Tensor] = {}
         seconds = 0.0
-        for _ in range(self.cfg.grad_accum):
-            try:
-                cpu_batch = next(stream)
-            except StopIteration:
-                raise TrainingError(f"the training data ran out at step {step}: no samples to read") from None
-            except RuntimeError:
-                if "signal" in received:  # a loader worker caught the group's stop signal first
-                    raise _StoppedInStep from None
-                raise
+        for cpu_batch in self._fetch(stream, received):
             seconds += obj.batch_seconds(cpu_batch)
             batch = _to_device(cpu_batch, acc.device)
             with acc.accumulate(*self.nets.values()):
@@ -302,6 +313,33 @@ class _Run:
         self._count(bad_anywhere)
         self.step += 1
         return ({} if bad_anywhere else terms), seconds, batch, stop_anywhere
+
+    def _fetch(self, stream: Iterator[Batch], received: Mapping[str, str]) -> list[Batch]:
+        """This step's micro-batches, once every process has all of its own (see the module docstring)."""
+        batches: list[Batch] = []
+        error: RuntimeError | None = None
+        ran_out = False
+        try:
+            for _ in range(self.cfg.grad_accum):
+                batches.append(next(stream))
+        except StopIteration:
+            ran_out = True
+        except RuntimeError as e:  # after a stop signal: a loader worker caught the group's signal first
+            error = e
+        stopped = error is not None and "signal" in received
+        flags = [float(ran_out), float(stopped), float(error is not None and not stopped)]
+        if self.acc.num_processes > 1:
+            flags = self.acc.reduce(torch.tensor(flags, device=self.acc.device), "sum").tolist()
+        ran_out_anywhere, stopped_anywhere, failed_anywhere = (v > 0 for v in flags)
+        if error is not None and not stopped:
+            raise error
+        if failed_anywhere:
+            raise TrainingError(f"the data loader of another process failed at step {self.step}: see its log")
+        if ran_out_anywhere:
+            raise TrainingError(f"the training data ran out at step {self.step}: no samples to read")
+        if stopped_anywhere:
+            raise _StoppedInStep
+        return batches
 
     def _update(self, name: str, optimizer: torch.optim.Optimizer, terms: dict[str, torch.Tensor]) -> bool:
         """Clip, step, update the EMA; False when the gradient norm is not finite (and fp16 is off)."""
@@ -393,14 +431,22 @@ def train(
             f"× {cfg.grad_accum} accumulated × {acc.num_processes} process(es); device {acc.device}, "
             f"precision {cfg.mixed_precision}"
         )
+        rates = ", ".join(f"{name} {opt.lr:g} → {opt.lr * run.lr_scale:g}" for name, opt in run.opt_cfgs.items())
+        scaling = f"lr_scaling {cfg.lr_scaling}, {acc.num_processes} process(es)"
+        acc.print(f"learning rate × {run.lr_scale:g} ({scaling}): {rates}")
+        started = run.step
         logger = TrainLogger(run_dir / "logs", acc.is_main_process, purge_step=run.step or None)
         show = progress and acc.is_main_process
         bar = tqdm(total=last, initial=run.step, desc="train", unit="step", disable=not show)
         try:
-            return _loop(run, logger, bar, received, last)
+            saved = _loop(run, logger, bar, received, last)
         finally:
             bar.close()
             logger.close()
+    # every process, so a multi-node log shows that each one took part
+    where = f"process {acc.process_index} of {acc.num_processes} on {acc.device}"
+    print(f"{where}: trained from step {started} to step {run.step}", flush=True)
+    return saved
 
 
 def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], last: int) -> Path:
@@ -412,7 +458,7 @@ def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], l
             terms, seconds, batch, stop = run.train_step(stream, received)
         except _StoppedInStep:
             saved = run.checkpoint()  # no update was made in this step: the last state is whole
-            acc.print(f"{received['signal']}: saved the checkpoint at step {run.step}, stopping")
+            acc.print(f"{received.get('signal', 'a stop signal')}: saved the checkpoint at step {run.step}, stopping")
             return saved
         meter.add(terms, seconds)
         step = run.step

@@ -1,0 +1,106 @@
+"""The eval job end to end on real shards: the genre classifier learns the synth genres, and
+`wavediff eval` / `eval-folders` generate, measure and write their report, table and grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.shard import ShardOptions, shard
+from data_tools.synth import synthesize_pack
+from wavediff.checkpoint import CheckpointError, save_checkpoint
+from wavediff.cli import main
+from wavediff.config import AERecipe, AutoencoderConfig, ClassifierRecipe, DiffusionRecipe, load_recipe, to_dict
+from wavediff.encode import encode_shards
+from wavediff.eval_table import format_report
+from wavediff.evaluate import VAL_REPORT, evaluate_model, load_classifier
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.training.classifier import train_classifier
+from wavediff.training.diffusion import train_diffusion
+
+SR = 8000
+GENRES = ["dubstep", "house", "techno", "trap"]
+TINY_DENOISER = [
+    "sample_rate=8000", "data.sample_size=64", "data.batch_size=4", "data.num_workers=0", "data.shuffle_buffer=8",
+    "model.base_channels=8", "model.channel_mults=[1, 2]", "model.attention_levels=[1]", "model.head_channels=8",
+    "conditioning.dim=16", "train.steps=2", "train.sample_every=0", "train.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    """Four genres × 8 one-bar loops at 8 kHz → audio shards (30 % val), a tiny untrained
+    autoencoder, its latents and a denoiser trained for 2 steps."""
+    root = tmp_path_factory.mktemp("eval-pack")
+    synthesize_pack(root / "pack", genres=GENRES, loops_per_genre=8, sample_rate=SR, bars=1, seed=0, progress=False)
+    shard([root / "pack"], root / "audio", ShardOptions(sample_rate=SR, channels=1, max_seconds=None,
+                                                       val_fraction=0.3, workers=1), progress=False)
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
+    save_checkpoint(root / "ae", 1, Autoencoder(cfg).state_dict(),
+                    {"kind": "autoencoder", "recipe": to_dict(AERecipe(sample_rate=SR, model=cfg))})
+    encode_shards(root / "ae", root / "audio", root / "latents", batch_size=4, progress=False)
+    paths = [f'data.path="{root / "latents"}"', f'autoencoder="{root / "ae"}"']
+    train_diffusion(load_recipe("loops-tiny-cpu", DiffusionRecipe, paths + TINY_DENOISER), root / "denoiser",
+                    progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def classifier(pack):
+    recipe = ClassifierRecipe()
+    recipe.data.path, recipe.data.sample_size, recipe.data.num_workers = str(pack / "audio"), SR, 0
+    recipe.train.steps, recipe.train.cpu, recipe.train.sample_every = 120, True, 0
+    last, report = train_classifier(recipe, pack / "classifier", progress=False)
+    return last, report
+
+
+def test_the_classifier_learns_the_synth_genres_well_above_chance(classifier, pack):
+    last, report = classifier
+    assert report["chance"] == 1 / len(GENRES) and report["samples"] >= 4
+    assert report["accuracy"] >= 2 * report["chance"]
+    assert json.loads((pack / "classifier" / VAL_REPORT).read_text()) == report
+    model = load_classifier(pack / "classifier")
+    assert model.genres == GENRES and model.sample_rate == SR
+    with pytest.raises(CheckpointError, match="not a genre classifier"):
+        load_classifier(pack / "denoiser")
+
+
+def test_evaluate_model_reports_every_measure_per_genre(pack, classifier, tmp_path):
+    report = evaluate_model(pack / "denoiser", pack / "audio", n=8, steps=2, classifier=pack / "classifier",
+                            grid=tmp_path / "grid.png")
+    json.dumps(report, allow_nan=False)
+    assert report["settings"]["n"] == 8 and report["settings"]["steps"] == 2
+    assert report["classifier"]["accuracy"] == classifier[1]["accuracy"]  # reported before its verdicts
+    assert list(report["genres"]) == GENRES
+    for genre, block in report["genres"].items():
+        assert block["clips"] == {"generated": 2, "reference": 8}
+        assert block["fd"]["logmel"] > 0 and block["kid"]["mfcc"]["std"] >= 0
+        assert block["loops"]["generated"]["loops"] == 2 and block["loops"]["reference"]["loops"] == 8
+        assert 0 <= block["genre_adherence"] <= 1 and sum(block["classified_as"].values()) == 2
+        assert block["diversity"]["generated_same_condition"] >= 0  # two seeds of one condition
+    overall = report["overall"]
+    assert overall["clips"] == {"generated": 8, "reference": 32}
+    assert overall["genre_adherence"] == pytest.approx(np.mean([b["genre_adherence"] for b in report["genres"].values()]))
+    grid = tmp_path / "grid.png"
+    assert report["grid"]["rows"] == GENRES and grid.read_bytes()[:4] == b"\x89PNG"
+    table = format_report(report)
+    assert "overall" in table and all(g in table for g in GENRES) and "val clips" in table
+
+
+def test_eval_commands_write_reports(pack, classifier, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["eval", str(pack / "denoiser"), "--ref", str(pack / "audio"), "--n", "4", "--steps", "2",
+                 "--per-condition", "1", "--out", str(out), "-q"]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["per_condition"] == 1 and report["overall"]["clips"]["generated"] == 4
+    assert out.with_suffix(".png").is_file() and "FD mel" in capsys.readouterr().out
+    assert main(["eval-folders", str(pack / "pack" / "techno"), str(pack / "pack"), "--classifier",
+                 str(pack / "classifier"), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "techno" in printed and "reference only: dubstep, house, trap" in printed.replace("genres in the ", "")
+    assert main(["eval", str(pack / "denoiser"), "--ref", str(pack / "missing"), "-q"]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""`wavediff generate / vary / interpolate / inpaint` on a real (tiny, briefly trained) denoiser checkpoint.
+
+The checkpoint is copied out of its run and the autoencoder it was trained on is deleted, so
+a run that works proves the checkpoint folder alone is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from wavediff.audio import load, read_loop_info, save
+from wavediff.checkpoint import latest_checkpoint
+from wavediff.cli import main
+from wavediff.config import DiffusionRecipe, load_recipe
+from wavediff.tempo import loop_samples
+from wavediff.training.diffusion import train_diffusion
+
+TINY = [
+    "sample_rate=8000", "data.sample_size=64", "data.batch_size=4", "data.num_workers=0", "data.shuffle_buffer=8",
+    "model.base_channels=8", "model.channel_mults=[1, 2]", "model.attention_levels=[1]", "model.head_channels=8",
+    "conditioning.dim=16", "sampling.steps=2", "train.steps=4", "train.checkpoint_every=4", "train.sample_every=0",
+]
+SETTINGS = {"genre", "bpm", "bars", "beats_per_bar", "seed", "steps", "sampler", "schedule", "rho", "cfg_scale",
+            "circular", "samples", "seconds", "sample_rate", "frames", "stretch_cents", "checkpoint", "file"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(latent_pack, tmp_path_factory) -> Path:
+    """A trained denoiser checkpoint folder, alone: its run and its autoencoder are gone."""
+    root = tmp_path_factory.mktemp("generate-cli")
+    ae = shutil.copytree(latent_pack["ae"], root / "ae")
+    overrides = [f'data.path="{latent_pack["latents"]}"', f'autoencoder="{ae}"', *TINY]
+    train_diffusion(load_recipe("loops-tiny-cpu", DiffusionRecipe, overrides), root / "run", progress=False)
+    alone = shutil.copytree(latest_checkpoint(root / "run"), root / "elsewhere" / "my-denoiser")
+    shutil.rmtree(root / "run")
+    shutil.rmtree(ae)
+    return alone
+
+
+def test_generate_in_a_new_process_from_the_checkpoint_alone(ckpt, tmp_path):
+    out = tmp_path / "loops"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "wavediff.cli", "generate", str(ckpt), "--genre", "techno", "--bpm", "97.3",
+         "--bars", "1", "--n", "2", "--seed", "7", "--cfg", "2.5", "--out", str(out), "-q"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    paths = [Path(line) for line in result.stdout.split()]
+    assert [p.name for p in paths] == ["techno-97.3bpm-1bars-seed7.wav", "techno-97.3bpm-1bars-seed8.wav"]
+    samples = loop_samples(97.3, 1, 8000)
+    for path, seed in zip(paths, (7, 8)):
+        wav, sr = load(path)
+        assert sr == 8000 and wav.shape == (1, samples)
+        loop = read_loop_info(path)
+        assert loop is not None and loop.bpm == pytest.approx(97.3) and loop.beats == 4
+        assert (loop.start, loop.end) == (0, samples)
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert SETTINGS <= set(sidecar)
+        assert sidecar["seed"] == seed and sidecar["cfg_scale"] == 2.5 and sidecar["steps"] == 2
+        assert sidecar["samples"] == samples and sidecar["checkpoint"] == str(ckpt)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3"])
+def test_generate_writes_other_formats(ckpt, tmp_path, capsys, fmt):
+    assert main(["generate", str(ckpt), "--bpm", "140", "--bars", "1", "--steps", "1", "--format", fmt,
+                 "--out", str(tmp_path), "-q"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.name == f"loop-140bpm-1bars-seed0.{fmt}"
+    wav, sr = load(path)
+    assert sr == 8000 and wav.shape == (1, loop_samples(140, 1, 8000))
+    assert json.loads(path.with_suffix(".json").read_text())["file"] == path.name
+
+
+@pytest.fixture()
+def drums(ckpt, tmp_path) -> Path:
+    """A 1-bar loop at 120 BPM, stereo at 16 kHz: the commands conform it to the model's 8 kHz mono."""
+    t = torch.arange(32000) / 16000
+    kick = torch.sin(2 * torch.pi * 60 * t) * torch.exp(-(t % 0.5) * 12)
+    return save(tmp_path / "drums.wav", torch.stack([kick, kick * 0.8]) * 0.5, 16000)
+
+
+def run(argv: list[str], capsys) -> list[Path]:
+    assert main([*argv, "--steps", "2", "-q"]) == 0
+    return [Path(line) for line in capsys.readouterr().out.split()]
+
+
+def test_vary_command(ckpt, drums, tmp_path, capsys):
+    paths = run(["vary", str(ckpt), str(drums), "--strength", "0.5", "--n", "2", "--bpm", "120", "--bars", "1",
+                 "--genre", "dubstep", "--out", str(tmp_path / "out")], capsys)
+    assert [p.name for p in paths] == ["drums-var-seed0.wav", "drums-var-seed1.wav"]
+    assert load(paths[0])[0].shape == (1, 16000)
+    assert read_loop_info(paths[0]).bpm == 120
+    sidecar = json.loads(paths[1].with_suffix(".json").read_text())
+    assert sidecar["strength"] == 0.5 and sidecar["input"] == str(drums) and sidecar["seed"] == 1
+
+
+def test_interpolate_command(ckpt, drums, tmp_path, capsys):
+    other = save(tmp_path / "hats.flac", torch.randn(1, 12000) * 0.1, 8000)
+    paths = run(["interpolate", str(ckpt), str(drums), str(other), "--frames", "3", "--out", str(tmp_path)], capsys)
+    assert [p.name for p in paths] == ["drums-to-hats-00.wav", "drums-to-hats-01.wav", "drums-to-hats-02.wav"]
+    assert load(paths[1])[0].shape == (1, 12000)  # the shorter clip's length
+    assert json.loads(paths[0].with_suffix(".json").read_text())["trimmed"] is True
+
+
+def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
+    paths = run(["inpaint", str(ckpt), str(drums), "--start", "1.5", "--end", "3", "--out", str(tmp_path)], capsys)
+    assert [p.name for p in paths] == ["drums-inpaint-seed0.wav"]
+    wav, _ = load(paths[0])
+    original, _ = load(drums, 8000, 1)
+    assert wav.shape == (1, 24000)
+    torch.testing.assert_close(wav[:, :11000], original[:, :11000], atol=1e-4, rtol=0)  # 16-bit file: to a quantum
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["generate", "{ae}", "--bpm", "120"], "autoencoder checkpoint, not a denoiser"),
+        (["generate", "{missing}", "--bpm", "120"], "missing"),
+        (["generate", "{ckpt}", "--bpm", "0"], "bpm must be between"),
+        (["generate", "{ckpt}", "--bpm", "120", "--sampler", "ddim"], "unknown sampler 'ddim'"),
+        (["vary", "{ckpt}", "{garbage}", "--strength", "0.5"], "garbage.wav"),
+        (["vary", "{ckpt}", "{drums}", "--strength", "0"], "strength must be in (0, 1]"),
+        (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "0.5"], "0 ≤ start < end"),
+        (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1"], "frames must be at least 2"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, capsys, argv, expected):
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_text("not audio")
+    paths = {"ckpt": ckpt, "ae": latent_pack["ae"], "missing": tmp_path / "missing", "garbage": garbage, "drums": drums}
+    assert main([a.format(**paths) for a in argv] + ["--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wavediff: error:") and "\n" not in err
+    assert expected in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,78 @@
+"""PNG pictures without an imaging library: the eval report's spectrogram grid.
+
+matplotlib and Pillow are not dependencies, and a PNG of 8-bit RGB rows is a few lines of
+zlib. The grid has one row per genre: generated loops on the left, reference loops on the
+right of a wider gap, every spectrogram from the same analysis (mono at the features'
+analysis rate, so sets made at different rates line up) squeezed to one width.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from wavediff.audio import conform
+from wavediff.features import ANALYSIS_RATE
+from wavediff.files import atomic_write_bytes
+from wavediff.training.logging import spectrogram_image
+
+CELL_WIDTH = 256
+SPECTROGRAM_FFT = 256  # 129 frequency rows at the analysis rate
+GAP, SET_GAP = 2, 12  # pixels between cells, and between the generated and reference halves
+BACKGROUND, EMPTY = 255, 128  # white around cells; grey for a missing loop
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """(height, width, 3) uint8 → the bytes of a PNG file."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        raise ValueError(f"png_bytes needs a non-empty (height, width, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
+    height, width, _ = rgb.shape
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(rgb))  # filter 0 on every row
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b"")
+
+
+def _cell(wav: Tensor, sample_rate: int) -> np.ndarray:
+    mono = conform(wav.float().cpu(), sample_rate, ANALYSIS_RATE, 1)
+    image = spectrogram_image(mono, SPECTROGRAM_FFT).numpy()  # (3, rows, frames) in [0, 1]
+    columns = np.minimum((np.arange(CELL_WIDTH) * image.shape[2] / CELL_WIDTH).astype(int), image.shape[2] - 1)
+    return (image[:, :, columns].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def spectrogram_grid(
+    rows: Sequence[tuple[Sequence[tuple[Tensor, int]], Sequence[tuple[Tensor, int]]]], per_side: int
+) -> np.ndarray:
+    """One row per (generated, reference) pair of (wav, sample_rate) lists; the first `per_side`
+    of each side are drawn, missing ones grey. Returns (height, width, 3) uint8."""
+    if not rows or per_side < 1:
+        raise ValueError(f"a spectrogram grid needs at least one row and per_side ≥ 1, got {len(rows)}, {per_side}")
+    height = SPECTROGRAM_FFT // 2 + 1
+    side = per_side * CELL_WIDTH + (per_side - 1) * GAP
+    grid = np.full((len(rows) * (height + GAP) - GAP, 2 * side + SET_GAP, 3), BACKGROUND, np.uint8)
+    for r, halves in enumerate(rows):
+        top = r * (height + GAP)
+        for h, clips in enumerate(halves):
+            for k in range(per_side):
+                left = h * (side + SET_GAP) + k * (CELL_WIDTH + GAP)
+                cell = _cell(*clips[k]) if k < len(clips) else np.full((height, CELL_WIDTH, 3), EMPTY, np.uint8)
+                grid[top : top + height, left : left + CELL_WIDTH] = cell
+    return grid
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an RGB image atomically as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, png_bytes(rgb))
+    return path
+
