@@ -146,3 +146,21 @@ def test_unresolved_or_inconsistent_recipes_are_refused():
     ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=3))
     with pytest.raises(ConfigError, match="channels is 4"):
         LoopDiffusion(r, ae)
+
+
+def test_circular_denoising_wraps_a_period_of_any_length():
+    r = recipe()
+    r.model = UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[2], head_channels=8)
+    torch.manual_seed(0)
+    m = LoopDiffusion(r)
+    for p in m.unet.parameters():  # leave the zero init: the output must depend on the input
+        p.data.add_(torch.randn_like(p) * 0.05)
+    assert m.factor == 4 and [m.loop_tiles(t) for t in (37, 38, 40)] == [4, 2, 1]
+    x, sigma = torch.randn(2, 4, 37), torch.tensor([1.0, 0.3])
+    out = m.denoise(x, sigma, conds(), circular=True)
+    assert out.shape == x.shape
+    for shift in (1, 5, 36):  # an odd period: every alignment of the U-Net's grid is averaged in
+        torch.testing.assert_close(m.denoise(x.roll(shift, -1), sigma, conds(), circular=True), out.roll(shift, -1),
+                                   atol=1e-5, rtol=1e-4)
+    plain = m.denoise(x, sigma, conds())
+    assert not torch.allclose(plain.roll(1, -1), m.denoise(x.roll(1, -1), sigma, conds()), atol=1e-4)

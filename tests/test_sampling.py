@@ -10,6 +10,7 @@ model (no autoencoder, 11025 Hz stereo) cover both kinds and two sample rates.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -324,3 +325,21 @@ def test_inpaint_past_the_end_continues_the_clip(model, circular):
 def test_bad_requests_are_refused_with_the_numbers(latent_model, call, message):
     with pytest.raises(ValueError, match=message):
         call(latent_model, clip(latent_model, 0.5))
+
+
+def test_loop_periods_stay_within_the_stretch_tolerance_at_the_least_cost():
+    from wavediff.config import ConditioningConfig, DiffusionConfig, DiffusionRecipe, UNetConfig
+    from wavediff.diffusion import LoopDiffusion
+    from wavediff.sampling import STRETCH_CENTS, loop_shape
+
+    recipe = DiffusionRecipe(sample_rate=16000, channels=2, diffusion=DiffusionConfig(sigma_data=1.0),
+                             model=UNetConfig(base_channels=8, channel_mults=[1, 1, 1, 1, 1, 1], attention_levels=[]),
+                             conditioning=ConditioningConfig(dim=8))
+    model = LoopDiffusion(recipe)  # a waveform model: hop 1, factor 32
+    for bpm, bars in [(128, 4), (97.3, 3), (174, 1), (60, 2)]:
+        shape = loop_shape(model, bpm, bars, circular=True)
+        assert abs(shape.stretch_cents) <= STRETCH_CENTS
+        exact = shape.samples / model.hop_length
+        cheaper = [f for f in range(round(exact) - 40, round(exact) + 41)
+                   if model.loop_tiles(f) * f < model.loop_tiles(shape.frames) * shape.frames]
+        assert all(abs(1200 * math.log2(exact / f)) > STRETCH_CENTS for f in cheaper)

@@ -1,8 +1,8 @@
 """`wavediff demo`: the whole pipeline on the built-in loop pack, sized for a laptop CPU.
 
 Synthesize the pack → shard → inspect → train the tiny autoencoder → encode latents →
-check the autoencoder → train the tiny denoiser → write one loop per genre and measure
-them (tempo hits, seams) against the training loops. Each stage writes into its own folder
+check the autoencoder → train the tiny denoiser → write one loop per genre → the eval
+suite's report (Fréchet distances, tempo, genre, seam, diversity) against the pack. Each stage writes into its own folder
 under OUT and is skipped when its output is already complete, so an interrupted demo picks
 up where it stopped. `minutes` scales both training budgets (15 is the recipes' own).
 """
@@ -17,15 +17,16 @@ import torch
 from data_tools.inspect import format_manifest, inspect_shards
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import GENRES, synthesize_pack
-from wavediff import audio
 from wavediff.checkpoint import CONFIG_FILE, latest_checkpoint
-from wavediff.config import AERecipe, DiffusionRecipe, load_recipe
+from wavediff.config import AERecipe, ClassifierRecipe, DiffusionRecipe, load_recipe
 from wavediff.encode import autoencoder_id, encode_shards
-from wavediff.evaluate import evaluate_autoencoder, loop_report, reconstruct_file
+from wavediff.eval_table import format_report
+from wavediff.evaluate import evaluate_autoencoder, evaluate_model, reconstruct_file
 from wavediff.files import atomic_write_json
 from wavediff.sampling import generate, load_denoiser, save_loops
 from wavediff.shards import MANIFEST_NAME, read_manifest
 from wavediff.training.autoencoder import train_autoencoder
+from wavediff.training.classifier import train_classifier
 from wavediff.training.diffusion import train_diffusion
 
 DEMO_SAMPLE_RATE = 16000
@@ -35,6 +36,8 @@ DEMO_BARS = 4
 AE_RECIPE = "ae-tiny-cpu"
 DENOISER_RECIPE = "loops-tiny-cpu"
 DEFAULT_MINUTES = 15.0  # what the recipes' step counts take on a 2-core CPU
+EVAL_LOOPS = 12  # the closing eval report: loops generated, and their sampler steps
+EVAL_STEPS = 25
 
 
 def _stage(title: str) -> None:
@@ -96,32 +99,36 @@ def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, p
     return train_diffusion(recipe, run, progress=progress)
 
 
-def write_demo_loops(out: Path, denoiser: Path, progress: bool = True) -> dict:
-    """One 4-bar loop per genre at the middle of its tempo range; their tempo and seam report
-    beside the same report for the training loops. Returns both reports."""
+def write_demo_loops(out: Path, denoiser: Path, progress: bool = True) -> list[Path]:
+    """One 4-bar loop per genre, at the middle of the genre's tempo range in the built-in pack."""
     _stage(f"writing one {DEMO_BARS}-bar loop per genre into {out / 'loops'}")
     model = load_denoiser(denoiser, "cpu")
-    made = []
-    for i, genre in enumerate(model.conditioner.genres if model.conditioner else GENRES):
+    written = []
+    for i, genre in enumerate(model.conditioner.genres):
         low, high = GENRES[genre].bpm if genre in GENRES else (120, 120)
-        bpm = round((low + high) / 2)
-        loops, info = generate(model, genre=genre, bpm=bpm, bars=DEMO_BARS, seed=i, progress=progress)
+        loops, info = generate(model, genre=genre, bpm=round((low + high) / 2), bars=DEMO_BARS, seed=i,
+                               progress=progress)
         info["checkpoint"] = str(denoiser)
-        path = save_loops(loops, info, out / "loops")[0]
-        print(path)
-        made.append((loops[0], info["sample_rate"], float(bpm), DEMO_BARS))
-    training = []
-    for path in sorted((out / "pack").rglob("*.json")):
-        meta = json.loads(path.read_text())
-        wav, sr = audio.load(path.with_suffix(".wav"), DEMO_SAMPLE_RATE, DEMO_CHANNELS)
-        training.append((wav, sr, float(meta["bpm"]), int(meta["bars"])))
-    report = {"generated": loop_report(made), "training_loops": loop_report(training)}
-    atomic_write_json(out / "loops" / "report.json", report)
-    for name, r in report.items():
-        seam = "n/a" if r["seam_ratio"] is None else f"{r['seam_ratio']:.2f}"
-        tempo = r["tempo_fraction"]
-        print(f"{name:15s} tempo exact {tempo['exact']:.0%}, double/half {tempo['double'] + tempo['half']:.0%}, "
-              f"seam ratio (wrap jump / bar-line jump, median) {seam}  [{r['loops']} loops]")
+        written += save_loops(loops, info, out / "loops")
+        print(written[-1])
+    return written
+
+
+def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True) -> dict:
+    """The eval suite on the demo's model: a genre classifier trained on the pack first (its val
+    accuracy says what its verdicts are worth), then EVAL_LOOPS loops against the pack."""
+    classifier = out / "classifier"
+    if latest_checkpoint(classifier) is None:
+        _stage(f"training a genre classifier on {shards} (for the genre column)")
+        recipe = ClassifierRecipe()
+        recipe.data.path, recipe.train.cpu = str(shards), True
+        train_classifier(recipe, classifier, progress=progress)
+    _stage(f"evaluating {EVAL_LOOPS} generated loops against the pack ({EVAL_STEPS} sampler steps)")
+    report = evaluate_model(denoiser, shards, n=EVAL_LOOPS, steps=EVAL_STEPS, classifier=classifier, device="cpu",
+                            grid=out / "eval" / "spectrograms.png", progress=progress)
+    atomic_write_json(out / "eval" / "report.json", report)
+    print(format_report(report))
+    print(f"report: {out / 'eval' / 'report.json'}")
     return report
 
 
@@ -169,4 +176,5 @@ def run_demo(
 
     denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress)
     write_demo_loops(out, denoiser, progress)
+    evaluate_demo(out, shards, denoiser, progress)
     return out

@@ -153,6 +153,10 @@ class LoopDiffusion(nn.Module):
         out = self.unet(x * c_in, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
         return out, c_skip, c_out
 
+    def loop_tiles(self, frames: int) -> int:
+        """Copies of a `frames`-long loop period that make a length the U-Net can wrap exactly."""
+        return self.factor // math.gcd(frames, self.factor)
+
     def denoise(
         self,
         x: Tensor,
@@ -161,9 +165,21 @@ class LoopDiffusion(nn.Module):
         drop: Tensor | None = None,
         circular: bool = False,
     ) -> Tensor:
-        """D(x; σ): the denoised estimate, what k-diffusion samplers call. σ is (B,) or a scalar."""
+        """D(x; σ): the denoised estimate, what k-diffusion samplers call. σ is (B,) or a scalar.
+
+        `circular`: x is one period of a loop, of any length. The U-Net wraps exactly only
+        lengths that are a multiple of its factor, so the period is tiled up to the shortest
+        such length (loop_tiles copies) and the copies of the output are averaged back into
+        one period: the result is a function on the loop, seamless by construction (the
+        copies differ only in where the down-sampling grid falls).
+        """
         sigma = sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma
-        out, c_skip, c_out = self._network(x, sigma, cond, drop, circular)
+        period = x.shape[-1]
+        tiles = self.loop_tiles(period) if circular else 1
+        tiled = x.repeat(1, 1, tiles) if tiles > 1 else x
+        out, c_skip, c_out = self._network(tiled, sigma, cond, drop, circular)
+        if tiles > 1:
+            out = out.unflatten(-1, (tiles, period)).mean(-2)
         return out * c_out + x * c_skip
 
     def sample_sigmas(self, n: int, device: torch.device | str) -> Tensor:

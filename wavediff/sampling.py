@@ -1,12 +1,12 @@
 """Turning noise into loops with k-diffusion's samplers: generate (and, below it, the shared machinery).
 
 Length. A loop of `bars` bars at `bpm` is exactly N = bars · beats_per_bar · 60/bpm seconds
-of samples (wavediff.tempo.loop_samples). A circular model generates one period of
-F frames, F a multiple of the U-Net's factor, as close to N / hop as that allows; the
+of samples (wavediff.tempo.loop_samples). A circular model generates one period of F
+frames, F within STRETCH_CENTS of N / hop (LoopDiffusion.denoise wraps any period); the
 decoded period (F · hop samples) is then resized to exactly N samples by band-limited
 periodic resampling (wavediff.audio.resize_loop), which keeps the loop seamless at a pitch
-change the sidecar records in cents (a few cents for multi-bar loops). A non-circular model
-generates ⌈N / hop⌉ frames and the audio is cut to N.
+change the sidecar records in cents. A non-circular model generates ⌈N / hop⌉ frames and
+the audio is cut to N.
 
 Determinism. Item i of a batch starts from noise drawn with seed + i on the CPU, and the
 stochastic samplers draw their noise per item from seed + i too, so a loop depends only on
@@ -14,7 +14,7 @@ its own seed and the settings, not on the batch it was made in or on the device.
 
 Audio in. vary, interpolate and inpaint run the same Denoiser and run_sampler on clips: a
 clip keeps its exact length at the model's rate, and in circular mode it is one period of a
-loop, resized to whole U-Net frames and back exactly as a generated loop is.
+loop, resized to whole frames and back exactly as a generated loop is.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ _ANCESTRAL = {"euler-ancestral", "dpm2-ancestral", "dpmpp-2s-ancestral", "dpm-fa
 _ADAPTIVE = {"dpm-fast", "dpm-adaptive"}  # take (σ_min, σ_max, steps), not a list of σ
 SCHEDULES = ("karras", "exponential", "polyexponential")
 MIN_BPM, MAX_BPM = 20.0, 400.0
+# A loop period is a whole number of frames, so it is resized to the exact length; the
+# frame count is chosen to keep that pitch change under this (a few cents is below what
+# ears notice on tonal parts; drums do not care).
+STRETCH_CENTS = 6.0
 
 
 def _k_sampling() -> Any:
@@ -194,14 +198,26 @@ def check_tempo(bpm: float | None, bars: int | None) -> None:
         raise ValueError(f"bars must be at least 1, got {bars}")
 
 
+def _cents(samples: int, frames: int, hop: int) -> float:
+    return 1200 * math.log2(samples / (frames * hop))
+
+
 def clip_shape(model: LoopDiffusion, samples: int, circular: bool) -> LoopShape:
-    """Frames for exactly `samples` samples of audio (see the module docstring)."""
+    """Frames for exactly `samples` samples of audio (see the module docstring).
+
+    A loop period of F frames costs the denoiser loop_tiles(F) × F frames per call: among
+    the frame counts near samples / hop whose resize stays within STRETCH_CENTS (or the
+    nearest, when none does), the cheapest is taken, the nearest of equal cost.
+    """
     hop = model.hop_length
     if not circular:
         return LoopShape(samples, math.ceil(samples / hop), False, 0.0)
-    factor = model.factor
-    frames = max(factor, round(samples / hop / factor) * factor)
-    return LoopShape(samples, frames, True, 1200 * math.log2(samples / (frames * hop)))
+    exact = samples / hop
+    near = range(max(1, math.floor(exact) - model.factor), math.ceil(exact) + model.factor + 1)
+    tolerance = max(STRETCH_CENTS, min(abs(_cents(samples, f, hop)) for f in near))
+    fits = [f for f in near if abs(_cents(samples, f, hop)) <= tolerance + 1e-9]
+    frames = min(fits, key=lambda f: (model.loop_tiles(f) * f, abs(f - exact)))
+    return LoopShape(samples, frames, True, _cents(samples, frames, hop))
 
 
 def loop_shape(model: LoopDiffusion, bpm: float, bars: int, circular: bool) -> LoopShape:
