@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from data_tools.synth import GENRES
 from wavediff.audio import load, read_loop_info
 from wavediff.checkpoint import latest_checkpoint
 from wavediff.data import make_loader
@@ -34,12 +35,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
         wav, sr = load(path)
         assert wav.shape[-1] == round(sidecar["bars"] * 4 * 60 / sidecar["bpm"] * sr) and sr == 16000
         assert read_loop_info(path).bpm == pytest.approx(sidecar["bpm"])
-    report = json.loads((out / "loops" / "report.json").read_text())
-    assert report["generated"]["loops"] == 6 and report["training_loops"]["loops"] == 72
-    assert "seam ratio" in first
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["overall"]["clips"]["generated"] == 12 and sorted(report["genres"]) == sorted(GENRES)
+    assert (out / "eval" / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
+    assert "overall" in first and "genre" in first  # the closing table
 
     run_demo(out, ae_steps=12, denoiser_steps=12, progress=False)  # a second run reuses what is done
     again = capsys.readouterr().out
     assert "shards already in" in again and "autoencoder already trained" in again
     assert "latents already in" in again
-    assert "denoiser already trained" in again
+    assert "denoiser already trained" in again and "training a genre classifier" not in again
