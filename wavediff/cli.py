@@ -183,6 +183,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _train(args, DiffusionRecipe, train_diffusion)
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from wavediff.finetune import finetune
+    from wavediff.training.engine import TrainingError
+
+    try:
+        last = finetune(args.base, args.pack, genre=args.genre, steps=args.steps, out=args.out, lora=args.lora,
+                        recipe=args.recipe, overrides=args.set, max_steps=args.max_steps, progress=not args.quiet)
+    except TrainingError as e:
+        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+        return 1
+    print(f"checkpoint: {last}")
+    return 0
+
+
+def cmd_merge_lora(args: argparse.Namespace) -> int:
+    from wavediff.adapters import merge_lora
+
+    print(f"checkpoint: {merge_lora(args.base, args.lora, args.out, args.scale)}")
+    return 0
+
+
+def _denoiser(args: argparse.Namespace):
+    """The checkpoint's denoiser, with --lora applied at --lora-scale when given."""
+    from wavediff.adapters import load_with_lora
+    from wavediff.sampling import load_denoiser
+
+    if args.lora is None:
+        return load_denoiser(args.ckpt, args.device)
+    return load_with_lora(args.ckpt, args.lora, args.lora_scale, args.device)
+
+
 def _sampling_settings(args: argparse.Namespace, model):
     """The checkpoint's sampling settings with the command line's on top."""
     from dataclasses import replace
@@ -192,9 +223,9 @@ def _sampling_settings(args: argparse.Namespace, model):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from wavediff.sampling import generate, load_denoiser, save_loops
+    from wavediff.sampling import generate, save_loops
 
-    model = load_denoiser(args.ckpt, args.device)
+    model = _denoiser(args)
     audio, info = generate(
         model, genre=args.genre, bpm=args.bpm, bars=args.bars, n=args.n, seed=args.seed,
         settings=_sampling_settings(args, model), circular=args.circular, progress=not args.quiet,
@@ -222,10 +253,10 @@ def _clip_options(args: argparse.Namespace, model) -> dict:
 
 def cmd_vary(args: argparse.Namespace) -> int:
     from wavediff.audio import load
-    from wavediff.sampling import load_denoiser, vary
+    from wavediff.sampling import vary
 
     wav, sr = load(args.input)
-    model = load_denoiser(args.ckpt, args.device)
+    model = _denoiser(args)
     audio, info = vary(model, wav, sr, strength=args.strength, n=args.n, **_clip_options(args, model))
     info["input"] = str(args.input)
     return _save_clips(args, audio, info, [f"{args.input.stem}-var-seed{s}" for s in info["seeds"]])
@@ -233,10 +264,10 @@ def cmd_vary(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from wavediff.audio import conform, load
-    from wavediff.sampling import interpolate, load_denoiser
+    from wavediff.sampling import interpolate
 
     (a, sr_a), (b, sr_b) = load(args.a), load(args.b)
-    model = load_denoiser(args.ckpt, args.device)
+    model = _denoiser(args)
     sr = model.sample_rate  # interpolate takes one rate for both clips
     a, b = conform(a, sr_a, sr), conform(b, sr_b, sr)
     audio, info = interpolate(model, a, b, sr, frames=args.frames, **_clip_options(args, model))
@@ -247,10 +278,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from wavediff.audio import load
-    from wavediff.sampling import inpaint, load_denoiser
+    from wavediff.sampling import inpaint
 
     wav, sr = load(args.input)
-    model = load_denoiser(args.ckpt, args.device)
+    model = _denoiser(args)
     audio, info = inpaint(model, wav, sr, start=args.start, end=args.end, n=args.n, **_clip_options(args, model))
     info["input"] = str(args.input)
     return _save_clips(args, audio, info, [f"{args.input.stem}-inpaint-seed{s}" for s in info["seeds"]])
@@ -415,6 +446,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
 
+    p = command(sub, "finetune", cmd_finetune, "fine-tune a denoiser checkpoint on a folder of your loops")
+    p.add_argument("base", type=Path, metavar="BASE_CKPT", help="a denoiser checkpoint or run folder")
+    p.add_argument("pack", type=Path, metavar="PACK_DIR", help="a folder of loops (tempo in names or sidecars)")
+    p.add_argument("--genre", default=None, help="the pack's genre: one of the base's, or a new name to add "
+                   "(default: the one genre the pack's metadata names)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune-<pack name>)")
+    p.add_argument("--lora", type=int, default=None, metavar="RANK", help="train LoRA adapters of this rank "
+                   "(a small adapter checkpoint) instead of the whole model")
+    p.add_argument("--recipe", default="finetune-cpu", help="a finetune recipe (default finetune-cpu; "
+                   "finetune-gpu, finetune-lora-cpu, finetune-lora-gpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+
+    p = command(sub, "merge-lora", cmd_merge_lora, "bake a LoRA adapter into its base: an ordinary checkpoint")
+    p.add_argument("base", type=Path, metavar="BASE")
+    p.add_argument("lora", type=Path, metavar="LORA")
+    p.add_argument("out", type=Path, metavar="OUT", help="run folder for the merged checkpoint")
+    p.add_argument("--scale", type=float, default=1.0, help="adapter strength (default 1)")
+
     sampling = argparse.ArgumentParser(add_help=False)
     sampling.add_argument("--seed", type=int, default=0, help="noise seed (loop i of --n uses seed + i)")
     sampling.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's, 50)")
@@ -425,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--out", type=Path, default=Path("loops"), help="output folder")
     sampling.add_argument("--format", default="wav", choices=("wav", "flac", "mp3"))
     sampling.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
+    sampling.add_argument("--lora", type=Path, default=None, metavar="PATH",
+                          help="a LoRA adapter (wavediff finetune --lora) to apply on top of CKPT")
+    sampling.add_argument("--lora-scale", type=float, default=1.0, metavar="S",
+                          help="strength of the adapter (1: as trained, 0: the base)")
 
     p = sub.add_parser("generate", parents=[common, sampling], help="make loops at a genre, tempo and length",
                        description="make loops at a genre, tempo and length")

@@ -271,6 +271,31 @@ class ClassifierRecipe:
     train: TrainConfig = field(default_factory=_classifier_train)
 
 
+@dataclass
+class FinetuneConfig:
+    """What `wavediff finetune` trains of a base denoiser, and how it watches for over-fitting."""
+
+    method: Literal["full", "frozen", "lora"] = "full"  # frozen: only conditioning and attention layers train
+    lora_rank: int = 8  # rank of the adapters on attention and residual-block convs (method "lora")
+    lora_alpha: float = 8.0  # adapter scale is lora_alpha / lora_rank
+    val_fraction: float = 0.15  # of the pack's loops held out (by content hash) for the validation loss
+    max_seconds: float = 30.0  # longer pack files are cut into chunks of whole bars
+    val_examples: int = 64  # validation (and train-side) windows scored at each check
+    val_repeats: int = 4  # noise draws per window: the checks use fixed noise, so they are comparable
+    overfit_tolerance: float = 0.02  # warn when val loss is this fraction above its best while train loss falls
+
+
+@dataclass
+class FinetuneRecipe:
+    """Everything `wavediff finetune` adds to a base checkpoint's recipe: the model, conditioning,
+    diffusion and sampling settings come from the base; data.path is the pack's encoded latents."""
+
+    kind: Literal["finetune"] = "finetune"
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 # --------------------------------------------------------------------------- machinery
 
 

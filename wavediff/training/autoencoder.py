@@ -8,7 +8,7 @@ discriminator. From that step on, generator and discriminator steps alternate.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from wavediff.config import AERecipe, ConfigError, OptimizerConfig, to_dict
-from wavediff.data import make_loader
 from wavediff.losses import (
     METRIC_FFT_SIZES,
     ReconstructionLoss,
@@ -28,7 +27,7 @@ from wavediff.losses import (
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.discriminator import MultiScaleSTFTDiscriminator
 from wavediff.shards import read_manifest
-from wavediff.training.engine import BatchSource, ignore_stop_signals, train
+from wavediff.training.engine import shard_batches, train
 from wavediff.training.objective import Batch
 
 
@@ -123,17 +122,6 @@ class AutoencoderObjective:
         return {"kind": self.kind, "recipe": to_dict(self.recipe)}
 
 
-def _batches(recipe: AERecipe) -> BatchSource:
-    def batches(seed: int, rank: int, world_size: int) -> Iterable[Batch]:
-        loader = make_loader(
-            recipe.data, "train", seed=seed, kind="audio", expect_sample_rate=recipe.sample_rate,
-            rank=rank, world_size=world_size,
-        )
-        loader.worker_init_fn = ignore_stop_signals  # see engine: pre-emption must not kill the workers
-        return loader
-
-    return batches
-
 
 def train_autoencoder(
     recipe: AERecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
@@ -150,6 +138,6 @@ def train_autoencoder(
                 f"but model.channels is {recipe.model.channels}"
             )
     return train(
-        lambda: AutoencoderObjective(recipe), _batches(recipe), recipe.train, run_dir,
+        lambda: AutoencoderObjective(recipe), shard_batches(recipe.data, "audio", recipe.sample_rate), recipe.train, run_dir,
         batch_size=recipe.data.batch_size, max_steps=max_steps, progress=progress,
     )

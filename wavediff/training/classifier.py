@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from wavediff.config import ClassifierRecipe, ConfigError, OptimizerConfig, to_dict
-from wavediff.data import make_loader
 from wavediff.evaluate import VAL_REPORT, classifier_report, load_classifier
 from wavediff.files import atomic_write_json
 from wavediff.models.classifier import GenreClassifier
 from wavediff.shards import read_manifest
-from wavediff.training.engine import BatchSource, ignore_stop_signals, train
+from wavediff.training.engine import shard_batches, train
 from wavediff.training.objective import Batch
 
 def resolve(recipe: ClassifierRecipe) -> ClassifierRecipe:
@@ -88,17 +87,6 @@ class ClassifierObjective:
         return {"kind": self.kind, "recipe": to_dict(self.recipe)}
 
 
-def _batches(recipe: ClassifierRecipe) -> BatchSource:
-    def batches(seed: int, rank: int, world_size: int) -> Iterable[Batch]:
-        loader = make_loader(
-            recipe.data, "train", seed=seed, kind="audio", expect_sample_rate=recipe.sample_rate,
-            genres=recipe.genres, rank=rank, world_size=world_size,
-        )
-        loader.worker_init_fn = ignore_stop_signals  # see engine: pre-emption must not kill the workers
-        return loader
-
-    return batches
-
 
 def train_classifier(
     recipe: ClassifierRecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
@@ -107,7 +95,7 @@ def train_classifier(
     report: wavediff.evaluate.classifier_report, whose accuracy is None without a val split)."""
     resolved = resolve(recipe)
     last = train(
-        lambda: ClassifierObjective(resolved), _batches(resolved), resolved.train, run_dir,
+        lambda: ClassifierObjective(resolved), shard_batches(resolved.data, "audio", resolved.sample_rate, resolved.genres), resolved.train, run_dir,
         batch_size=resolved.data.batch_size, max_steps=max_steps, progress=progress,
     )
     report = {"checkpoint": str(last), **classifier_report(load_classifier(last), resolved.data.path)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from wavediff.encode import load_autoencoder
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.sampling import generate
 from wavediff.shards import read_manifest
-from wavediff.training.engine import BatchSource, ignore_stop_signals, train
+from wavediff.training.engine import shard_batches, train
 from wavediff.training.objective import Batch
 
 SIGMA_DATA_CLIPS = 32  # waveform models: clips measured for sigma_data
@@ -145,17 +145,6 @@ class DiffusionObjective:
         return {"kind": self.kind, "recipe": to_dict(self.recipe), "autoencoder": self.ae_info}
 
 
-def _batches(recipe: DiffusionRecipe, member: str) -> BatchSource:
-    def batches(seed: int, rank: int, world_size: int) -> Iterable[Batch]:
-        loader = make_loader(
-            recipe.data, "train", seed=seed, kind=member, expect_sample_rate=recipe.sample_rate,
-            genres=recipe.conditioning.genres, rank=rank, world_size=world_size,
-        )
-        loader.worker_init_fn = ignore_stop_signals  # see engine: pre-emption must not kill the workers
-        return loader
-
-    return batches
-
 
 def train_diffusion(
     recipe: DiffusionRecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
@@ -164,6 +153,6 @@ def train_diffusion(
     resolved, autoencoder, ae_info = resolve(recipe)
     member = "latent" if resolved.autoencoder else "audio"
     return train(
-        lambda: DiffusionObjective(resolved, autoencoder, ae_info), _batches(resolved, member), resolved.train,
+        lambda: DiffusionObjective(resolved, autoencoder, ae_info), shard_batches(resolved.data, member, resolved.sample_rate, resolved.conditioning.genres), resolved.train,
         run_dir, batch_size=resolved.data.batch_size, max_steps=max_steps, progress=progress,
     )

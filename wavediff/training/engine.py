@@ -44,7 +44,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,8 @@ from wavediff.checkpoint import (
     stage_checkpoint,
     write_model,
 )
-from wavediff.config import ConfigError, OptimizerConfig, TrainConfig
+from wavediff.config import ConfigError, DataConfig, OptimizerConfig, TrainConfig
+from wavediff.data import Kind, make_loader
 from wavediff.training.logging import TrainLogger, memory_mb
 from wavediff.training.objective import Batch, Objective
 
@@ -152,6 +153,23 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def shard_batches(
+    data: DataConfig, kind: Kind, sample_rate: int | None, genres: Sequence[str] | None = None
+) -> BatchSource:
+    """The BatchSource of every trainer: the train split of `data`'s shards, split by rank,
+    reseeded when the engine asks, with loader workers that leave stop signals to the trainer."""
+
+    def batches(seed: int, rank: int, world_size: int) -> Iterable[Batch]:
+        loader = make_loader(
+            data, "train", seed=seed, kind=kind, expect_sample_rate=sample_rate, genres=genres,
+            rank=rank, world_size=world_size,
+        )
+        loader.worker_init_fn = ignore_stop_signals  # pre-emption must not kill the workers
+        return loader
+
+    return batches
 
 
 @contextmanager
