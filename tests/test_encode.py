@@ -17,7 +17,13 @@ from wavediff.checkpoint import CheckpointError, save_checkpoint
 from wavediff import audio
 from wavediff.config import AERecipe, AutoencoderConfig, DataConfig, to_dict
 from wavediff.data import make_loader
-from wavediff.encode import autoencoder_id, encode_shards, equal_length_batches, merge_latent_manifests
+from wavediff.encode import (
+    audio_samples,
+    autoencoder_id,
+    encode_shards,
+    equal_length_batches,
+    merge_latent_manifests,
+)
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.shards import MANIFEST_NAME, read_manifest
 
@@ -246,3 +252,27 @@ def test_bad_inputs_fail_clearly(pack, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no partial manifests"):
         merge_latent_manifests(pack["out"])
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.tar"))
+
+
+def test_variants_add_changed_copies_of_train_samples_only(pack, tmp_path):
+    from wavediff.encode import AudioVariant
+
+    variants = [AudioVariant(gain_db=-6.0), AudioVariant(invert=True)]
+    out = tmp_path / "augmented"
+    manifest = encode_shards(pack["ckpt"], pack["shards"], out, batch_size=3, variants=variants, progress=False)
+    plain = pack["manifest"]["splits"]
+    assert manifest["splits"]["train"]["samples"] == 3 * plain["train"]["samples"]
+    assert manifest["splits"]["val"]["samples"] == plain["val"]["samples"]
+    samples = {}
+    for shard in sorted(out.glob("train-*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".latent.npy"):
+                    samples[member.name[: -len(".latent.npy")]] = np.load(io.BytesIO(tar.extractfile(member).read()))
+    key = next(k for k in samples if k.endswith("-inv"))
+    original = key[: -len("-g+0dB-inv")]
+    assert {f"{original}-g-6dB", f"{original}-g+0dB-inv"} <= samples.keys()
+    source = {k: w for shard in sorted(pack["shards"].glob("train-*.tar")) for k, _, w in audio_samples(shard, SR)}
+    with torch.no_grad():  # the copy is the encoding of the changed audio, not a changed latent
+        expected = pack["model"].encode(-source[original][None])[0].numpy()
+    np.testing.assert_allclose(samples[key].astype(np.float32), expected, atol=2e-3)

@@ -283,6 +283,9 @@ class FinetuneConfig:
     val_examples: int = 64  # validation (and train-side) windows scored at each check
     val_repeats: int = 4  # noise draws per window: the checks use fixed noise, so they are comparable
     overfit_tolerance: float = 0.02  # warn when val loss is this fraction above its best while train loss falls
+    # Augmented copies of every train loop, encoded beside it (latents cannot be augmented after encoding):
+    augment_gains_db: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # one copy per gain
+    augment_polarity: bool = True  # one polarity-flipped copy
 
 
 @dataclass

@@ -11,6 +11,7 @@ Everything is built in a staging folder and published only when complete (wavedi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -18,7 +19,8 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,6 +117,25 @@ def check_audio_shards(folder: str | os.PathLike, model: Autoencoder, sample_rat
 # --------------------------------------------------------------------------- reading and batching
 
 
+@dataclass(frozen=True)
+class AudioVariant:
+    """A changed copy of a sample that is still the same loop: a gain and/or a polarity flip.
+
+    Latents cannot be augmented this way after encoding (the encoder is not linear: the
+    latent of −x is not −z), so a small pack is augmented before it, in its train split.
+    """
+
+    gain_db: float = 0.0
+    invert: bool = False
+
+    @property
+    def tag(self) -> str:
+        return f"g{self.gain_db:+g}dB" + ("-inv" if self.invert else "")
+
+    def apply(self, wav: torch.Tensor) -> torch.Tensor:
+        return wav * (10 ** (self.gain_db / 20)) * (-1 if self.invert else 1)
+
+
 def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
     """(key, json, audio) of each sample of an audio shard, in file order; a sample that is
     not usable is an error naming shard and key (an audio shard we wrote never has one)."""
@@ -209,6 +230,7 @@ def encode_shards(
     device: str | torch.device | None = None,
     shard_range: tuple[int, int] | None = None,
     part: tuple[int, int] | None = None,
+    variants: Sequence[AudioVariant] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode the audio shards of `shards_folder` into latent shards in `out`; returns the manifest.
@@ -216,7 +238,8 @@ def encode_shards(
     `shard_range` (start, stop) picks a slice of the input's shards (train then val, in
     manifest order); the job then writes `manifest.part-<start>-<stop>.json` instead of
     `manifest.json`, for `merge_latent_manifests` to join. `part` (I, N) is the range of array
-    task I of N (`part_range`).
+    task I of N (`part_range`). `variants` add, for every train sample, one more sample per
+    variant encoded from the changed audio (see AudioVariant); val samples stay as they are.
     """
     model, recipe, ae_id = load_autoencoder(ae_ckpt, device)
     source = check_audio_shards(shards_folder, model, recipe.sample_rate)
@@ -233,7 +256,7 @@ def encode_shards(
     staging = make_staging(out)
     try:
         splits, moments = _encode_all(model, shards[start:stop], staging, recipe.sample_rate, extra, batch_size,
-                                      progress)
+                                      variants, progress)
         for entry in splits.values():
             entry["seconds"] = round(entry["seconds"], 3)
         manifest = {
@@ -281,6 +304,7 @@ def _encode_all(
     sample_rate: int,
     extra: dict[str, Any],
     batch_size: int,
+    variants: Sequence[AudioVariant],
     progress: bool,
 ) -> tuple[dict[str, dict[str, Any]], _Moments]:
     """Write one latent shard per (split, audio shard) into `staging`; returns the splits' account and train moments."""
@@ -292,7 +316,8 @@ def _encode_all(
             entry = splits[split]
             writer = TarWriter(staging / path.name)
             try:
-                for key, info, latent in _encode_shard(model, path, sample_rate, batch_size, device):
+                changes = variants if split == "train" else ()
+                for key, info, latent in _encode_shard(model, path, sample_rate, batch_size, device, changes):
                     writer.add(f"{key}.latent.npy", _npy_bytes(latent))
                     writer.add(f"{key}.json", json_bytes({**info, **extra}))
                     entry["samples"] += 1
@@ -309,9 +334,15 @@ def _encode_all(
 
 @torch.inference_mode()
 def _encode_shard(
-    model: Autoencoder, path: Path, sample_rate: int, batch_size: int, device: torch.device
+    model: Autoencoder,
+    path: Path,
+    sample_rate: int,
+    batch_size: int,
+    device: torch.device,
+    variants: Sequence[AudioVariant] = (),
 ) -> list[tuple[str, dict[str, Any], np.ndarray]]:
-    """(key, json, float16 latent) of each sample of one shard, in the shard's order."""
+    """(key, json, float16 latent) of each sample of one shard, in the shard's order, each
+    followed by its variants."""
     infos: list[tuple[str, dict[str, Any]]] = []
     latents: dict[int, np.ndarray] = {}
 
@@ -319,6 +350,9 @@ def _encode_shard(
         for key, info, wav in audio_samples(path, sample_rate):
             infos.append((key, info))
             yield len(infos) - 1, wav
+            for variant in variants:
+                infos.append((f"{key}-{variant.tag}", {**info, "variant": dataclasses.asdict(variant)}))
+                yield len(infos) - 1, variant.apply(wav)
 
     for tags, x in equal_length_batches(tagged(), batch_size):
         z = model.encode(x.to(device)).float().cpu().numpy().astype(np.float16)  # eval mode: the VAE mean

@@ -44,7 +44,7 @@ from wavediff.config import (
     load_recipe,
 )
 from wavediff.data import make_loader
-from wavediff.encode import autoencoder_id, encode_shards
+from wavediff.encode import AudioVariant, autoencoder_id, encode_shards
 from wavediff.files import atomic_write_json
 from wavediff.genres import with_genres
 from wavediff.sampling import load_denoiser
@@ -131,10 +131,13 @@ def prepare_data(
     if not embedded:
         return audio, None
     ae = export_autoencoder(base, config, state, run_dir / "data" / "autoencoder")
-    latents = folder / f"latents-{autoencoder_id(ae)}"
+    variants = [AudioVariant(gain_db=g) for g in ft.finetune.augment_gains_db if g]
+    variants += [AudioVariant(invert=True)] if ft.finetune.augment_polarity else []
+    tags = "".join(f"-{v.tag}" for v in variants)
+    latents = folder / f"latents-{autoencoder_id(ae)}{tags}"
     if not (latents / MANIFEST_NAME).is_file():
-        print(f"encoding the pack with the base's autoencoder into {latents}")
-        encode_shards(ae, audio, latents, progress=progress)
+        print(f"encoding the pack (and {len(variants)} augmented copies of its train loops) into {latents}")
+        encode_shards(ae, audio, latents, variants=variants, progress=progress)
     return latents, ae
 
 
