@@ -16,7 +16,7 @@ from wavediff.config import (
     DiffusionRecipe,
     UNetConfig,
 )
-from wavediff.diffusion import LoopDiffusion, unconditional
+from wavediff.diffusion import CLOCK_CHANNELS, LoopDiffusion, tempo_clock, unconditional
 from wavediff.models.autoencoder import Autoencoder
 
 
@@ -151,6 +151,7 @@ def test_unresolved_or_inconsistent_recipes_are_refused():
 def test_circular_denoising_wraps_a_period_of_any_length():
     r = recipe()
     r.model = UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[2], head_channels=8)
+    r.conditioning.tempo_clock = False  # the clock fixes a phase origin: rotations of the loop then differ
     torch.manual_seed(0)
     m = LoopDiffusion(r)
     for p in m.unet.parameters():  # leave the zero init: the output must depend on the input
@@ -164,3 +165,33 @@ def test_circular_denoising_wraps_a_period_of_any_length():
                                    atol=1e-5, rtol=1e-4)
     plain = m.denoise(x, sigma, conds())
     assert not torch.allclose(plain.roll(1, -1), m.denoise(x.roll(1, -1), sigma, conds()), atol=1e-4)
+
+
+def test_the_tempo_clock_ticks_at_the_beat_and_wraps_on_a_loop():
+    bpm = torch.tensor([120.0, 97.0])
+    clock = tempo_clock(400, bpm, 100.0, 4, circular=False)  # 100 frames/s: a beat is 50 frames at 120 BPM
+    assert clock.shape == (2, 4, 400)
+    torch.testing.assert_close(clock[0, :2, 50], clock[0, :2, 0], atol=1e-5, rtol=0)  # a beat later
+    torch.testing.assert_close(clock[0, 2:, 200], clock[0, 2:, 0], atol=1e-5, rtol=0)  # a bar later
+    assert not torch.allclose(clock[0, 2:, 50], clock[0, 2:, 0], atol=1e-3)
+    loop = tempo_clock(397, bpm, 100.0, 4, circular=True)  # a period that is not a whole number of beats
+    step = (loop[..., 1:] - loop[..., :-1]).norm(dim=1)  # each channel pair turns at a constant rate,
+    wrap = (loop[..., 0] - loop[..., -1]).norm(dim=1)  # the wrap included: the clock goes round the loop
+    torch.testing.assert_close(wrap, step[..., 0], atol=1e-5, rtol=0)
+    assert (step - step[..., :1]).abs().max() < 1e-5
+    plain = tempo_clock(397, bpm, 100.0, 4, circular=False)
+    assert (plain[..., 0] - plain[..., -1]).norm(dim=1).max() > 2 * step.max()  # without stretching it would jump
+
+
+def test_the_clock_reaches_the_network_only_when_the_tempo_is_known():
+    m = model()
+    assert m.unet.in_channels == 4 + CLOCK_CHANNELS
+    for p in m.unet.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x, sigma = torch.randn(2, 4, 24), torch.tensor([1.0, 1.0])
+    unknown = Conditions(torch.tensor([0, 1]), torch.zeros(2), torch.full((2,), 1.875), torch.ones(2))
+    shifted = Conditions(torch.tensor([0, 1]), torch.zeros(2) - 5, torch.full((2,), 1.875), torch.ones(2))
+    torch.testing.assert_close(m.denoise(x, sigma, unknown), m.denoise(x, sigma, shifted))
+    drop_tempo = torch.tensor([[False, True, False]] * 2)
+    dropped = m.denoise(x, sigma, conds(), drop_tempo)
+    assert not torch.allclose(dropped, m.denoise(x, sigma, conds()))

@@ -122,6 +122,7 @@ class ConditioningConfig:
 
     genre: bool = True  # an embedding from the dataset's genre vocabulary
     tempo: bool = True  # Fourier features of log-BPM
+    tempo_clock: bool = True  # and the beat and bar phase as extra input channels (see wavediff.diffusion)
     length: bool = True  # Fourier features of the loop's seconds, and its bar count
     dim: int = 256  # width of each condition's vector (and token, for cross-attention)
     dropout: float = 0.1  # each condition is nulled with this probability per example

@@ -28,6 +28,8 @@ from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.blocks import pad1d
 from wavediff.models.unet import UNet1D
 
+CLOCK_CHANNELS = 4  # sin/cos of the beat phase and of the bar phase
+
 def _preconditioners() -> tuple[type, type]:
     with warnings.catch_warnings():  # k-diffusion's dependencies warn about their own imports
         warnings.simplefilter("ignore")
@@ -58,7 +60,9 @@ class LoopDiffusion(nn.Module):
         self.conditioner = Conditioner(cond) if any((cond.genre, cond.tempo, cond.length)) else None
         dim = self.conditioner.dim if self.conditioner is not None else 0
         token_dim = dim if recipe.model.cross_attention else 0
-        self.unet = UNet1D(recipe.model, self.data_channels, cond_dim=dim, token_dim=token_dim)
+        self.clock = cond.tempo and cond.tempo_clock
+        extra = CLOCK_CHANNELS if self.clock else 0
+        self.unet = UNet1D(recipe.model, self.data_channels + extra, dim, token_dim, out_channels=self.data_channels)
         Denoiser, VDenoiser = _preconditioners()
         self.v_objective = diffusion.objective == "v"
         # Holders of the scalings and weightings only (no inner model, no parameters).
@@ -139,18 +143,29 @@ class LoopDiffusion(nn.Module):
         return self.precond.sigma_to_t(sigma) if self.v_objective else sigma.log() / 4
 
     def _network(
-        self, x: Tensor, sigma: Tensor, cond: Conditions | None, drop: Tensor | None, circular: bool
+        self, x: Tensor, sigma: Tensor, cond: Conditions | None, drop: Tensor | None, circular: bool,
+        period: int | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(network output, c_skip, c_out) for input x at noise σ (B,)."""
+        """(network output, c_skip, c_out) for input x at noise σ (B,); x may be `period`-long copies of a loop."""
         c_skip, c_out, c_in = (s.to(x.dtype)[:, None, None] for s in self.precond.get_scalings(sigma))
         vector = tokens = None
+        inputs = x * c_in
         if self.conditioner is not None:
             if cond is None:
                 cond = unconditional(x.shape[0], x.device)
             vector, tokens = self.conditioner(cond, drop)
             if not self.recipe.model.cross_attention:
                 tokens = None
-        out = self.unet(x * c_in, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
+            if self.clock:
+                known = cond.bpm > 0
+                if drop is not None:
+                    known = known & ~drop[:, self.conditioner.names.index("tempo")]
+                frames = period or x.shape[-1]
+                clock = tempo_clock(frames, cond.bpm, self.sample_rate / self.hop_length,
+                                    self.recipe.conditioning.beats_per_bar, circular)
+                clock = (clock * known[:, None, None]).to(x.dtype).repeat(1, 1, x.shape[-1] // frames)
+                inputs = torch.cat([inputs, clock], dim=1)
+        out = self.unet(inputs, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
         return out, c_skip, c_out
 
     def loop_tiles(self, frames: int) -> int:
@@ -177,7 +192,7 @@ class LoopDiffusion(nn.Module):
         period = x.shape[-1]
         tiles = self.loop_tiles(period) if circular else 1
         tiled = x.repeat(1, 1, tiles) if tiles > 1 else x
-        out, c_skip, c_out = self._network(tiled, sigma, cond, drop, circular)
+        out, c_skip, c_out = self._network(tiled, sigma, cond, drop, circular, period)
         if tiles > 1:
             out = out.unflatten(-1, (tiles, period)).mean(-2)
         return out * c_out + x * c_skip
@@ -215,6 +230,27 @@ class LoopDiffusion(nn.Module):
             per_example = error.mean(-1)
         weight = torch.ones_like(sigma) if self.v_objective else self.precond.weighting(sigma)
         return per_example * weight
+
+
+def tempo_clock(frames: int, bpm: Tensor, frame_rate: float, beats_per_bar: int, circular: bool) -> Tensor:
+    """(B, 4, frames): sin/cos of the beat phase and of the bar phase at `bpm`, from frame 0.
+
+    Why: placing hits a beat apart over hundreds of frames is hard for convolutions and
+    position-free attention to learn from a tempo vector alone; a clock ticking at the beat
+    makes "a hit at this phase" a local decision. The phase origin carries no information
+    (training windows start anywhere in a loop), so the model learns to choose a phase and
+    keep to it. On a loop (`circular`) the beat is stretched so a whole number of beats, and
+    of bars (at least one), fits the period exactly: the clock wraps too. A generated loop
+    is a whole number of bars, so there both stretches are the same few cents.
+    """
+    beat = 60.0 / bpm.double().clamp_min(1.0) * frame_rate  # frames per beat
+    bar = beat * beats_per_bar
+    if circular:
+        beat = frames / (frames / beat).round().clamp_min(1)
+        bar = frames / (frames / bar).round().clamp_min(1)
+    t = torch.arange(frames, device=bpm.device, dtype=torch.float64)[None, :]
+    beats, bars = 2 * math.pi * t / beat[:, None], 2 * math.pi * t / bar[:, None]
+    return torch.stack([beats.sin(), beats.cos(), bars.sin(), bars.cos()], dim=1).float()
 
 
 def unconditional(batch_size: int, device: torch.device | str) -> Conditions:

@@ -236,9 +236,12 @@ def _check(cfg: UNetConfig, in_channels: int) -> None:
 
 
 class UNet1D(nn.Module):
-    """See the module docstring. `forward(x, noise, cond, tokens, circular)` → the network output, shaped like x."""
+    """See the module docstring. `forward(x, noise, cond, tokens, circular)` → the network output: x's length,
+    `out_channels` channels (default: x's; fewer when x carries extra input channels such as a tempo clock)."""
 
-    def __init__(self, cfg: UNetConfig, in_channels: int, cond_dim: int = 0, token_dim: int = 0) -> None:
+    def __init__(
+        self, cfg: UNetConfig, in_channels: int, cond_dim: int = 0, token_dim: int = 0, out_channels: int | None = None
+    ) -> None:
         super().__init__()
         _check(cfg, in_channels)
         self.cross_attention = cfg.cross_attention and token_dim > 0
@@ -280,7 +283,7 @@ class UNet1D(nn.Module):
         self.down = nn.ModuleList(down)
         self.up = nn.ModuleList(up)
         self.out_norm = GroupNorm32(ch)
-        self.out = _zero(Conv1d(ch, in_channels, 3))
+        self.out = _zero(Conv1d(ch, out_channels or in_channels, 3))
 
     def _embedding(self, noise: Tensor, cond: Tensor | None) -> Tensor:
         emb = self.noise_mlp(self.fourier(noise))
