@@ -45,3 +45,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert "shards already in" in again and "autoencoder already trained" in again
     assert "latents already in" in again
     assert "denoiser already trained" in again and "training a genre classifier" not in again
+
+
+def test_a_training_stage_that_stops_early_stops_the_demo(tmp_path, capsys):
+    """A stop signal makes the engine save and return normally; the demo must not go on
+    to encode or generate with a half-trained model."""
+    from wavediff.demo import _training_stage
+
+    calls = []
+    assert _training_stage("autoencoder", "ae-tiny-cpu", tmp_path / "ae", 5, lambda: calls.append(1)) is None
+    assert calls == [1] and "stopped before step 5; run the demo again to resume" in capsys.readouterr().out

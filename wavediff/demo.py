@@ -10,6 +10,7 @@ up where it stopped. `minutes` scales both training budgets (15 is the recipes' 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,28 +76,36 @@ def _steps(recipe_steps: int, minutes: float) -> int:
     return max(10, round(recipe_steps * minutes / DEFAULT_MINUTES))
 
 
-def train_demo_autoencoder(out: Path, shards: Path, steps: int | None, progress: bool = True) -> Path:
-    """Train (or resume, or reuse) the tiny autoencoder; returns its last checkpoint."""
+def _training_stage(what: str, recipe_name: str, run: Path, steps: int, train: Callable[[], Path]) -> Path | None:
+    """Reuse, resume or start a training run; None when it stopped early (a stop signal saved a
+    checkpoint: the engine returns normally then), so the demo stops instead of going on with
+    a half-trained model."""
+    if (last := _trained(run, steps)) is not None:
+        _stage(f"{what} already trained: {last}")
+        return last
+    _stage(f"training the {recipe_name} {what} ({steps} steps) in {run}")
+    train()
+    if (last := _trained(run, steps)) is None:
+        print(f"the {what} stopped before step {steps}; run the demo again to resume", flush=True)
+    return last
+
+
+def train_demo_autoencoder(out: Path, shards: Path, steps: int | None, progress: bool = True) -> Path | None:
+    """Train (or resume, or reuse) the tiny autoencoder; its last checkpoint, None if stopped early."""
     overrides = [f"data.path={json.dumps(str(shards))}"] + ([f"train.steps={steps}"] if steps is not None else [])
     recipe = load_recipe(AE_RECIPE, AERecipe, overrides)
     run = out / "ae"
-    if (last := _trained(run, recipe.train.steps)) is not None:
-        _stage(f"autoencoder already trained: {last}")
-        return last
-    _stage(f"training the {AE_RECIPE} autoencoder ({recipe.train.steps} steps) in {run}")
-    return train_autoencoder(recipe, run, progress=progress)
+    return _training_stage("autoencoder", AE_RECIPE, run, recipe.train.steps,
+                           lambda: train_autoencoder(recipe, run, progress=progress))
 
 
-def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True) -> Path:
-    """Train (or resume, or reuse) the tiny latent denoiser; returns its last checkpoint."""
+def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True) -> Path | None:
+    """Train (or resume, or reuse) the tiny latent denoiser; its last checkpoint, None if stopped early."""
     overrides = [f"data.path={json.dumps(str(latents))}", f"autoencoder={json.dumps(str(ae))}"]
     recipe = load_recipe(DENOISER_RECIPE, DiffusionRecipe, overrides + ([f"train.steps={steps}"] if steps else []))
     run = out / "denoiser"
-    if (last := _trained(run, recipe.train.steps)) is not None:
-        _stage(f"denoiser already trained: {last}")
-        return last
-    _stage(f"training the {DENOISER_RECIPE} denoiser ({recipe.train.steps} steps) in {run}")
-    return train_diffusion(recipe, run, progress=progress)
+    return _training_stage("denoiser", DENOISER_RECIPE, run, recipe.train.steps,
+                           lambda: train_diffusion(recipe, run, progress=progress))
 
 
 def write_demo_loops(out: Path, denoiser: Path, progress: bool = True) -> list[Path]:
@@ -159,6 +168,8 @@ def run_demo(
     if denoiser_steps is None and minutes != DEFAULT_MINUTES:
         denoiser_steps = _steps(load_recipe(DENOISER_RECIPE, DiffusionRecipe).train.steps, minutes)
     ae = train_demo_autoencoder(out, shards, ae_steps, progress)
+    if ae is None:
+        return out
     latents = out / "latents"
     if (latents / MANIFEST_NAME).exists() and read_manifest(latents, "latent")["autoencoder"] == autoencoder_id(ae):
         _stage(f"latents already in {latents}")
@@ -175,6 +186,8 @@ def run_demo(
     print(f"round trip of {loop.name}: {reconstruct_file(ae, loop, out / 'reconstructions' / loop.name)}")
 
     denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress)
+    if denoiser is None:
+        return out
     write_demo_loops(out, denoiser, progress)
     evaluate_demo(out, shards, denoiser, progress)
     return out
