@@ -106,11 +106,11 @@ from wavediff.config import AERecipe, load_recipe
 from wavediff.encode import part_range
 from wavediff.training import autoencoder as ae
 
-real = ae._batches
+real = ae.shard_batches
 streams = []
 
-def batches(recipe):
-    source = real(recipe)
+def batches(*args, **kwargs):
+    source = real(*args, **kwargs)
     def dying(seed, rank, world_size):
         streams.append(seed)
         for fetched, batch in enumerate(source(seed, rank, world_size)):
@@ -120,7 +120,7 @@ def batches(recipe):
             yield batch
     return dying
 
-ae._batches = batches
+ae.shard_batches = batches
 print(ae.train_autoencoder(load_recipe(sys.argv[1], AERecipe), sys.argv[2], progress=False), flush=True)
 """
 
