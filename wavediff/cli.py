@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from wavediff.audio import AudioError
 from wavediff.config import ConfigError
+
+T = TypeVar("T")
 
 # Errors that are the user's input, not our bug: one line, no traceback.
 USER_ERRORS = (AudioError, ConfigError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -100,17 +102,25 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- autoencoder
 
 
-def _train(args: argparse.Namespace, recipe_class: type, train: Callable[..., Path]) -> int:
-    """Every training command: load the recipe with its overrides, train (or resume), name the checkpoint."""
-    from wavediff.config import load_recipe
+def _training(run: Callable[[], T]) -> T | None:
+    """Run a training call; a run that cannot go on (TrainingError) is reported in one line: None."""
     from wavediff.training.engine import TrainingError
+
+    try:
+        return run()
+    except TrainingError as e:
+        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+        return None
+
+
+def _train(args: argparse.Namespace, recipe_class: type, train: Callable[..., Path]) -> int:
+    """Every recipe-driven training command: load the recipe with its overrides, train (or resume)."""
+    from wavediff.config import load_recipe
 
     recipe = load_recipe(args.recipe, recipe_class, args.set)
     out = args.out or Path("runs") / args.recipe.stem
-    try:
-        last = train(recipe, out, max_steps=args.max_steps, progress=not args.quiet)
-    except TrainingError as e:
-        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+    last = _training(lambda: train(recipe, out, max_steps=args.max_steps, progress=not args.quiet))
+    if last is None:
         return 1
     print(f"checkpoint: {last}")
     return 0
@@ -185,13 +195,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from wavediff.finetune import finetune
-    from wavediff.training.engine import TrainingError
 
-    try:
-        last = finetune(args.base, args.pack, genre=args.genre, steps=args.steps, out=args.out, lora=args.lora,
-                        recipe=args.recipe, overrides=args.set, max_steps=args.max_steps, progress=not args.quiet)
-    except TrainingError as e:
-        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+    last = _training(lambda: finetune(
+        args.base, args.pack, genre=args.genre, steps=args.steps, out=args.out, lora=args.lora, recipe=args.recipe,
+        overrides=args.set, max_steps=args.max_steps, progress=not args.quiet,
+    ))
+    if last is None:
         return 1
     print(f"checkpoint: {last}")
     return 0
@@ -293,18 +302,16 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     from wavediff.config import ClassifierRecipe, apply_overrides, from_dict, to_dict
     from wavediff.training.classifier import train_classifier
-    from wavediff.training.engine import TrainingError
 
     overrides = [f"data.path={json.dumps(str(args.shards))}", *args.set]
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     recipe = from_dict(ClassifierRecipe, apply_overrides(to_dict(ClassifierRecipe()), overrides))
     out = args.out or Path("runs") / f"classifier-{args.shards.name}"
-    try:
-        last, report = train_classifier(recipe, out, progress=not args.quiet)
-    except TrainingError as e:
-        print(f"wavediff: training stopped: {e}", file=sys.stderr)
+    trained = _training(lambda: train_classifier(recipe, out, progress=not args.quiet))
+    if trained is None:
         return 1
+    last, report = trained
     print(f"checkpoint: {last}")
     if report["accuracy"] is None:
         print(f"{args.shards}: no val split, so the classifier's accuracy is unknown")
