@@ -155,3 +155,24 @@ def test_bad_settings_fail_before_training(shards: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"data.sample_size 256 is shorter than the largest of loss.fft_sizes"):
         train_autoencoder(short, tmp_path, progress=False)
     assert latest_checkpoint(tmp_path) is None
+
+
+def test_a_run_that_cannot_go_on_is_one_line_and_exit_1(shards: Path, tmp_path: Path, capsys) -> None:
+    """Diverging training (non-finite losses step after step) ends the command with one line,
+    not a traceback, and the checkpoints before it stay."""
+    from wavediff.cli import main
+
+    recipe = tmp_path / "diverge.toml"
+    recipe.write_text("\n".join([
+        'kind = "autoencoder"', f"sample_rate = {SR}",
+        "[data]", f'path = "{shards}"', "sample_size = 2048", "batch_size = 2", "num_workers = 0",
+        "[model]", "channels = 1", "base_channels = 4", "channel_mults = [1, 2]", "strides = [2, 4]", "latent_dim = 4",
+        "[loss]", "fft_sizes = [512, 128]", "mel_fft_sizes = [512]", "mel_bins = 16",
+        "adversarial_weight = 0.0", "feature_weight = 0.0",
+        "[train]", "steps = 30", "cpu = true", "grad_clip = 0.0", "max_bad_steps = 2", "checkpoint_every = 1",
+        "[train.optimizer]", "lr = 1e30",
+    ]))
+    assert main(["train-ae", str(recipe), "--out", str(tmp_path / "run"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("wavediff: training stopped:") and "Traceback" not in err
+    assert latest_checkpoint(tmp_path / "run") is not None
