@@ -264,15 +264,15 @@ def test_variants_add_changed_copies_of_train_samples_only(pack, tmp_path):
     assert manifest["splits"]["train"]["samples"] == 3 * plain["train"]["samples"]
     assert manifest["splits"]["val"]["samples"] == plain["val"]["samples"]
     samples = {}
-    for shard in sorted(out.glob("train-*.tar")):
-        with tarfile.open(shard) as tar:
+    for path in sorted(out.glob("train-*.tar")):
+        with tarfile.open(path) as tar:
             for member in tar.getmembers():
                 if member.name.endswith(".latent.npy"):
                     samples[member.name[: -len(".latent.npy")]] = np.load(io.BytesIO(tar.extractfile(member).read()))
     key = next(k for k in samples if k.endswith("-inv"))
     original = key[: -len("-g+0dB-inv")]
     assert {f"{original}-g-6dB", f"{original}-g+0dB-inv"} <= samples.keys()
-    source = {k: w for shard in sorted(pack["shards"].glob("train-*.tar")) for k, _, w in audio_samples(shard, SR)}
+    source = {k: w for path in sorted(pack["shards"].glob("train-*.tar")) for k, _, w in audio_samples(path, SR)}
     with torch.no_grad():  # the copy is the encoding of the changed audio, not a changed latent
         expected = pack["model"].encode(-source[original][None])[0].numpy()
     np.testing.assert_allclose(samples[key].astype(np.float32), expected, atol=2e-3)

@@ -17,7 +17,7 @@ from torch import nn
 from wavediff.checkpoint import latest_checkpoint, load_checkpoint
 from wavediff.config import ConfigError, OptimizerConfig, TrainConfig
 from wavediff.training.engine import TrainingError, lr_at, train
-from wavediff.training.logging import spectrogram_image
+from wavediff.images import spectrogram_image
 
 SR = 8000
 

@@ -1,7 +1,8 @@
-"""PNG pictures without an imaging library: the eval report's spectrogram grid.
+"""Pictures without an imaging library: coloured spectrograms (TensorBoard examples, the eval
+report's grid) and PNG files.
 
-matplotlib and Pillow are not dependencies, and a PNG of 8-bit RGB rows is a few lines of
-zlib. The grid has one row per genre: generated loops on the left, reference loops on the
+matplotlib and Pillow are not dependencies: a spectrogram is coloured here through a small
+magma-like palette, and a PNG of 8-bit RGB rows is a few lines of zlib. The grid has one row per genre: generated loops on the left, reference loops on the
 right of a wider gap, every spectrogram from the same analysis (mono at the features'
 analysis rate, so sets made at different rates line up) squeezed to one width.
 """
@@ -15,17 +16,42 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from wavediff.audio import conform
 from wavediff.features import ANALYSIS_RATE
 from wavediff.files import atomic_write_bytes
-from wavediff.training.logging import spectrogram_image
 
 CELL_WIDTH = 256
 SPECTROGRAM_FFT = 256  # 129 frequency rows at the analysis rate
 GAP, SET_GAP = 2, 12  # pixels between cells, and between the generated and reference halves
 BACKGROUND, EMPTY = 255, 128  # white around cells; grey for a missing loop
+
+
+# magma, sampled at six points: dark purple (silence) to pale yellow (loud)
+_PALETTE = np.array(
+    [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], dtype=np.float32
+) / 255.0
+DYNAMIC_RANGE_DB = 80.0
+
+
+def spectrogram_image(wav: Tensor, n_fft: int = 512) -> Tensor:
+    """(channels, samples) audio → (3, frequency, frames) RGB in [0, 1], low frequencies at the bottom.
+
+    Channels are mixed down; levels are dB relative to the loudest bin, clipped at −80 dB. The hop
+    (n_fft/16 to n_fft/4) aims at ~256 frames, so short clips do not come out as thin strips.
+    """
+    mono = wav.detach().float().cpu().mean(0)
+    if mono.numel() < n_fft:
+        mono = torch.nn.functional.pad(mono, (0, n_fft - mono.numel()))
+    hop = max(n_fft // 16, min(n_fft // 4, mono.numel() // 256))
+    spec = torch.stft(mono, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    db = 20 * torch.log10(spec.clamp_min(1e-10))
+    level = ((db - db.max()) / DYNAMIC_RANGE_DB + 1).clamp(0, 1).flip(0).numpy()
+    anchors = np.linspace(0, 1, len(_PALETTE))
+    rgb = np.stack([np.interp(level, anchors, _PALETTE[:, c]) for c in range(3)])
+    return torch.from_numpy(rgb.astype(np.float32))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

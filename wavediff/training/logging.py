@@ -1,8 +1,5 @@
-"""TensorBoard logs of a training run: scalars, audio examples and their spectrograms.
-
-matplotlib is not a dependency, so spectrograms are coloured here: a log-magnitude STFT
-mapped through a small magma-like palette into an RGB image tensor.
-"""
+"""TensorBoard logs of a training run: scalars, audio examples and their spectrograms
+(coloured by wavediff.images.spectrogram_image)."""
 
 from __future__ import annotations
 
@@ -11,38 +8,13 @@ import resource
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import Summary
 
 from wavediff.audio import encode
-
-# magma, sampled at six points: dark purple (silence) to pale yellow (loud)
-_PALETTE = np.array(
-    [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], dtype=np.float32
-) / 255.0
-DYNAMIC_RANGE_DB = 80.0
-
-
-def spectrogram_image(wav: Tensor, n_fft: int = 512) -> Tensor:
-    """(channels, samples) audio → (3, frequency, frames) RGB in [0, 1], low frequencies at the bottom.
-
-    Channels are mixed down; levels are dB relative to the loudest bin, clipped at −80 dB. The hop
-    (n_fft/16 to n_fft/4) aims at ~256 frames, so short clips do not come out as thin strips.
-    """
-    mono = wav.detach().float().cpu().mean(0)
-    if mono.numel() < n_fft:
-        mono = torch.nn.functional.pad(mono, (0, n_fft - mono.numel()))
-    hop = max(n_fft // 16, min(n_fft // 4, mono.numel() // 256))
-    spec = torch.stft(mono, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-    db = 20 * torch.log10(spec.clamp_min(1e-10))
-    level = ((db - db.max()) / DYNAMIC_RANGE_DB + 1).clamp(0, 1).flip(0).numpy()
-    anchors = np.linspace(0, 1, len(_PALETTE))
-    rgb = np.stack([np.interp(level, anchors, _PALETTE[:, c]) for c in range(3)])
-    return torch.from_numpy(rgb.astype(np.float32))
-
+from wavediff.images import spectrogram_image
 
 def memory_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA max allocated on a GPU, process peak RSS otherwise."""
