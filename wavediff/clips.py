@@ -9,7 +9,6 @@ whose spectra can be compared.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from wavediff import audio
 from wavediff.encode import audio_samples
+from wavediff.files import read_json_object
 from wavediff.shards import MANIFEST_NAME, SPLITS, read_manifest, shard_paths
 
 SPLIT_CHOICES = (*SPLITS, "all")
@@ -81,12 +81,7 @@ def folder_clips(folder: str | os.PathLike) -> list[Clip]:
         sidecar = path.with_suffix(".json")
         meta: Any = {}
         if sidecar.is_file():
-            try:
-                meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ValueError(f"{sidecar}: unreadable sidecar ({e})") from None
-            if not isinstance(meta, dict):
-                raise ValueError(f"{sidecar}: sidecar is not a JSON object")
+            meta = read_json_object(sidecar, "sidecar")
         clips.append(from_metadata(wav, sr, str(path), meta))
     if not clips:
         raise ValueError(f"{folder}: no audio files ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")

@@ -40,7 +40,7 @@ from wavediff.checkpoint import (
     resolve_checkpoint,
 )
 from wavediff.config import AERecipe, from_dict
-from wavediff.files import atomic_write_json
+from wavediff.files import atomic_write_json, read_json_object
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.shards import (
     MANIFEST_NAME,
@@ -408,11 +408,8 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
 
 
 def _read_part(path: Path) -> dict[str, Any]:
-    try:
-        part = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable partial manifest ({e})") from None
-    if not isinstance(part, dict) or part.get("kind") != "latent" or not isinstance(part.get("splits"), dict):
+    part = read_json_object(path, "partial manifest")
+    if part.get("kind") != "latent" or not isinstance(part.get("splits"), dict):
         raise ValueError(f"{path}: not a partial latent manifest")
     return part
 

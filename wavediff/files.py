@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a resumed job) never sees a half-written file."""
+"""Atomic file writes (a reader, or a resumed job, never sees a half-written file), and JSON
+objects read back with one clear error for a file that is not one."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def _umask() -> int:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON object in `path`; a ValueError naming the file and `what` it was meant to be otherwise."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: {what} must be a JSON object")
+    return data

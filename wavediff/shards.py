@@ -23,6 +23,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
+from wavediff.files import read_json_object
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val")
@@ -48,12 +50,7 @@ def read_manifest(folder: str | os.PathLike, kind: str | None = None) -> dict[st
         raise FileNotFoundError(
             f"{path}: no manifest — not a finished shard folder (write one with `wavediff data shard`)"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable manifest ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: manifest must be a JSON object")
+    manifest = read_json_object(path, "manifest")
     for field, kind_of in _REQUIRED.items():
         if not isinstance(manifest.get(field), kind_of):
             raise ValueError(f"{path}: manifest field '{field}' is missing or not {kind_of.__name__}")
