@@ -219,8 +219,9 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str | os.PathLike) -> None:
-    """Load strictly, or raise one error that lists the missing, unexpected and misshapen keys."""
+def check_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Raise one error that lists the missing, unexpected and misshapen keys, if any (shapes are
+    the full ones, also for a sharded model), so every way of loading fails the same way."""
     own = model.state_dict()
     missing = sorted(own.keys() - state_dict.keys())
     unexpected = sorted(state_dict.keys() - own.keys())
@@ -236,6 +237,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where
     ]
     if problems:
         raise CheckpointError(f"{where}: weights do not fit the model in its config: " + "; ".join(problems))
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Load strictly, or raise check_weights' error."""
+    check_weights(model, state_dict, where)
     model.load_state_dict(state_dict)
 
 

@@ -51,14 +51,15 @@ def _zero(module: nn.Module) -> nn.Module:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever autocast says; statistics in bf16 drift."""
+    """GroupNorm computed in float32 whatever autocast says (statistics in bf16 drift), and
+    whatever the weights' dtype (FSDP's mixed precision casts parameters to bf16)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(norm_groups(channels), channels)
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float()).to(x.dtype)
+            return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
 
 
 class FourierFeatures(nn.Module):

@@ -31,6 +31,17 @@ stop together instead of leaving the others waiting in a gradient sync. Only the
 writes logs and publishes checkpoints; all resume from the checkpoint it found. The effective
 batch and the learning rate (`train.lr_scaling` with the process count) are printed at start,
 and every process says at the end which steps it trained.
+
+FSDP (an accelerate config with `distributed_type: FSDP`, `fsdp_version: 2`). Each network is
+prepared alone with its optimizers (FSDP2 shards one model per `prepare`), and the EMA copy
+is sharded the same way, so it costs 1/N of the model per process and its update is
+elementwise on each process's own shards, with no communication. The exported
+model.safetensors is gathered from those shards (a collective, so every process takes part)
+into the same full, unsharded weights a DDP run writes. Accelerate's state is sharded
+(torch.distributed.checkpoint): an FSDP checkpoint resumes under FSDP with any process count,
+and the engine refuses to resume it without FSDP (or a DDP checkpoint under FSDP) with a
+one-line reason. Audio examples are skipped: the sharded EMA runs only with every process in
+step, and an example's forward calls are not guaranteed to be.
 """
 
 from __future__ import annotations
@@ -52,12 +63,20 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import (
+    DistributedType,
+    broadcast_object_list,
+    fsdp2_apply_ac,
+    fsdp2_prepare_model,
+    parse_flag_from_env,
+    set_seed,
+)
 from tqdm import tqdm
 
 from wavediff.checkpoint import (
     MODEL_FILE,
     STATE_DIR,
+    check_weights,
     latest_checkpoint,
     load_checkpoint,
     load_weights,
@@ -144,6 +163,41 @@ def _k_diffusion_utils() -> types.ModuleType:
     return k_diffusion.utils
 
 
+def _uses_fsdp(acc: Accelerator) -> bool:
+    """Whether accelerate shards the networks with FSDP2: the engine's one test for it.
+
+    accelerate applies an FSDP config on accelerator devices only; on CPUs it runs plain data
+    parallelism, which is said here rather than left to surprise.
+    """
+    if acc.distributed_type != DistributedType.FSDP:
+        if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+            acc.print(
+                f"an FSDP config was given, but accelerate runs {acc.distributed_type.value} on {acc.device.type} "
+                "(it applies FSDP on accelerator devices only): the model is not sharded"
+            )
+        return False
+    if not acc.is_fsdp2:
+        raise ConfigError(
+            "FSDP version 1 is not supported (its flattened parameters do not fit the EMA): "
+            "set fsdp_version: 2 in the accelerate config"
+        )
+    return True
+
+
+def _shard_like_trained(acc: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """`model` sharded in the units and on the mesh accelerate gives the trained copy of it, so the
+    two have the same local shards (FSDP cannot deepcopy a sharded model, hence a copy made before)."""
+    if acc.state.fsdp_plugin.activation_checkpointing:
+        model = fsdp2_apply_ac(acc, model)  # as accelerate does: the same parameter names
+    return fsdp2_prepare_model(acc, model)
+
+
+def _plain(norm: torch.Tensor) -> torch.Tensor:
+    """A gradient norm as a plain tensor: under FSDP it is a replicated DTensor (full_tensor gathers nothing)."""
+    full = getattr(norm, "full_tensor", None)
+    return full() if full is not None else norm
+
+
 def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -214,6 +268,7 @@ class _Run:
         self.acc = acc = Accelerator(
             cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
         )
+        self.fsdp = _uses_fsdp(acc)
         self.lr_scale = lr_scale(cfg.lr_scaling, acc.num_processes)
         set_seed(cfg.seed)  # the same initial weights in every process
         self.objective = build()
@@ -223,17 +278,32 @@ class _Run:
         self.targets = {name: net for name, (net, _) in specs.items()}
         self.opt_cfgs = {name: opt for name, (_, opt) in specs.items()}
         optimizers = {name: make_optimizer(opt, nets[net].parameters()) for name, (net, opt) in specs.items()}
-        self.ema = copy.deepcopy(nets[self.objective.exported]).to(acc.device).eval().requires_grad_(False)
+        ema = copy.deepcopy(nets[self.objective.exported]).eval().requires_grad_(False)
         self.ema_schedule = self.kd.EMAWarmup(power=cfg.ema_power, max_value=cfg.ema_max)
-        prepared = acc.prepare(*nets.values(), *optimizers.values())
-        self.nets = dict(zip(nets, prepared[: len(nets)]))
-        self.optimizers = dict(zip(optimizers, prepared[len(nets) :]))
+        self.nets, self.optimizers = self._prepare(nets, optimizers)
+        self.ema = _shard_like_trained(acc, ema) if self.fsdp else ema.to(acc.device)
         set_seed(cfg.seed, device_specific=True)  # different noise in every process
         self.step = 0
         self.skipped = 0  # bad steps in the whole run
         self.bad_in_a_row = 0
         self.saved: tuple[int, Path] | None = None  # (step, folder) of the newest checkpoint
         self._resume()
+
+    def _prepare(
+        self, nets: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+    ) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
+        """(prepared networks, prepared optimizers) by name; FSDP2 takes one network per `prepare`,
+        together with the optimizers over its parameters."""
+        acc = self.acc
+        if not self.fsdp:
+            prepared = acc.prepare(*nets.values(), *optimizers.values())
+            return dict(zip(nets, prepared[: len(nets)])), dict(zip(optimizers, prepared[len(nets) :]))
+        done_nets, done_opts = {}, {}
+        for name, net in nets.items():
+            own = [opt for opt, target in self.targets.items() if target == name]
+            done_nets[name], *done = acc.prepare(net, *(optimizers[opt] for opt in own))
+            done_opts.update(zip(own, done))
+        return done_nets, {name: done_opts[name] for name in optimizers}
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -248,10 +318,17 @@ class _Run:
             raise TrainingError(f"{found}: a {config['kind']} checkpoint, but this run trains a {self.objective.kind}")
         if not (found / STATE_DIR / ENGINE_STATE).is_file():
             raise TrainingError(f"{found}: no {STATE_DIR}/{ENGINE_STATE}, so training cannot resume from it")
-        self._report_changes(config["recipe"], self.objective.checkpoint_config()["recipe"])
-        load_weights(self.ema, state, found / MODEL_FILE)
-        self.acc.load_state(str(found / STATE_DIR))
         engine = json.loads((found / STATE_DIR / ENGINE_STATE).read_text(encoding="utf-8"))
+        if engine.get("fsdp", False) != self.fsdp:
+            raise TrainingError(
+                f"{found}: its training state is sharded by FSDP, so it resumes only under FSDP "
+                "(an accelerate config with distributed_type FSDP, any number of processes)"
+                if engine.get("fsdp") else
+                f"{found}: written without FSDP, so it cannot resume under FSDP: resume it as it was trained"
+            )
+        self._report_changes(config["recipe"], self.objective.checkpoint_config()["recipe"])
+        self._load_ema(state, found / MODEL_FILE)
+        self.acc.load_state(str(found / STATE_DIR))
         self.step, self.skipped = engine["step"], engine["skipped_steps"]
         self.ema_schedule.load_state_dict(engine["ema"])
         self.saved = (self.step, found)
@@ -265,6 +342,26 @@ class _Run:
             elif old != new:
                 self.acc.print(f"resuming with a changed setting: {prefix}{key} = {new!r} (was {old!r})")
 
+    def _load_ema(self, state: Mapping[str, torch.Tensor], where: Path) -> None:
+        """Full weights into the EMA; under FSDP each process keeps its shard of them (all must call it)."""
+        if not self.fsdp:
+            load_weights(self.ema, state, where)
+            return
+        # imported here: torch.distributed.checkpoint adds most of a second to every other run's start
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        check_weights(self.ema, state, where)
+        set_model_state_dict(self.ema, dict(state), options=StateDictOptions(full_state_dict=True))
+
+    def _ema_weights(self) -> Mapping[str, torch.Tensor]:
+        """The EMA's full weights; under FSDP gathered from the shards to the main process's CPU
+        (a collective: every process calls it, the others get nothing)."""
+        if not self.fsdp:
+            return self.ema.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.ema, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
     def save(self) -> Path:
         """Every process writes its part of the Accelerate state; the main one the rest, then publishes."""
         acc = self.acc
@@ -272,12 +369,15 @@ class _Run:
         if acc.num_processes > 1:
             staging = broadcast_object_list([staging])[0]
         acc.save_state(str(staging / STATE_DIR))
+        ema = self._ema_weights()
         acc.wait_for_everyone()
         if acc.is_main_process:
-            engine = {"step": self.step, "skipped_steps": self.skipped, "ema": self.ema_schedule.state_dict()}
+            engine = {
+                "step": self.step, "skipped_steps": self.skipped, "ema": self.ema_schedule.state_dict(), "fsdp": self.fsdp
+            }
             (staging / STATE_DIR / ENGINE_STATE).write_text(json.dumps(engine, indent=2) + "\n", encoding="utf-8")
             config = {**self.objective.checkpoint_config(), "step": self.step}
-            write_model(staging, self.ema.state_dict(), config)
+            write_model(staging, ema, config)
             publish_checkpoint(staging, self.cfg.keep_last)
         acc.wait_for_everyone()
         self.saved = (self.step, staging.with_name(staging.name.partition(".tmp-")[0]))
@@ -362,7 +462,7 @@ class _Run:
     def _update(self, name: str, optimizer: torch.optim.Optimizer, terms: dict[str, torch.Tensor]) -> bool:
         """Clip, step, update the EMA; False when the gradient norm is not finite (and fp16 is off)."""
         params = list(self.nets[self.targets[name]].parameters())
-        norm = self.acc.clip_grad_norm_(params, self.cfg.grad_clip or math.inf)
+        norm = _plain(self.acc.clip_grad_norm_(params, self.cfg.grad_clip or math.inf))
         if not torch.isfinite(norm) and self.cfg.mixed_precision != "fp16":
             return False  # fp16: the loss scaler skips this update and lowers its scale itself
         terms[f"grad_norm/{name}"] = norm.detach().float()
@@ -452,6 +552,8 @@ def train(
         rates = ", ".join(f"{name} {opt.lr:g} → {opt.lr * run.lr_scale:g}" for name, opt in run.opt_cfgs.items())
         scaling = f"lr_scaling {cfg.lr_scaling}, {acc.num_processes} process(es)"
         acc.print(f"learning rate × {run.lr_scale:g} ({scaling}): {rates}")
+        if run.fsdp and cfg.sample_every:
+            acc.print("FSDP: no audio examples during training (train.sample_every); generate from a checkpoint instead")
         started = run.step
         logger = TrainLogger(run_dir / "logs", acc.is_main_process, purge_step=run.step or None)
         show = progress and acc.is_main_process
@@ -488,7 +590,7 @@ def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], l
             logger.scalars(values, step)
             losses = {k.partition("/")[2]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss/")}
             bar.set_postfix(**losses, audio_s_per_s=f"{values['perf/audio_seconds_per_second']:.1f}")
-        if cfg.sample_every and step % cfg.sample_every == 0 and acc.is_main_process:
+        if cfg.sample_every and step % cfg.sample_every == 0 and acc.is_main_process and not run.fsdp:
             with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []), torch.no_grad():
                 audio, metrics = obj.examples(run.ema, batch)
             for name, wav in audio.items():
