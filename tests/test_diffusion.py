@@ -183,6 +183,28 @@ def test_the_tempo_clock_ticks_at_the_beat_and_wraps_on_a_loop():
     assert (plain[..., 0] - plain[..., -1]).norm(dim=1).max() > 2 * step.max()  # without stretching it would jump
 
 
+def test_a_window_later_in_its_loop_gets_the_clock_of_that_position():
+    """Phase 0 is the loop's downbeat whatever the crop: a window starting 1.3 s into a loop
+    sees the clock a window at 0 sees 130 frames in (100 frames/s)."""
+    bpm = torch.tensor([120.0, 97.0])
+    whole = tempo_clock(530, bpm, 100.0, 4, circular=False)
+    later = tempo_clock(400, bpm, 100.0, 4, circular=False, start=torch.tensor([1.3, 1.3]))
+    torch.testing.assert_close(later, whole[..., 130:], atol=1e-5, rtol=0)
+    at_zero = tempo_clock(400, bpm, 100.0, 4, circular=False, start=torch.zeros(2))
+    torch.testing.assert_close(at_zero, whole[..., :400])
+
+
+def test_the_training_loss_sees_where_each_window_starts():
+    m = model()
+    for p in m.unet.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x, sigma = torch.randn(2, 4, 24), torch.tensor([1.0, 1.0])
+    c = conds()
+    moved = Conditions(c.genre, c.bpm, c.seconds, c.bars, torch.tensor([0.25, 0.5]))
+    assert not torch.allclose(m.denoise(x, sigma, c), m.denoise(x, sigma, moved), atol=1e-5)
+    assert moved.repeat(2).start.tolist() == [0.25, 0.5, 0.25, 0.5]
+
+
 def test_the_clock_reaches_the_network_only_when_the_tempo_is_known():
     m = model()
     assert m.unet.in_channels == 4 + CLOCK_CHANNELS

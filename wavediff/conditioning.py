@@ -16,6 +16,7 @@ forward pass (DistributedDataParallel requires it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,17 +38,24 @@ class Conditions:
     bpm: Tensor  # (B,) float
     seconds: Tensor  # (B,) float: the loop's (or source's) length
     bars: Tensor  # (B,) float
+    # (B,) float: where the window starts in its loop or source, in seconds (a training crop);
+    # None: at the start, which is what generation makes. Only the tempo clock reads it.
+    start: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return self.genre.shape[0]
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Conditions:
+        start = None if self.start is None else fn(self.start)
+        return Conditions(fn(self.genre), fn(self.bpm), fn(self.seconds), fn(self.bars), start)
+
     def to(self, device: torch.device | str) -> Conditions:
-        return Conditions(*(t.to(device) for t in (self.genre, self.bpm, self.seconds, self.bars)))
+        return self._map(lambda t: t.to(device))
 
     def repeat(self, times: int) -> Conditions:
         """The batch repeated `times` over (classifier-free guidance runs cond and uncond in one pass)."""
-        return Conditions(*(t.repeat(times) for t in (self.genre, self.bpm, self.seconds, self.bars)))
+        return self._map(lambda t: t.repeat(times))
 
 
 def fourier_features(value: Tensor, bands: int = FOURIER_BANDS) -> Tensor:

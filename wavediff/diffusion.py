@@ -162,7 +162,7 @@ class LoopDiffusion(nn.Module):
                     known = known & ~drop[:, self.conditioner.names.index("tempo")]
                 frames = period or x.shape[-1]
                 clock = tempo_clock(frames, cond.bpm, self.sample_rate / self.hop_length,
-                                    self.recipe.conditioning.beats_per_bar, circular)
+                                    self.recipe.conditioning.beats_per_bar, circular, cond.start)
                 clock = (clock * known[:, None, None]).to(x.dtype).repeat(1, 1, x.shape[-1] // frames)
                 inputs = torch.cat([inputs, clock], dim=1)
         out = self.unet(inputs, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
@@ -232,16 +232,21 @@ class LoopDiffusion(nn.Module):
         return per_example * weight
 
 
-def tempo_clock(frames: int, bpm: Tensor, frame_rate: float, beats_per_bar: int, circular: bool) -> Tensor:
-    """(B, 4, frames): sin/cos of the beat phase and of the bar phase at `bpm`, from frame 0.
+def tempo_clock(
+    frames: int, bpm: Tensor, frame_rate: float, beats_per_bar: int, circular: bool, start: Tensor | None = None
+) -> Tensor:
+    """(B, 4, frames): sin/cos of the beat phase and of the bar phase at `bpm`; phase 0 is `start`
+    (B,) seconds before frame 0 (None: at frame 0).
 
     Why: placing hits a beat apart over hundreds of frames is hard for convolutions and
     position-free attention to learn from a tempo vector alone; a clock ticking at the beat
-    makes "a hit at this phase" a local decision. The phase origin carries no information
-    (training windows start anywhere in a loop), so the model learns to choose a phase and
-    keep to it. On a loop (`circular`) the beat is stretched so a whole number of beats, and
-    of bars (at least one), fits the period exactly: the clock wraps too. A generated loop
-    is a whole number of bars, so there both stretches are the same few cents.
+    makes "a hit at this phase" a local decision. Loops begin on a downbeat (packs cut them at
+    bar lines, and the sharder splits long files at bar lines), so a training window that starts
+    `start` seconds into its loop gets the clock of that position: phase 0 is always the
+    downbeat, the model learns "the kick falls at phase 0", and a generated loop (clock from 0)
+    starts on its downbeat. On a loop (`circular`) the beat is stretched so a whole number of
+    beats, and of bars (at least one), fits the period exactly: the clock wraps too. A
+    generated loop is a whole number of bars, so there both stretches are the same few cents.
     """
     beat = 60.0 / bpm.double().clamp_min(1.0) * frame_rate  # frames per beat
     bar = beat * beats_per_bar
@@ -249,6 +254,8 @@ def tempo_clock(frames: int, bpm: Tensor, frame_rate: float, beats_per_bar: int,
         beat = frames / (frames / beat).round().clamp_min(1)
         bar = frames / (frames / bar).round().clamp_min(1)
     t = torch.arange(frames, device=bpm.device, dtype=torch.float64)[None, :]
+    if start is not None:
+        t = t + start.double()[:, None] * frame_rate
     beats, bars = 2 * math.pi * t / beat[:, None], 2 * math.pi * t / bar[:, None]
     return torch.stack([beats.sin(), beats.cos(), bars.sin(), bars.cos()], dim=1).float()
 
