@@ -170,3 +170,15 @@ def test_an_fsdp_checkpoint_resumes_in_one_fsdp_process(straight, latent_pack, t
     assert "process 0 of 1 on cpu: trained from step 3 to step 6" in out
     assert step_of(latest_checkpoint(stopped)) == 6
     load_model(stopped)
+
+
+@pytest.mark.slow
+def test_fsdp_trains_in_bf16_and_exports_float32_weights(straight, latent_pack, tmp_path) -> None:
+    """FSDP's mixed precision casts the parameters to bf16: the float32 group norms must still run."""
+    child = straight[0]
+    out = fsdp_train(child, latent_pack, tmp_path / "run", "--set", 'train.mixed_precision="bf16"',
+                     "--max-steps", "3")
+    assert "process 1 of 2 on cpu: trained from step 0 to step 3" in out
+    _, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    assert {t.dtype for t in state.values()} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in state.values())
