@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -155,13 +156,24 @@ def loader_rates(make: dict, batches: int, rounds: int) -> dict:
     return {name: statistics.median(r) for name, r in runs.items()}
 
 
-def best_of(repeats: int, *jobs) -> list[float]:
-    """Least wall time of each job, running them in turns (same reason as above)."""
-    times = [[] for _ in jobs]
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended: a shard job joins its
+    workers, so their work counts too."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def best_of(repeats: int, *jobs) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each job's fastest run, running them in turns (same reason as
+    above). CPU time, all processes together, shows the work done apart from how the
+    machine's cores were shared."""
+    runs = [[] for _ in jobs]
     for _ in range(repeats):
         for i, job in enumerate(jobs):
-            times[i].append(job())
-    return [min(t) for t in times]
+            start = cpu_seconds()
+            wall = job()
+            runs[i].append((wall, cpu_seconds() - start))
+    return [min(r) for r in runs]
 
 
 def seconds_of(files: list[Path]) -> float:
@@ -186,19 +198,21 @@ def main() -> None:
 
         # (1) sharding
         threads = torch.get_num_threads()
-        bare, bare_1, end_to_end, two = best_of(
+        (bare, _), (bare_1, bare_1_cpu), (end_to_end, shard_cpu), (two, _) = best_of(
             repeats,
             lambda: bare_shard_loop(loops, threads),
             lambda: bare_shard_loop(loops, 1),
             lambda: shard_seconds([tmp / "loops"], tmp / "shards"),
             lambda: shard_seconds(loops[:2], tmp / "two"),
         )
+        cpu_ratio = shard_cpu / bare_1_cpu
         startup = two - bare_1 * 2 / len(loops)
         bare_rate, bare_1_rate, e2e_rate = seconds / bare, seconds / bare_1, seconds / end_to_end
         steady_rate = seconds / (end_to_end - startup)
         print(f"sharding, {WORKERS} workers: {e2e_rate:.0f} audio s/s end to end, {steady_rate:.0f} steady "
               f"(worker start-up {startup:.2f} s); bare loop: {bare_rate:.0f} audio s/s ({threads} torch threads), "
-              f"{bare_1_rate:.0f} (1 thread)")
+              f"{bare_1_rate:.0f} (1 thread); CPU, all processes: {shard_cpu:.1f} s against the 1-thread bare "
+              f"loop's {bare_1_cpu:.1f} s ({cpu_ratio:.2f}×)")
 
         # (2) loading
         shard_seconds([tmp / "takes"], tmp / "take_shards")
@@ -232,23 +246,27 @@ shards of ≤ {SHARD_MB:g} MB; windows of {WINDOW} samples, batch {BATCH}, {WORK
 | (same) | | bare loop, 1 process, 1 thread: {bare_1_rate:.0f} audio s/s | {e2e_rate / bare_1_rate:.2f}× | ≥ 1.5× |
 | sharding, steady state (less {startup:.1f} s worker start-up) | {steady_rate:.0f} audio s/s | bare loop, {threads} torch threads | {steady_rate / bare_rate:.2f}× | ≥ 1.5× |
 | (same) | | bare loop, 1 thread | {steady_rate / bare_1_rate:.2f}× | ≥ 1.5× |
+| sharding CPU, all processes | {shard_cpu:.1f} s | bare loop, 1 thread: {bare_1_cpu:.1f} s | {cpu_ratio:.2f}× | — |
 | loading loops | {rates['loops', 'shards']:.0f} samples/s | per-file, DD way (open, decode, resample, crop): {rates['loops', 'dd']:.0f} samples/s | {ratio('loops', 'dd')} | ≥ 3× |
 | loading loops | (same) | per-file, files already {RATE} Hz FLAC: {rates['loops', 'flat']:.0f} samples/s | {ratio('loops', 'flat')} | — |
 | loading one-minute takes | {rates['takes', 'shards']:.0f} samples/s | per-file, DD way: {rates['takes', 'dd']:.0f} samples/s | {ratio('takes', 'dd')} | ≥ 3× |
 
-Where the time goes (profiled with cProfile and `python -X importtime`):
-- Sharding: every job spawns its workers and each imports torch (1.3–1.6 s cold), a fixed
-  ~{startup:.1f} s that outweighs the work on packs under about an hour of audio. Per file the sharder
-  does ~1.2× the bare loop's CPU work (SHA-1, two silence checks in float64, array copies). The
-  bare loop with torch's default threads already runs its resampling on both cores, so two
-  single-threaded workers on this 2-core machine cannot be much faster than it.
-- Loading loops: decoding the whole FLAC sample is ~75 % of the shard loader's time (a 4 s loop
-  is decoded for a 2 s window). Opening a page-cached short file costs little beside that, so a
-  per-file loader is nearly as fast as shards here; decoding only the window (needs a partial
-  read in wavediff.audio) measured 1.45× faster. Batches send their numbers as numpy arrays:
-  one shared-memory tensor per field cost ~20 %.
+Where the time goes (profiled with cProfile, CPU time of the pieces in one process):
+- Sharding: workers are forked, so they start in ~{startup:.2f} s with the parent's modules
+  imported (spawned ones each imported torch: ~1.9 s, more than the work on this pack). All
+  processes together use {cpu_ratio:.2f}× the 1-thread bare loop's CPU: the SHA-1 of every source
+  (~5 %), each file's FLAC bytes pickled from its worker to the parent, the parent writing and
+  fsyncing the tars, and two workers sharing the caches; so two workers on two cores reach at
+  most ~{2 / cpu_ratio:.2f}× the 1-thread bare loop, while the bare loop with torch's default
+  threads already runs its resampling on both cores ({bare_rate / bare_1_rate:.2f}× its 1-thread rate).
+- Loading loops: only the window is decoded (wavediff.audio.EncodedAudio: the length from the
+  FLAC header, a seek, a read; a rotation that wraps is two reads). Per sample that leaves
+  FLAC decoding ~55 %, seeking ~10 % and opening ~8 % of the member, reading the tar ~15 %;
+  moving a batch to the main process through shared memory costs about a fifth more (batches
+  are stacked straight into it, as default_collate does; their numbers go as numpy arrays:
+  one shared-memory tensor per field cost ~20 %).
 - One-minute takes: a per-file loader decodes and resamples a whole file per 2 s sample, while
-  shards hold ≤ 30 s chunks already at 16 kHz.
+  shards hold ≤ 30 s chunks already at 16 kHz, of which the window alone is decoded.
 
 """
     print(f"wrote {write_section('Data', text)}")

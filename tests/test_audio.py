@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -326,3 +327,60 @@ def test_encode_decode_round_trip_in_memory():
     assert sr == 8000 and torch.allclose(back, wav, atol=1 / 2**15)
     with pytest.raises(AudioError, match="member.flac"):
         audio.decode(data[: len(data) // 3], "member.flac")
+
+
+# --------------------------------------------------------------------------- windows of encoded audio
+
+
+def _noise_bytes(fmt: str, subtype: str, channels: int, frames: int = 12000) -> bytes:
+    """Noise (every sample different, so an off-by-one span cannot match) in memory."""
+    x = np.random.default_rng(channels).uniform(-0.5, 0.5, (frames, channels)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, 8000, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fmt, subtype, channels",
+    [("WAV", "PCM_16", 2), ("WAV", "FLOAT", 1), ("FLAC", "PCM_16", 2), ("FLAC", "PCM_24", 1), ("AIFF", "PCM_16", 2)],
+)
+def test_encoded_audio_spans_equal_slices_of_a_full_decode(fmt, subtype, channels):
+    data = _noise_bytes(fmt, subtype, channels)
+    full, sr = audio.decode(data, "member")
+    n = full.shape[-1]
+    # whole, first and last frames, across FLAC's 4096-frame blocks, to the end; out of order,
+    # so reads go backwards, forwards, on from where the last one stopped, and again
+    spans = [(0, n), (n - 1, 1), (0, 1), (0, 3), (4095, 2), (4097, 5000), (9097, n - 9097), (100, 4096), (4196, 10)]
+    with audio.EncodedAudio(data, "member") as clip:
+        assert (clip.frames, clip.sample_rate, clip.channels) == (n, sr, channels)
+        for start, frames in spans:
+            span = clip.read(start, frames)
+            assert span.shape == (channels, frames) and span.dtype == torch.float32
+            assert torch.equal(span, full[:, start : start + frames]), (start, frames)
+        with pytest.raises(ValueError, match="outside its 12000 frames"):
+            clip.read(n - 10, 11)
+
+
+def test_encoded_audio_errors_name_the_sample():
+    flac = _noise_bytes("FLAC", "PCM_16", 2)
+    with pytest.raises(AudioError, match="^a.tar: sample k: empty"):
+        audio.EncodedAudio(b"", "a.tar: sample k")
+    with pytest.raises(AudioError, match="^a.tar: sample k: cannot decode"):
+        audio.EncodedAudio(np.random.default_rng(0).bytes(4096), "a.tar: sample k")
+    wav = _noise_bytes("WAV", "PCM_16", 2)
+    with pytest.raises(AudioError, match="^a.tar: sample k: truncated"):
+        audio.EncodedAudio(wav[: len(wav) // 2], "a.tar: sample k")
+    damaged = bytearray(flac)
+    middle = len(flac) // 2
+    damaged[middle : middle + 64] = bytes(b ^ 0x5A for b in damaged[middle : middle + 64])
+    with audio.EncodedAudio(bytes(damaged), "a.tar: sample k") as clip:
+        assert torch.equal(clip.read(0, 1000), audio.decode(flac)[0][:, :1000])  # before the damage: fine
+        with pytest.raises(AudioError, match="^a.tar: sample k: "):
+            clip.read(0, clip.frames)
+    nan = tone(440, 8000, 0.2)
+    nan[10] = np.nan
+    buf = io.BytesIO()
+    sf.write(buf, nan, 8000, format="WAV", subtype="FLOAT")
+    with audio.EncodedAudio(buf.getvalue(), "a.tar: sample k") as clip:
+        with pytest.raises(AudioError, match="NaN"):
+            clip.read(0, 20)

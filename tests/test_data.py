@@ -16,7 +16,7 @@ import torch
 import webdataset as wds
 
 from data_tools.shard import ShardOptions, sample_key, shard
-from wavediff.audio import encode, save
+from wavediff.audio import decode, encode, save
 from wavediff.config import AugmentConfig, DataConfig
 from wavediff.data import DataError, GenreVocab, build_dataset, make_loader, resolve_urls
 
@@ -221,6 +221,40 @@ def test_roll_rotates_loops(data):
     assert max(starts) > 0
 
 
+def _decoded_members(folder: Path) -> dict[str, torch.Tensor]:
+    """key → the whole decode of its FLAC member, read with plain tarfile."""
+    members = {}
+    for path in sorted(folder.glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".flac"):
+                    members[member.name[: -len(".flac")]] = decode(tar.extractfile(member).read())[0]
+    return members
+
+
+def test_training_windows_are_exact_spans_of_the_decoded_member(data):
+    """Windows are decoded alone: each must equal the same span of a whole decode, whichever
+    way it was cut (a loop rolled inside, wrapped around its end, or tiled; a take cropped or padded)."""
+    members = _decoded_members(data["one"])
+    urls = resolve_urls(_cfg(data["one"]), "train")
+    ds = build_dataset(urls, sample_size=T, training=True, seed=4, augment=AugmentConfig(roll=True), shuffle_buffer=4)
+    cuts = set()
+    stream = iter(ds)
+    for _ in range(10 * len(CLIPS)):
+        s = next(stream)
+        whole = members[s["key"]]
+        n, start = whole.shape[-1], round(s["seconds_start"] * SR)
+        if s["loop"]:
+            expected, valid = whole[:, (start + torch.arange(T)) % n], T
+            cuts.add("tiled" if n < T else "wrapped" if start + T > n else "inside")
+        else:
+            valid = min(T, n - start)
+            expected = torch.nn.functional.pad(whole[:, start : start + valid], (0, T - valid))
+            cuts.add("padded" if valid < T else "cropped")
+        assert torch.equal(s["audio"], expected) and s["frames"] == valid, (s["key"], start)
+    assert cuts == {"tiled", "wrapped", "inside", "padded", "cropped"}
+
+
 def test_gain_polarity_and_channel_swap_keep_shape_and_content(data):
     aug = AugmentConfig(roll=False, gain_db=6.0, polarity=True, channel_swap=True)
     clip = data["clips"]["long_take"]
@@ -310,6 +344,21 @@ def test_corrupt_member_and_truncated_shard_are_skipped_with_a_warning(tmp_path)
     assert keys == ["good1", "good2", "good3"]
     messages = " | ".join(str(w.message) for w in caught)
     assert "a.tar: sample broken" in messages and "b.tar" in messages
+
+
+def test_a_member_damaged_inside_the_window_is_skipped_naming_it(tmp_path):
+    meta = json.dumps({"sample_rate": SR, "loop": True}).encode()
+    flac = bytearray(_audio_member(1.0))
+    middle = len(flac) // 2
+    flac[middle : middle + 64] = bytes(b ^ 0x5A for b in flac[middle : middle + 64])
+    with wds.TarWriter(str(tmp_path / "a.tar"), encoder=False) as sink:
+        sink.write({"__key__": "good1", "flac": _audio_member(), "json": meta})
+        sink.write({"__key__": "damaged", "flac": bytes(flac), "json": meta})
+        sink.write({"__key__": "good2", "flac": _audio_member(), "json": meta})
+    ds = build_dataset([str(tmp_path / "a.tar")], sample_size=SR, sample_rate=SR, training=False)
+    with pytest.warns(RuntimeWarning, match=r"a\.tar: sample damaged: "):
+        keys = [s["key"] for s in ds]
+    assert keys == ["good1", "good2"]
 
 
 def test_sample_rate_mismatch_is_an_error_naming_shard_and_key(data):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import webdataset as wds
 
 from data_tools import shard as shard_module
@@ -229,6 +230,26 @@ def test_two_workers_write_the_same_shards(tmp_path):
     assert {k: v for k, v in one.items() if k != "sources"} == {k: v for k, v in two.items() if k != "sources"}
     names = sorted(os.listdir(tmp_path / "one"))
     assert len(names) > 2 and names == sorted(os.listdir(tmp_path / "two"))
+    for name in names:
+        if name != MANIFEST_NAME:
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+@pytest.mark.timeout(120, method="thread")  # a worker stuck in an inherited OpenMP pool hangs rather than fails
+def test_workers_forked_after_threaded_torch_work_in_the_parent(tmp_path):
+    root = tmp_path / "src"
+    for i in range(4):
+        write(root / f"f{i}.wav", tone(0.5, sr=16000, channels=2, freq=200 + 100 * i), sr=16000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        audio.resample(torch.randn(2, 16000), 16000, SR)  # an OpenMP team the forked workers inherit
+        shard([root], tmp_path / "two", ShardOptions(sample_rate=SR, workers=2, val_fraction=0.0), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    shard([root], tmp_path / "one", ShardOptions(sample_rate=SR, workers=1, val_fraction=0.0), progress=False)
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert names == sorted(os.listdir(tmp_path / "two"))
     for name in names:
         if name != MANIFEST_NAME:
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
