@@ -27,6 +27,7 @@ def write_section(title: str, text: str) -> Path:
     """Replace (or add) the `## title` section of BENCHMARKS.md, leaving other sections alone."""
     old = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     section = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = text.rstrip("\n") + "\n\n"  # one blank line before the next section
     new = section.sub(lambda _: text, old) if section.search(old) else old.rstrip("\n") + "\n\n" + text
     atomic_write_bytes(BENCHMARKS_MD, new.encode())
     return BENCHMARKS_MD
