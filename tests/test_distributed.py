@@ -27,46 +27,13 @@ from wavediff.config import AERecipe, load_recipe
 from wavediff.encode import part_range
 from wavediff.shards import read_manifest
 from wavediff.training.autoencoder import train_autoencoder
+from tiny_recipes import tiny_ae_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SR = 8000
 LR = 1e-3
 TIMEOUT = 150  # seconds for any one launch: a hung collective fails the test instead of the suite
-
-RECIPE = """
-kind = "autoencoder"
-sample_rate = {sr}
-[data]
-path = "{shards}"
-sample_size = 2048
-batch_size = 2
-num_workers = 0
-shuffle_buffer = 4
-[model]
-channels = 1
-base_channels = 4
-channel_mults = [1, 2]
-strides = [2, 4]
-latent_dim = 4
-[loss]
-fft_sizes = [512, 128, 32]
-mid_side = false
-mel_fft_sizes = [512]
-mel_bins = 16
-adversarial_weight = 0.0
-feature_weight = 0.0
-[train]
-steps = 6
-cpu = true
-lr_scaling = "linear"
-checkpoint_every = 3
-log_every = 1
-sample_every = 0
-[train.optimizer]
-lr = {lr}
-schedule = "constant"
-"""
 
 # Trains through train_autoencoder, recording per loss call the batch's keys and a digest of the
 # weights it starts from (= the weights after the previous step), then the final weights.
@@ -190,7 +157,7 @@ def recipe_file(tmp_path_factory) -> Path:
     shard([root / "src"], root / "shards", ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.0),
           progress=False)
     path = root / "tiny.toml"
-    path.write_text(RECIPE.format(sr=SR, shards=root / "shards", lr=LR))
+    path.write_text(tiny_ae_recipe(SR, root / "shards", lr_scaling="linear", lr=LR))
     return path
 
 

@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
 from slurm_cluster import Cluster, ensure_installed
+from tiny_recipes import tiny_ae_recipe
 from wavediff.checkpoint import latest_checkpoint
 from wavediff.shards import read_manifest, shard_paths
 
@@ -26,37 +27,6 @@ pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 8000
-TINY = """
-kind = "autoencoder"
-sample_rate = {sr}
-[data]
-path = "{shards}"
-sample_size = 2048
-batch_size = 2
-num_workers = 1
-shuffle_buffer = 4
-[model]
-channels = 1
-base_channels = 4
-channel_mults = [1, 2]
-strides = [2, 4]
-latent_dim = 4
-[loss]
-fft_sizes = [512, 128, 32]
-mid_side = false
-mel_fft_sizes = [512]
-mel_bins = 16
-adversarial_weight = 0.0
-feature_weight = 0.0
-[train]
-steps = 6
-cpu = true
-checkpoint_every = 3
-log_every = 1
-sample_every = 0
-"""
-
-
 @pytest.fixture(scope="module")
 def cluster():
     ensure_installed()
@@ -74,7 +44,7 @@ def data(tmp_path_factory) -> Path:
     synthesize_pack(root / "src", genres=["techno", "house"], loops_per_genre=2, sample_rate=SR, bars=1, seed=9)
     shard([root / "src"], root / "shards", ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.0),
           progress=False)
-    (root / "tiny.toml").write_text(TINY.format(sr=SR, shards=root / "shards"))
+    (root / "tiny.toml").write_text(tiny_ae_recipe(SR, root / "shards", num_workers=1))
     return root
 
 

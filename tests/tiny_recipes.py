@@ -1,0 +1,44 @@
+"""The tiny autoencoder recipe the multi-process and SLURM tests launch as a file (as users do)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_TINY_AE = """
+kind = "autoencoder"
+sample_rate = {sr}
+[data]
+path = "{shards}"
+sample_size = 2048
+batch_size = 2
+num_workers = {num_workers}
+shuffle_buffer = 4
+[model]
+channels = 1
+base_channels = 4
+channel_mults = [1, 2]
+strides = [2, 4]
+latent_dim = 4
+[loss]
+fft_sizes = [512, 128, 32]
+mid_side = false
+mel_fft_sizes = [512]
+mel_bins = 16
+adversarial_weight = 0.0
+feature_weight = 0.0
+[train]
+steps = 6
+cpu = true
+lr_scaling = "{lr_scaling}"
+checkpoint_every = 3
+log_every = 1
+sample_every = 0
+[train.optimizer]
+lr = {lr}
+schedule = "constant"
+"""
+
+
+def tiny_ae_recipe(sr: int, shards: Path, *, num_workers: int = 0, lr_scaling: str = "none", lr: float = 1e-3) -> str:
+    """A 6-step autoencoder recipe on `shards` (mono at `sr`), checkpoints at steps 3 and 6."""
+    return _TINY_AE.format(sr=sr, shards=shards, num_workers=num_workers, lr_scaling=lr_scaling, lr=lr)
