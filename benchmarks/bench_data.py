@@ -260,11 +260,14 @@ Where the time goes (profiled with cProfile, CPU time of the pieces in one proce
   most ~{2 / cpu_ratio:.2f}× the 1-thread bare loop, while the bare loop with torch's default
   threads already runs its resampling on both cores ({bare_rate / bare_1_rate:.2f}× its 1-thread rate).
 - Loading loops: only the window is decoded (wavediff.audio.EncodedAudio: the length from the
-  FLAC header, a seek, a read; a rotation that wraps is two reads). Per sample that leaves
-  FLAC decoding ~55 %, seeking ~10 % and opening ~8 % of the member, reading the tar ~15 %;
-  moving a batch to the main process through shared memory costs about a fifth more (batches
-  are stacked straight into it, as default_collate does; their numbers go as numpy arrays:
-  one shared-memory tensor per field cost ~20 %).
+  FLAC header, a seek, a read; a rotation that wraps is two reads, each decoded in place into
+  the window). Per sample that leaves FLAC decoding ~60 %, seeking ~13 % and opening ~8 % of
+  the member, reading the tar ~12 % (local shards through tarfile's random access, a member
+  per read: webdataset's stream mode, 10 KB pieces through Python, took ~70 % longer);
+  moving a batch to the main process through shared memory costs about a quarter more, most
+  of it the kernel creating and faulting in a fresh 2 MB segment per batch (batches are
+  stacked straight into it, as default_collate does; their numbers go as numpy arrays: one
+  shared-memory tensor per field cost ~20 %).
 - One-minute takes: a per-file loader decodes and resamples a whole file per 2 s sample, while
   shards hold ≤ 30 s chunks already at 16 kHz, of which the window alone is decoded.
 

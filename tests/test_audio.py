@@ -361,6 +361,22 @@ def test_encoded_audio_spans_equal_slices_of_a_full_decode(fmt, subtype, channel
             clip.read(n - 10, 11)
 
 
+def test_encoded_audio_reads_spans_in_place_into_one_buffer():
+    data = _noise_bytes("FLAC", "PCM_16", 2)
+    full = audio.decode(data, "member")[0]
+    out = torch.full((6000, 2), 7.0)
+    with audio.EncodedAudio(data, "member") as clip:
+        clip.read_into(9000, out[:3000])  # a wrap: the loop's end, then its start
+        clip.read_into(0, out[3000:])
+        assert torch.equal(out.T, torch.cat([full[:, 9000:], full[:, :3000]], dim=1))
+        with pytest.raises(ValueError, match="contiguous float32 \\(10, 2\\)"):
+            clip.read_into(0, torch.empty(2, 10).T)
+        with pytest.raises(ValueError, match="contiguous float32"):
+            clip.read_into(0, torch.empty(10, 1))
+        with pytest.raises(ValueError, match="outside its 12000 frames"):
+            clip.read_into(11995, out[:10])
+
+
 def test_encoded_audio_errors_name_the_sample():
     flac = _noise_bytes("FLAC", "PCM_16", 2)
     with pytest.raises(AudioError, match="^a.tar: sample k: empty"):

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import tarfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -381,6 +382,27 @@ def test_missing_folder_manifest_or_shards_are_clear_errors(data, tmp_path):
         resolve_urls(_cfg(data["many"], train="train-{000000..000099}.tar"), "train")
     with pytest.raises(DataError, match="data.path is empty"):
         resolve_urls(DataConfig(), "train")
+
+
+def test_gzipped_local_shards_and_webdataset_metadata_members_read_like_plain_ones(data, tmp_path):
+    """Local shards are read by random access, not webdataset's streaming: the same samples,
+    compressed or not, with webdataset's `__...__` members left out."""
+    urls = resolve_urls(_cfg(data["many"]), "train")
+    for i, url in enumerate(urls):
+        with tarfile.open(url) as src, tarfile.open(tmp_path / f"{i}.tar.gz", "w:gz") as dst:
+            for member in src:
+                dst.addfile(member, src.extractfile(member))
+            if i == 0:
+                meta = tarfile.TarInfo("__index__/k.json")
+                meta.size = 2
+                dst.addfile(meta, io.BytesIO(b"{}"))
+    gz = [str(tmp_path / f"{i}.tar.gz") for i in range(len(urls))]
+    plain = list(build_dataset(urls, sample_size=T, training=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no shard skipped, no sample made of the metadata
+        packed = list(build_dataset(gz, sample_size=T, training=False))
+    assert [s["key"] for s in packed] == [s["key"] for s in plain] and len(plain) == len(CLIPS)
+    assert all(torch.equal(a["audio"], b["audio"]) for a, b in zip(plain, packed))
 
 
 def test_brace_patterns_and_pipe_urls_reach_the_same_samples(data):

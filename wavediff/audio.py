@@ -216,12 +216,24 @@ class EncodedAudio:
         """(channels, frames) float32 from frame `start`; the span must lie inside the file.
 
         The tensor is a transposed view of the interleaved decode: whatever consumes it
-        (a stack into a batch, a resampler) makes the one copy to planar layout. Reading
-        on from where the last read ended, or from the start of a file just opened, seeks
-        nothing (a FLAC seek costs about a tenth of decoding a 2 s window)."""
-        if frames < 1 or not 0 <= start <= self.frames - frames:
-            raise ValueError(f"{self.name}: span of {frames} frames at {start} is outside its {self.frames} frames")
-        out = np.empty((frames, self.channels), np.float32)
+        (a stack into a batch, a resampler) makes the one copy to planar layout."""
+        self._check_span(start, frames)
+        out = torch.empty(frames, self.channels)
+        self.read_into(start, out)
+        return out.T
+
+    def read_into(self, start: int, out: torch.Tensor) -> None:
+        """Decode the len(out) frames from `start` into `out`, a C-contiguous (frames,
+        channels) float32 tensor: the decoder's own layout, so a caller assembling a
+        window from several spans (a loop that wraps) writes each in place, copying nothing.
+
+        Reading on from where the last read ended, or from the start of a file just opened,
+        seeks nothing (a FLAC seek costs about a tenth of decoding a 2 s window)."""
+        frames = out.shape[0]
+        self._check_span(start, frames)
+        if out.dtype != torch.float32 or out.shape[1:] != (self.channels,) or not out.is_contiguous():
+            raise ValueError(f"{self.name}: out must be a contiguous float32 ({frames}, {self.channels}) tensor, "
+                             f"got {out.dtype} {tuple(out.shape)}")
         try:
             if start != self._position:
                 self._file.seek(start)
@@ -232,8 +244,11 @@ class EncodedAudio:
         if got < frames:
             raise AudioError(self.name, f"truncated or corrupt: decoding stops at frame {start + got} of the "
                                         f"{self.frames} its header declares")
-        _check_finite(out, self._file, self.name)
-        return torch.from_numpy(out).T
+        _check_finite(out.numpy(), self._file, self.name)
+
+    def _check_span(self, start: int, frames: int) -> None:
+        if frames < 1 or not 0 <= start <= self.frames - frames:
+            raise ValueError(f"{self.name}: span of {frames} frames at {start} is outside its {self.frames} frames")
 
     def close(self) -> None:
         self._file.close()
@@ -245,11 +260,11 @@ class EncodedAudio:
         self.close()
 
 
-def _read_frames(f: sf.SoundFile, out: np.ndarray) -> int:
+def _read_frames(f: sf.SoundFile, out: torch.Tensor) -> int:
     """Decode len(out) frames at f's position into `out` ((frames, channels) float32, C
     order); returns the count decoded. libsndfile's own call, because SoundFile.read seeks
     to where it already is after every read, and in a FLAC file that seek decodes again."""
-    return sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", out.ctypes.data), len(out))
+    return sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", out.data_ptr()), len(out))
 
 
 def conform(
