@@ -13,8 +13,10 @@ the sharder's duplicate check keeps them) to give the sharder minutes of audio t
     steady state (less the fixed cost of starting the worker processes, timed on 2 files).
 (2) Loading: training samples per second of the shard loader against a Dance-Diffusion style
     loader that opens a random source file for every sample, decodes it, resamples it and
-    crops it; same window, batch size and workers. A third loader reads per-file FLACs already
-    at 16 kHz, which separates the cost of per-file reads from that of resampling.
+    crops it; same window, batch size and workers. Two windows: the demo autoencoder's (mono,
+    from mono shards: what `wavediff demo` trains on, the issue's measure) and a long stereo
+    one. A third loader reads per-file FLACs already at 16 kHz, which separates the cost of
+    per-file reads from that of resampling.
 
 Prints the figures and writes them to the "Data" section of BENCHMARKS.md.
 """
@@ -42,13 +44,15 @@ from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
 from report import machine, write_section  # noqa: E402
 from wavediff import audio  # noqa: E402
-from wavediff.config import AugmentConfig, DataConfig  # noqa: E402
+from wavediff.config import AERecipe, AugmentConfig, DataConfig, load_recipe  # noqa: E402
+from wavediff.demo import AE_RECIPE, DEMO_CHANNELS  # noqa: E402
 from wavediff.data import make_loader  # noqa: E402
 from wavediff.files import atomic_write_json  # noqa: E402
 
 SOURCE_RATE = 44100
 RATE = 16000  # the demo's training rate
-WINDOW = 32768  # samples per training example (2.05 s at 16 kHz)
+WINDOW = 32768  # samples per training example (2.05 s at 16 kHz, stereo): a long window
+DEMO_WINDOW = load_recipe(AE_RECIPE, AERecipe).data.sample_size  # what the demo's autoencoder trains on (mono)
 BATCH = 8
 WORKERS = 2
 SHARD_MB = 16.0  # small enough that even the quick pack spans several shards
@@ -101,9 +105,9 @@ def bare_shard_loop(files: list[Path], threads: int) -> float:
         torch.set_num_threads(default)
 
 
-def shard_seconds(sources: list[Path], out: Path) -> float:
+def shard_seconds(sources: list[Path], out: Path, channels: int = 2) -> float:
     start = time.perf_counter()
-    shard(sources, out, ShardOptions(sample_rate=RATE, channels=2, workers=WORKERS, val_fraction=0.0,
+    shard(sources, out, ShardOptions(sample_rate=RATE, channels=channels, workers=WORKERS, val_fraction=0.0,
                                      shard_size_mb=SHARD_MB), progress=False)
     return time.perf_counter() - start
 
@@ -111,27 +115,27 @@ def shard_seconds(sources: list[Path], out: Path) -> float:
 class PerFileDataset(Dataset):
     """Dance Diffusion's loader: every sample opens a random file, decodes, resamples, crops."""
 
-    def __init__(self, files: list[Path], length: int = 10**6):
-        self.files, self.length = files, length
+    def __init__(self, files: list[Path], window: int, channels: int, length: int = 10**6):
+        self.files, self.window, self.channels, self.length = files, window, channels, length
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
         rng = random.Random(index)  # the random file and crop come from the index: no sampler needed
-        wav, _ = audio.load(rng.choice(self.files), RATE, 2)
-        if wav.shape[-1] < WINDOW:
-            wav = wav.repeat(1, -(-WINDOW // wav.shape[-1]))
-        start = rng.randrange(wav.shape[-1] - WINDOW + 1)
-        return wav[:, start : start + WINDOW]
+        wav, _ = audio.load(rng.choice(self.files), RATE, self.channels)
+        if wav.shape[-1] < self.window:
+            wav = wav.repeat(1, -(-self.window // wav.shape[-1]))
+        start = rng.randrange(wav.shape[-1] - self.window + 1)
+        return wav[:, start : start + self.window]
 
 
-def per_file_loader(files: list[Path]) -> DataLoader:
-    return DataLoader(PerFileDataset(files), BATCH, num_workers=WORKERS, persistent_workers=True)
+def per_file_loader(files: list[Path], window: int = WINDOW, channels: int = 2) -> DataLoader:
+    return DataLoader(PerFileDataset(files, window, channels), BATCH, num_workers=WORKERS, persistent_workers=True)
 
 
-def shard_loader(folder: Path) -> DataLoader:
-    cfg = DataConfig(path=str(folder), sample_size=WINDOW, batch_size=BATCH, num_workers=WORKERS,
+def shard_loader(folder: Path, window: int = WINDOW) -> DataLoader:
+    cfg = DataConfig(path=str(folder), sample_size=window, batch_size=BATCH, num_workers=WORKERS,
                      shuffle_buffer=100, augment=AugmentConfig(roll=True))
     return make_loader(cfg, training=True, seed=0, expect_sample_rate=RATE)
 
@@ -216,8 +220,11 @@ def main() -> None:
 
         # (2) loading
         shard_seconds([tmp / "takes"], tmp / "take_shards")
+        shard_seconds([tmp / "loops"], tmp / "demo_shards", channels=DEMO_CHANNELS)
         flat = [audio.save(tmp / "flat" / f"{i}.flac", audio.load(f, RATE, 2)[0], RATE) for i, f in enumerate(loops)]
         loaders = {
+            ("demo", "shards"): lambda: shard_loader(tmp / "demo_shards", DEMO_WINDOW),
+            ("demo", "dd"): lambda: per_file_loader(loops, DEMO_WINDOW, DEMO_CHANNELS),
             ("loops", "shards"): lambda: shard_loader(tmp / "shards"),
             ("loops", "dd"): lambda: per_file_loader(loops),
             ("loops", "flat"): lambda: per_file_loader(flat),
@@ -237,7 +244,8 @@ def main() -> None:
 `{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}.
 Source: {len(loops)} synthesized loops ({seconds / 60:.1f} min; each loop plus {copies} copies rotated by whole beats) and
 {len(long)} one-minute takes chained from them, all {SOURCE_RATE} Hz stereo WAV. Target: {RATE} Hz stereo FLAC
-shards of ≤ {SHARD_MB:g} MB; windows of {WINDOW} samples, batch {BATCH}, {WORKERS} workers. Figures are the best of
+shards of ≤ {SHARD_MB:g} MB; loading: the demo's autoencoder window ({DEMO_WINDOW} samples, {DEMO_CHANNELS} channel, from
+{RATE} Hz mono shards of the same loops) and a long one ({WINDOW} samples, stereo), batch {BATCH}, {WORKERS} workers. Figures are the best of
 {repeats} (sharding) or the median of {rounds} (loading) runs, taken in turns so other jobs' load falls on all alike.
 
 | measurement | shards | baseline | ratio | target |
@@ -247,8 +255,9 @@ shards of ≤ {SHARD_MB:g} MB; windows of {WINDOW} samples, batch {BATCH}, {WORK
 | sharding, steady state (less {startup:.1f} s worker start-up) | {steady_rate:.0f} audio s/s | bare loop, {threads} torch threads | {steady_rate / bare_rate:.2f}× | ≥ 1.5× |
 | (same) | | bare loop, 1 thread | {steady_rate / bare_1_rate:.2f}× | ≥ 1.5× |
 | sharding CPU, all processes | {shard_cpu:.1f} s | bare loop, 1 thread: {bare_1_cpu:.1f} s | {cpu_ratio:.2f}× | — |
-| loading loops | {rates['loops', 'shards']:.0f} samples/s | per-file, DD way (open, decode, resample, crop): {rates['loops', 'dd']:.0f} samples/s | {ratio('loops', 'dd')} | ≥ 3× |
-| loading loops | (same) | per-file, files already {RATE} Hz FLAC: {rates['loops', 'flat']:.0f} samples/s | {ratio('loops', 'flat')} | — |
+| loading loops, the demo's window | {rates['demo', 'shards']:.0f} samples/s | per-file, DD way (open, decode, resample, crop): {rates['demo', 'dd']:.0f} samples/s | {ratio('demo', 'dd')} | ≥ 3× |
+| loading loops, {WINDOW}-sample stereo window | {rates['loops', 'shards']:.0f} samples/s | per-file, DD way: {rates['loops', 'dd']:.0f} samples/s | {ratio('loops', 'dd')} | ≥ 3× |
+| (same) | (same) | per-file, files already {RATE} Hz FLAC: {rates['loops', 'flat']:.0f} samples/s | {ratio('loops', 'flat')} | — |
 | loading one-minute takes | {rates['takes', 'shards']:.0f} samples/s | per-file, DD way: {rates['takes', 'dd']:.0f} samples/s | {ratio('takes', 'dd')} | ≥ 3× |
 
 Where the time goes (profiled with cProfile, CPU time of the pieces in one process):
@@ -268,6 +277,8 @@ Where the time goes (profiled with cProfile, CPU time of the pieces in one proce
   of it the kernel creating and faulting in a fresh 2 MB segment per batch (batches are
   stacked straight into it, as default_collate does; their numbers go as numpy arrays: one
   shared-memory tensor per field cost ~20 %).
+- The demo's window is half a second of mono audio out of loops of ~4 s: a per-file
+  loader decodes and resamples the whole file for it, the shard loader decodes the window.
 - One-minute takes: a per-file loader decodes and resamples a whole file per 2 s sample, while
   shards hold ≤ 30 s chunks already at 16 kHz, of which the window alone is decoded.
 

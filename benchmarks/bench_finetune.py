@@ -60,7 +60,7 @@ METHODS = [
     ("frozen", "finetune-cpu", None, ["finetune.method=frozen"]),
     ("LoRA r4", "finetune-lora-cpu", 4, []),
     ("LoRA r16", "finetune-lora-cpu", 16, []),
-    ("full, base lr", "finetune-cpu", None, ["train.optimizer.lr=1e-3"]),  # is the recipe's lower rate right?
+    ("full, lr 2e-4", "finetune-cpu", None, ["train.optimizer.lr=2e-4"]),  # a gentler rate: is the recipe's right?
 ]
 
 
@@ -183,14 +183,16 @@ def main() -> None:
         f" --{k.replace('_', '-')} {v}" for k, v in (("base_steps", args.base_steps), ("steps", args.steps))
         if v is not None) + (f" --loops {args.loops}" if args.loops != 24 else "")
     header = " | ".join(f"val @ {s}" for s in check_steps)
+    base_data = load_recipe("loops-tiny-cpu", DiffusionRecipe).data
+    tune_data = load_recipe("finetune-cpu", FinetuneRecipe).data
     text = f"""## Fine-tuning
 
 `{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}, 1 thread.
-Base: recipes/loops-tiny-cpu.toml trained {base_steps} steps (batch 8 × 512 latent frames) on
+Base: recipes/loops-tiny-cpu.toml trained {base_steps} steps (batch {base_data.batch_size} × {base_data.sample_size} latent frames) on
 {base_loops} loops each of {', '.join(g for g in GENRES if g != HELD_BACK)} (16 kHz mono, the demo autoencoder's latents).
 Pack: {args.loops} loops of {HELD_BACK}, a genre the base never saw ({split.get('train', 0)} train / {split.get('val', 0)} val
 files with finetune.val_fraction={VAL_FRACTION}; sharding + encoding it, with the recipe's augmented copies of
-the train loops, took {prep_s:.0f} s, once). Every method: {steps} steps, batch 8,
+the train loops, took {prep_s:.0f} s, once). Every method: {steps} steps, batch {tune_data.batch_size} × {tune_data.sample_size},
 its recipe as written otherwise. val @ 0 is the base (the new genre's embedding at the mean of the old
 ones); losses are RUN/finetune.json's fixed-noise denoising loss of the EMA weights on the held-out loops
 (lower is better); wall time includes those checks and an example loop at each. Size: the run's
