@@ -21,13 +21,12 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data_tools.shard import ShardOptions, merge_parts, shard
-from data_tools.synth import synthesize_pack
 from wavediff.checkpoint import latest_checkpoint
 from wavediff.config import AERecipe, load_recipe
 from wavediff.encode import part_range
 from wavediff.shards import read_manifest
 from wavediff.training.autoencoder import train_autoencoder
-from tiny_recipes import tiny_ae_recipe
+from tiny_recipes import tiny_ae_data, tiny_ae_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -153,11 +152,8 @@ def same_weights(a: Path, b: Path) -> bool:
 @pytest.fixture(scope="module")
 def recipe_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dist")
-    synthesize_pack(root / "src", genres=["techno", "house"], loops_per_genre=2, sample_rate=SR, bars=1, seed=5)
-    shard([root / "src"], root / "shards", ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.0),
-          progress=False)
     path = root / "tiny.toml"
-    path.write_text(tiny_ae_recipe(SR, root / "shards", lr_scaling="linear", lr=LR))
+    path.write_text(tiny_ae_recipe(SR, tiny_ae_data(root, SR, seed=5), lr_scaling="linear", lr=LR))
     return path
 
 

@@ -17,9 +17,8 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from data_tools.shard import ShardOptions, shard
-from data_tools.synth import synthesize_pack
 from slurm_cluster import Cluster, ensure_installed
-from tiny_recipes import tiny_ae_recipe
+from tiny_recipes import tiny_ae_data, tiny_ae_recipe
 from wavediff.checkpoint import latest_checkpoint
 from wavediff.shards import read_manifest, shard_paths
 
@@ -41,10 +40,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("slurm-data")
-    synthesize_pack(root / "src", genres=["techno", "house"], loops_per_genre=2, sample_rate=SR, bars=1, seed=9)
-    shard([root / "src"], root / "shards", ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.0),
-          progress=False)
-    (root / "tiny.toml").write_text(tiny_ae_recipe(SR, root / "shards", num_workers=1))
+    (root / "tiny.toml").write_text(tiny_ae_recipe(SR, tiny_ae_data(root, SR, seed=9), num_workers=1))
     return root
 
 

@@ -1,8 +1,12 @@
-"""The tiny autoencoder recipe the multi-process and SLURM tests launch as a file (as users do)."""
+"""The tiny autoencoder recipe, and its data, that the multi-process and SLURM tests launch
+as a file (as users do)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from data_tools.shard import ShardOptions, shard
+from data_tools.synth import synthesize_pack
 
 _TINY_AE = """
 kind = "autoencoder"
@@ -42,3 +46,11 @@ schedule = "constant"
 def tiny_ae_recipe(sr: int, shards: Path, *, num_workers: int = 0, lr_scaling: str = "none", lr: float = 1e-3) -> str:
     """A 6-step autoencoder recipe on `shards` (mono at `sr`), checkpoints at steps 3 and 6."""
     return _TINY_AE.format(sr=sr, shards=shards, num_workers=num_workers, lr_scaling=lr_scaling, lr=lr)
+
+
+def tiny_ae_data(root: Path, sr: int, seed: int) -> Path:
+    """root/shards: 4 one-bar loops (2 techno, 2 house) at `sr`, mono, all in the train split."""
+    synthesize_pack(root / "src", genres=["techno", "house"], loops_per_genre=2, sample_rate=sr, bars=1, seed=seed)
+    shard([root / "src"], root / "shards", ShardOptions(sample_rate=sr, channels=1, workers=1, val_fraction=0.0),
+          progress=False)
+    return root / "shards"

@@ -382,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    def recipe_command(p: argparse.ArgumentParser) -> None:
+        """The arguments of a command that trains from a recipe into a run folder (train-ae, train)."""
+        p.add_argument("recipe", type=Path)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+        p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
+        p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+
     data = sub.add_parser("data", help="make and check datasets").add_subparsers(
         dest="data_command", required=True, metavar="COMMAND"
     )
@@ -412,11 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(data, "inspect", cmd_data_inspect, "summarize a shard folder and verify every sample decodes")
     p.add_argument("folder", type=Path)
 
-    p = command(sub, "train-ae", cmd_train_ae, "train (or resume) an autoencoder from a TOML recipe")
-    p.add_argument("recipe", type=Path)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+    recipe_command(command(sub, "train-ae", cmd_train_ae, "train (or resume) an autoencoder from a TOML recipe"))
 
     p = command(sub, "encode", cmd_encode, "encode audio shards into latent shards")
     p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
@@ -447,11 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--device", default=None)
 
-    p = command(sub, "train", cmd_train, "train (or resume) a latent (or waveform) denoiser from a TOML recipe")
-    p.add_argument("recipe", type=Path)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+    recipe_command(command(sub, "train", cmd_train,
+                           "train (or resume) a latent (or waveform) denoiser from a TOML recipe"))
 
     p = command(sub, "finetune", cmd_finetune, "fine-tune a denoiser checkpoint on a folder of your loops")
     p.add_argument("base", type=Path, metavar="BASE_CKPT", help="a denoiser checkpoint or run folder")
