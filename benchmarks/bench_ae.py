@@ -33,14 +33,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from report import machine, write_section  # noqa: E402
+
 from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
-from report import machine, write_section  # noqa: E402
-from wavediff.checkpoint import save_checkpoint  # noqa: E402
 from wavediff.config import AELossConfig, AERecipe, AutoencoderConfig, DataConfig, load_recipe, to_dict  # noqa: E402
-from wavediff.encode import encode_shards  # noqa: E402
-from wavediff.evaluate import evaluate_autoencoder  # noqa: E402
+from wavediff.evaluation.reconstruction import evaluate_autoencoder
+from wavediff.latents.encode import encode_shards
 from wavediff.models.blocks import count_parameters  # noqa: E402
+from wavediff.models.checkpoint import save_checkpoint
 from wavediff.training.autoencoder import AutoencoderObjective, train_autoencoder  # noqa: E402
 from wavediff.training.engine import make_optimizer  # noqa: E402
 
@@ -58,8 +59,9 @@ def tiny_recipe() -> tuple[AERecipe, str]:
 def with_discriminator(recipe: AERecipe) -> AERecipe:
     """The recipe with the adversarial and feature-matching terms at their stable-audio-tools weights."""
     full = AELossConfig()
-    loss = dataclasses.replace(recipe.loss, adversarial_weight=full.adversarial_weight,
-                               feature_weight=full.feature_weight, adversarial_start=0)
+    loss = dataclasses.replace(
+        recipe.loss, adversarial_weight=full.adversarial_weight, feature_weight=full.feature_weight, adversarial_start=0
+    )
     return dataclasses.replace(recipe, loss=loss)
 
 
@@ -90,8 +92,11 @@ def throughput(recipe: AERecipe, warmup: int, steps: int) -> dict[str, float]:
             times.setdefault(name, []).append(time.perf_counter() - start)
     seconds = b * n / recipe.sample_rate
     total = sum(sum(v) for v in times.values())
-    result = {"params_m": count_parameters(objective.model) / 1e6, "batch_seconds": seconds,
-              "audio_s_per_s": seconds * steps / total}
+    result = {
+        "params_m": count_parameters(objective.model) / 1e6,
+        "batch_seconds": seconds,
+        "audio_s_per_s": seconds * steps / total,
+    }
     result.update({f"{name}_step_s": sum(v) / len(v) for name, v in times.items()})
     print(f"  {result}", flush=True)
     return result
@@ -100,22 +105,30 @@ def throughput(recipe: AERecipe, warmup: int, steps: int) -> dict[str, float]:
 def quality(recipe: AERecipe, steps: int, loops_per_genre: int, tmp: Path) -> dict[str, object]:
     """Train the tiny AE for `steps` steps on the loop pack; metrics before and after, encode speed."""
     synthesize_pack(tmp / "loops", loops_per_genre=loops_per_genre, sample_rate=recipe.sample_rate)
-    options = ShardOptions(sample_rate=recipe.sample_rate, channels=recipe.model.channels, val_fraction=0.25,
-                           workers=2, shard_size_mb=4.0)
+    options = ShardOptions(
+        sample_rate=recipe.sample_rate, channels=recipe.model.channels, val_fraction=0.25, workers=2, shard_size_mb=4.0
+    )
     manifest = shard([tmp / "loops"], tmp / "shards", options, progress=False)
     recipe = dataclasses.replace(
         recipe,
         data=dataclasses.replace(recipe.data, path=str(tmp / "shards"), num_workers=1),
         train=dataclasses.replace(
-            recipe.train, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1), sample_every=0, cpu=True,
-            optimizer=dataclasses.replace(recipe.train.optimizer,
-                                          warmup_steps=min(recipe.train.optimizer.warmup_steps, steps // 5)),
+            recipe.train,
+            steps=steps,
+            checkpoint_every=steps,
+            log_every=max(steps // 10, 1),
+            sample_every=0,
+            cpu=True,
+            optimizer=dataclasses.replace(
+                recipe.train.optimizer, warmup_steps=min(recipe.train.optimizer.warmup_steps, steps // 5)
+            ),
         ),
     )
     torch.manual_seed(recipe.train.seed)
     untrained = AutoencoderObjective(recipe).model
-    floor = save_checkpoint(tmp / "untrained", 0, untrained.state_dict(),
-                            {"kind": "autoencoder", "recipe": to_dict(recipe)})
+    floor = save_checkpoint(
+        tmp / "untrained", 0, untrained.state_dict(), {"kind": "autoencoder", "recipe": to_dict(recipe)}
+    )
     before = evaluate_autoencoder(floor, tmp / "shards", device="cpu")
     print(f"  untrained: {before}", flush=True)
     start = time.perf_counter()
@@ -128,8 +141,15 @@ def quality(recipe: AERecipe, steps: int, loops_per_genre: int, tmp: Path) -> di
     encode_s = time.perf_counter() - start
     audio_s = sum(s["seconds"] for s in encoded["splits"].values())
     print(f"  encode: {audio_s:.0f} audio s in {encode_s:.1f} s", flush=True)
-    return {"splits": manifest["splits"], "before": before, "after": after, "train_s": train_s,
-            "encode_rate": audio_s / encode_s, "audio_s": audio_s, "stats": encoded["stats"]}
+    return {
+        "splits": manifest["splits"],
+        "before": before,
+        "after": after,
+        "train_s": train_s,
+        "encode_rate": audio_s / encode_s,
+        "audio_s": audio_s,
+        "stats": encoded["stats"],
+    }
 
 
 def main() -> None:
@@ -152,8 +172,11 @@ def main() -> None:
     print("training throughput, 44.1 kHz default", flush=True)
     big = throughput(big_recipe(), warmup=0, steps=2)
 
-    command = "python benchmarks/bench_ae.py" + (" --quick" if args.quick else "") + (
-        f" --steps {args.steps}" if args.steps else "")
+    command = (
+        "python benchmarks/bench_ae.py"
+        + (" --quick" if args.quick else "")
+        + (f" --steps {args.steps}" if args.steps else "")
+    )
     b, a = q["before"], q["after"]
     batch = tiny.data.batch_size
     text = f"""## Autoencoder
@@ -165,22 +188,22 @@ alternating; audio seconds per wall second over the timed steps. Tiny: {tiny_sou
 
 | training throughput | params | batch | generator step | discriminator step | audio s/s |
 |---|---|---|---|---|---|
-| tiny as written (no discriminator), 16 kHz mono, {tiny.data.sample_size} samples | {plain['params_m']:.2f} M | {batch} × {plain['batch_seconds'] / batch:.2f} s | {plain.get('generator_step_s', float('nan')):.1f} s | — | {plain['audio_s_per_s']:.2f} |
-| tiny + discriminator (adv 0.1, feature 5.0 from step 0) | {small['params_m']:.2f} M | {batch} × {small['batch_seconds'] / batch:.2f} s | {small.get('generator_step_s', float('nan')):.1f} s | {small.get('discriminator_step_s', float('nan')):.1f} s | {small['audio_s_per_s']:.2f} |
-| 44.1 kHz stereo default, 65536 samples (2 steps, no warm-up: first-step cost included) | {big['params_m']:.1f} M | 1 × {big['batch_seconds']:.2f} s | {big.get('generator_step_s', float('nan')):.1f} s | {big.get('discriminator_step_s', float('nan')):.1f} s | {big['audio_s_per_s']:.3f} |
+| tiny as written (no discriminator), 16 kHz mono, {tiny.data.sample_size} samples | {plain["params_m"]:.2f} M | {batch} × {plain["batch_seconds"] / batch:.2f} s | {plain.get("generator_step_s", float("nan")):.1f} s | — | {plain["audio_s_per_s"]:.2f} |
+| tiny + discriminator (adv 0.1, feature 5.0 from step 0) | {small["params_m"]:.2f} M | {batch} × {small["batch_seconds"] / batch:.2f} s | {small.get("generator_step_s", float("nan")):.1f} s | {small.get("discriminator_step_s", float("nan")):.1f} s | {small["audio_s_per_s"]:.2f} |
+| 44.1 kHz stereo default, 65536 samples (2 steps, no warm-up: first-step cost included) | {big["params_m"]:.1f} M | 1 × {big["batch_seconds"]:.2f} s | {big.get("generator_step_s", float("nan")):.1f} s | {big.get("discriminator_step_s", float("nan")):.1f} s | {big["audio_s_per_s"]:.3f} |
 
-Reconstruction of the tiny AE (recipe as written, warm-up cut to fit) trained {steps} steps ({q['train_s']:.0f} s, batch {batch}) with `train_autoencoder` on the
-built-in loop pack ({loops_per_genre} loops per genre at 16 kHz mono: {q['splits']['train']['samples']} train / {q['splits']['val']['samples']} val samples),
+Reconstruction of the tiny AE (recipe as written, warm-up cut to fit) trained {steps} steps ({q["train_s"]:.0f} s, batch {batch}) with `train_autoencoder` on the
+built-in loop pack ({loops_per_genre} loops per genre at 16 kHz mono: {q["splits"]["train"]["samples"]} train / {q["splits"]["val"]["samples"]} val samples),
 measured by `evaluate_autoencoder` on the val split (lower is better for STFT and mel, higher for SI-SDR):
 
 | model | MR-STFT | mel | SI-SDR (dB) |
 |---|---|---|---|
-| untrained (same init) | {b['stft']:.2f} | {b['mel']:.2f} | {b['si_sdr']:.2f} |
-| after {steps} steps | {a['stft']:.2f} | {a['mel']:.2f} | {a['si_sdr']:.2f} |
+| untrained (same init) | {b["stft"]:.2f} | {b["mel"]:.2f} | {b["si_sdr"]:.2f} |
+| after {steps} steps | {a["stft"]:.2f} | {a["mel"]:.2f} | {a["si_sdr"]:.2f} |
 | for scale: Stable Audio Open VAE, trained (Song Describer) | 1.29 | 0.77 | 6.28 |
 
-Encoding the pack to latent shards with it (`encode_shards`, CPU): {q['encode_rate']:.0f} audio s/s
-({q['audio_s']:.0f} s of audio); latent overall std {q['stats']['overall_std']:.3f}.
+Encoding the pack to latent shards with it (`encode_shards`, CPU): {q["encode_rate"]:.0f} audio s/s
+({q["audio_s"]:.0f} s of audio); latent overall std {q["stats"]["overall_std"]:.3f}.
 """
     print(text)
     print(f"wrote {write_section('Autoencoder', text)}")

@@ -40,14 +40,15 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from report import machine, write_section  # noqa: E402
+
 from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
-from report import machine, write_section  # noqa: E402
-from wavediff import audio  # noqa: E402
 from wavediff.config import AERecipe, AugmentConfig, DataConfig, load_recipe  # noqa: E402
-from wavediff.demo import AE_RECIPE, DEMO_CHANNELS  # noqa: E402
-from wavediff.data import make_loader  # noqa: E402
-from wavediff.files import atomic_write_json  # noqa: E402
+from wavediff.io import audio
+from wavediff.io.files import atomic_write_json
+from wavediff.pipelines.demo import AE_RECIPE, DEMO_CHANNELS
+from wavediff.shards.loader import make_loader
 
 SOURCE_RATE = 44100
 RATE = 16000  # the demo's training rate
@@ -107,8 +108,12 @@ def bare_shard_loop(files: list[Path], threads: int) -> float:
 
 def shard_seconds(sources: list[Path], out: Path, channels: int = 2) -> float:
     start = time.perf_counter()
-    shard(sources, out, ShardOptions(sample_rate=RATE, channels=channels, workers=WORKERS, val_fraction=0.0,
-                                     shard_size_mb=SHARD_MB), progress=False)
+    shard(
+        sources,
+        out,
+        ShardOptions(sample_rate=RATE, channels=channels, workers=WORKERS, val_fraction=0.0, shard_size_mb=SHARD_MB),
+        progress=False,
+    )
     return time.perf_counter() - start
 
 
@@ -135,8 +140,14 @@ def per_file_loader(files: list[Path], window: int = WINDOW, channels: int = 2) 
 
 
 def shard_loader(folder: Path, window: int = WINDOW) -> DataLoader:
-    cfg = DataConfig(path=str(folder), sample_size=window, batch_size=BATCH, num_workers=WORKERS,
-                     shuffle_buffer=100, augment=AugmentConfig(roll=True))
+    cfg = DataConfig(
+        path=str(folder),
+        sample_size=window,
+        batch_size=BATCH,
+        num_workers=WORKERS,
+        shuffle_buffer=100,
+        augment=AugmentConfig(roll=True),
+    )
     return make_loader(cfg, training=True, seed=0, expect_sample_rate=RATE)
 
 
@@ -197,8 +208,10 @@ def main() -> None:
         long = takes(loops, tmp / "takes", per_genre=2 if args.quick else 4)
         loops = rotated_copies(loops, copies)
         seconds = seconds_of(loops)
-        print(f"loops: {len(loops)} files, {seconds / 60:.1f} min; takes: {len(long)} × {TAKE_SECONDS:g} s "
-              f"({SOURCE_RATE} Hz stereo WAV)")
+        print(
+            f"loops: {len(loops)} files, {seconds / 60:.1f} min; takes: {len(long)} × {TAKE_SECONDS:g} s "
+            f"({SOURCE_RATE} Hz stereo WAV)"
+        )
 
         # (1) sharding
         threads = torch.get_num_threads()
@@ -213,10 +226,12 @@ def main() -> None:
         startup = two - bare_1 * 2 / len(loops)
         bare_rate, bare_1_rate, e2e_rate = seconds / bare, seconds / bare_1, seconds / end_to_end
         steady_rate = seconds / (end_to_end - startup)
-        print(f"sharding, {WORKERS} workers: {e2e_rate:.0f} audio s/s end to end, {steady_rate:.0f} steady "
-              f"(worker start-up {startup:.2f} s); bare loop: {bare_rate:.0f} audio s/s ({threads} torch threads), "
-              f"{bare_1_rate:.0f} (1 thread); CPU, all processes: {shard_cpu:.1f} s against the 1-thread bare "
-              f"loop's {bare_1_cpu:.1f} s ({cpu_ratio:.2f}×)")
+        print(
+            f"sharding, {WORKERS} workers: {e2e_rate:.0f} audio s/s end to end, {steady_rate:.0f} steady "
+            f"(worker start-up {startup:.2f} s); bare loop: {bare_rate:.0f} audio s/s ({threads} torch threads), "
+            f"{bare_1_rate:.0f} (1 thread); CPU, all processes: {shard_cpu:.1f} s against the 1-thread bare "
+            f"loop's {bare_1_cpu:.1f} s ({cpu_ratio:.2f}×)"
+        )
 
         # (2) loading
         shard_seconds([tmp / "takes"], tmp / "take_shards")
@@ -255,10 +270,10 @@ shards of ≤ {SHARD_MB:g} MB; loading: the demo's autoencoder window ({DEMO_WIN
 | sharding, steady state (less {startup:.1f} s worker start-up) | {steady_rate:.0f} audio s/s | bare loop, {threads} torch threads | {steady_rate / bare_rate:.2f}× | ≥ 1.5× |
 | (same) | | bare loop, 1 thread | {steady_rate / bare_1_rate:.2f}× | ≥ 1.5× |
 | sharding CPU, all processes | {shard_cpu:.1f} s | bare loop, 1 thread: {bare_1_cpu:.1f} s | {cpu_ratio:.2f}× | — |
-| loading loops, the demo's window | {rates['demo', 'shards']:.0f} samples/s | per-file, DD way (open, decode, resample, crop): {rates['demo', 'dd']:.0f} samples/s | {ratio('demo', 'dd')} | ≥ 3× |
-| loading loops, {WINDOW}-sample stereo window | {rates['loops', 'shards']:.0f} samples/s | per-file, DD way: {rates['loops', 'dd']:.0f} samples/s | {ratio('loops', 'dd')} | ≥ 3× |
-| (same) | (same) | per-file, files already {RATE} Hz FLAC: {rates['loops', 'flat']:.0f} samples/s | {ratio('loops', 'flat')} | — |
-| loading one-minute takes | {rates['takes', 'shards']:.0f} samples/s | per-file, DD way: {rates['takes', 'dd']:.0f} samples/s | {ratio('takes', 'dd')} | ≥ 3× |
+| loading loops, the demo's window | {rates["demo", "shards"]:.0f} samples/s | per-file, DD way (open, decode, resample, crop): {rates["demo", "dd"]:.0f} samples/s | {ratio("demo", "dd")} | ≥ 3× |
+| loading loops, {WINDOW}-sample stereo window | {rates["loops", "shards"]:.0f} samples/s | per-file, DD way: {rates["loops", "dd"]:.0f} samples/s | {ratio("loops", "dd")} | ≥ 3× |
+| (same) | (same) | per-file, files already {RATE} Hz FLAC: {rates["loops", "flat"]:.0f} samples/s | {ratio("loops", "flat")} | — |
+| loading one-minute takes | {rates["takes", "shards"]:.0f} samples/s | per-file, DD way: {rates["takes", "dd"]:.0f} samples/s | {ratio("takes", "dd")} | ≥ 3× |
 
 Where the time goes (profiled with cProfile, CPU time of the pieces in one process):
 - Sharding: workers are forked, so they start in ~{startup:.2f} s with the parent's modules
@@ -268,7 +283,7 @@ Where the time goes (profiled with cProfile, CPU time of the pieces in one proce
   fsyncing the tars, and two workers sharing the caches; so two workers on two cores reach at
   most ~{2 / cpu_ratio:.2f}× the 1-thread bare loop, while the bare loop with torch's default
   threads already runs its resampling on both cores ({bare_rate / bare_1_rate:.2f}× its 1-thread rate).
-- Loading loops: only the window is decoded (wavediff.audio.EncodedAudio: the length from the
+- Loading loops: only the window is decoded (wavediff.io.audio.EncodedAudio: the length from the
   FLAC header, a seek, a read; a rotation that wraps is two reads, each decoded in place into
   the window). Per sample that leaves FLAC decoding ~60 %, seeking ~13 % and opening ~8 % of
   the member, reading the tar ~12 % (local shards through tarfile's random access, a member

@@ -38,13 +38,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from data_tools.synth import GENRES  # noqa: E402
 from report import machine, write_section  # noqa: E402
+
+from data_tools.synth import GENRES  # noqa: E402
 from wavediff.config import AERecipe, DiffusionRecipe, UNetConfig, load_recipe  # noqa: E402
-from wavediff.diffusion import LoopDiffusion  # noqa: E402
+from wavediff.generation.generate import generate
+from wavediff.generation.loops import loop_conditions, loop_shape
+from wavediff.generation.samplers import Denoiser
 from wavediff.models.autoencoder import Autoencoder  # noqa: E402
 from wavediff.models.blocks import count_parameters  # noqa: E402
-from wavediff.sampling import Denoiser, generate, loop_conditions, loop_shape  # noqa: E402
+from wavediff.models.diffusion import LoopDiffusion
 from wavediff.training.engine import make_optimizer  # noqa: E402
 
 # Dance Diffusion's DiffusionAttnUnet1D in our UNet1D: 14 levels (13 halvings), widths ×1,1,2,2
@@ -52,8 +55,13 @@ from wavediff.training.engine import make_optimizer  # noqa: E402
 # DD runs 6 conv blocks per level and side; ours 1 residual block down and 2 up (with skip
 # concatenation), so the base is 144 rather than 128 to land on DD's parameter count (221M).
 DD_UNET = UNetConfig(
-    base_channels=144, channel_mults=[1, 1, 2, 2] + [4] * 10, blocks_per_level=1,
-    attention_levels=list(range(8, 14)), head_channels=64, kernel_size=5, padding="zeros",
+    base_channels=144,
+    channel_mults=[1, 1, 2, 2] + [4] * 10,
+    blocks_per_level=1,
+    attention_levels=list(range(8, 14)),
+    head_channels=64,
+    kernel_size=5,
+    padding="zeros",
 )
 TRAIN_SAMPLES = 131072  # 2.97 s at 44.1 kHz per example: 64 latent frames
 BPM, BARS, GENRE = 128.0, 4, "techno"
@@ -76,7 +84,9 @@ def narrower(cfg: UNetConfig, divisor: int) -> UNetConfig:
     """The same U-Net with every width ÷ divisor (and the same head count)."""
     if divisor == 1:
         return cfg
-    return dataclasses.replace(cfg, base_channels=cfg.base_channels // divisor, head_channels=cfg.head_channels // divisor)
+    return dataclasses.replace(
+        cfg, base_channels=cfg.base_channels // divisor, head_channels=cfg.head_channels // divisor
+    )
 
 
 def recipes(divisor: int) -> tuple[DiffusionRecipe, DiffusionRecipe, AERecipe]:
@@ -95,8 +105,15 @@ def recipes(divisor: int) -> tuple[DiffusionRecipe, DiffusionRecipe, AERecipe]:
 
 
 def train_steps(
-    recipe: DiffusionRecipe, length: int, batch: int, warmup: int, steps: int, device: torch.device,
-    bf16: bool = False, compile: bool = False, warmup_length: int | None = None,
+    recipe: DiffusionRecipe,
+    length: int,
+    batch: int,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    bf16: bool = False,
+    compile: bool = False,
+    warmup_length: int | None = None,
 ) -> dict[str, float]:
     """Median seconds of a training step on (batch, channels, length) data; `length` in model frames.
 
@@ -126,8 +143,11 @@ def train_steps(
         step(warmup_length or length)
     updates: list[float] = []
     times = [timed(lambda: updates.append(step(length)), device) for _ in range(steps)]
-    result = {"params_m": count_parameters(model.unet) / 1e6, "step_s": statistics.median(times),
-              "optimizer_s": statistics.median(updates)}
+    result = {
+        "params_m": count_parameters(model.unet) / 1e6,
+        "step_s": statistics.median(times),
+        "optimizer_s": statistics.median(updates),
+    }
     if device.type == "cuda":
         result["peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     print(f"  {result}", flush=True)
@@ -158,11 +178,18 @@ def latent_sampling(recipe: DiffusionRecipe, ae: AERecipe, bars: int, repeats: i
     runs = []
     for _ in range(repeats if device.type == "cuda" else 1):
         out: dict = {}
-        runs.append(timed(lambda: out.update(info=generate(model, genre=GENRE, bpm=BPM, bars=bars)[1]), device))
+        runs.append(timed(lambda out=out: out.update(info=generate(model, genre=GENRE, bpm=BPM, bars=bars)[1]), device))
     info = out["info"]
-    result = {"params_m": count_parameters(model.unet) / 1e6, "ae_params_m": sum(p.numel() for p in model.autoencoder.parameters()) / 1e6,
-              "frames": shape.frames, "evals": info["model_evaluations"], "seconds": info["seconds"],
-              "eval_s": per_eval, "decode_s": decode_s, "generate_s": statistics.median(runs)}
+    result = {
+        "params_m": count_parameters(model.unet) / 1e6,
+        "ae_params_m": sum(p.numel() for p in model.autoencoder.parameters()) / 1e6,
+        "frames": shape.frames,
+        "evals": info["model_evaluations"],
+        "seconds": info["seconds"],
+        "eval_s": per_eval,
+        "decode_s": decode_s,
+        "generate_s": statistics.median(runs),
+    }
     result["rtf"] = result["seconds"] / result["generate_s"]
     print(f"  {result}", flush=True)
     return result
@@ -174,8 +201,13 @@ def waveform_sampling(recipe: DiffusionRecipe, bars: int, evals: int, repeats: i
     model = LoopDiffusion(recipe).to(device).eval()
     shape = loop_shape(model, BPM, bars, circular=False)
     per_eval = guided_eval_s(model, shape.frames, repeats, device, warm_frames=model.factor * 2)
-    result = {"params_m": count_parameters(model.unet) / 1e6, "samples": shape.frames, "seconds": shape.samples / model.sample_rate,
-              "eval_s": per_eval, "total_s": per_eval * evals}
+    result = {
+        "params_m": count_parameters(model.unet) / 1e6,
+        "samples": shape.frames,
+        "seconds": shape.samples / model.sample_rate,
+        "eval_s": per_eval,
+        "total_s": per_eval * evals,
+    }
     result["rtf"] = result["seconds"] / result["total_s"]
     print(f"  {result}", flush=True)
     return result
@@ -189,8 +221,16 @@ def gpu_throughput(recipe: DiffusionRecipe, device: torch.device, steps: int) ->
     for name, bf16, compile in (("fp32", False, False), ("bf16", True, False), ("bf16 + torch.compile", True, True)):
         print(f"loops-44k training throughput, {name}", flush=True)
         try:
-            r = train_steps(recipe, frames, batch, warmup=5 if compile else 3, steps=steps, device=device, bf16=bf16,
-                            compile=compile)
+            r = train_steps(
+                recipe,
+                frames,
+                batch,
+                warmup=5 if compile else 3,
+                steps=steps,
+                device=device,
+                bf16=bf16,
+                compile=compile,
+            )
         except Exception as e:  # a compile failure is a finding, not a crash of the benchmark
             print(f"  failed: {type(e).__name__}: {e}", flush=True)
             rows.append((name, {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}))
@@ -210,13 +250,18 @@ def full_waveform_params(recipe: DiffusionRecipe) -> float:
 
 def gpu_table(rows: list[tuple[str, dict[str, float]]], recipe: DiffusionRecipe) -> str:
     batch, frames = recipe.data.batch_size, recipe.data.sample_size
-    lines = [f"\nloops-44k training throughput at its recipe batch ({batch} × {frames} frames = {batch * frames * 2048 / recipe.sample_rate:.0f} audio s per step):\n",
-             "| precision | step | audio s/s | peak memory |", "|---|---|---|---|"]
+    lines = [
+        f"\nloops-44k training throughput at its recipe batch ({batch} × {frames} frames = {batch * frames * 2048 / recipe.sample_rate:.0f} audio s per step):\n",
+        "| precision | step | audio s/s | peak memory |",
+        "|---|---|---|---|",
+    ]
     for name, r in rows:
         if "error" in r:
             lines.append(f"| {name} | failed: {r['error']} | | |")
         else:
-            lines.append(f"| {name} | {r['step_s'] * 1000:.0f} ms | {r['audio_s_per_s']:.0f} | {r['peak_gb']:.1f} GiB |")
+            lines.append(
+                f"| {name} | {r['step_s'] * 1000:.0f} ms | {r['audio_s_per_s']:.0f} | {r['peak_gb']:.1f} GiB |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -224,8 +269,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run: narrower models, a 1-bar loop")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (default: torch's). On a busy machine 1 avoids threads waiting on each other")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: torch's). On a busy machine 1 avoids threads waiting on each other",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,8 +294,15 @@ def main() -> None:
     lat = train_steps(latent, frames, 1, 3 if gpu else 1, steps, device)
     print(f"training step, waveform U-Net ÷{divisor}, {TRAIN_SAMPLES} samples", flush=True)
     # On a CPU one full-size waveform step takes minutes: one timed step after a warm-up on 1/8 of the length.
-    wav = train_steps(waveform, TRAIN_SAMPLES, 1, 3 if gpu else 1, steps if gpu else 1, device,
-                      warmup_length=None if gpu else TRAIN_SAMPLES // 8)
+    wav = train_steps(
+        waveform,
+        TRAIN_SAMPLES,
+        1,
+        3 if gpu else 1,
+        steps if gpu else 1,
+        device,
+        warmup_length=None if gpu else TRAIN_SAMPLES // 8,
+    )
     print(f"sampling, latent model (÷{divisor}) through generate, {bars} bars", flush=True)
     ls = latent_sampling(latent, ae, bars, repeats, device)
     print(f"sampling, waveform U-Net (÷{divisor}), guided calls", flush=True)
@@ -254,11 +310,21 @@ def main() -> None:
     full_latent, full_waveform, _ = recipes(1)
     throughput = gpu_throughput(full_latent, device, steps) if gpu else []
 
-    command = "python benchmarks/bench_diffusion.py" + (" --quick" if args.quick else "") + (
-        " --device cuda" if gpu else "") + (f" --threads {args.threads}" if args.threads else "")
+    command = (
+        "python benchmarks/bench_diffusion.py"
+        + (" --quick" if args.quick else "")
+        + (" --device cuda" if gpu else "")
+        + (f" --threads {args.threads}" if args.threads else "")
+    )
     scale = "full size" if divisor == 1 else f"÷{divisor} wide"
-    note = "" if divisor == 1 else (f"\n**--quick: every U-Net ÷{divisor} wide (parameters ÷~{divisor ** 2}), the autoencoder full size; "
-                                    "narrow nets are bound by per-sample work, so the ratios are not the full-size ones.**\n")
+    note = (
+        ""
+        if divisor == 1
+        else (
+            f"\n**--quick: every U-Net ÷{divisor} wide (parameters ÷~{divisor**2}), the autoencoder full size; "
+            "narrow nets are bound by per-sample work, so the ratios are not the full-size ones.**\n"
+        )
+    )
     text = f"""## Diffusion
 
 `{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}, CPU threads: {torch.get_num_threads()}.
@@ -268,29 +334,39 @@ base 144 so it has DD's parameter count: {full_waveform_params(full_waveform):.0
 {note}
 Training step (forward + backward + AdamW step; no EMA, no clipping) on the same audio, batch 1 × {seconds:.2f} s of
 44.1 kHz stereo: pre-encoded latents ({frames} frames × 64 channels) against the raw {TRAIN_SAMPLES} × 2 samples{
-"" if gpu else " (the waveform step: one timed step, warmed up on 1/8 of the length)"}:
+        "" if gpu else " (the waveform step: one timed step, warmed up on 1/8 of the length)"
+    }:
 
 | model | scale | params | step | of it AdamW | audio s/s |
 |---|---|---|---|---|---|
-| latent (loops-44k U-Net) | {scale} | {lat['params_m']:.1f} M | {lat['step_s']:.2f} s | {lat['optimizer_s']:.2f} s | {seconds / lat['step_s']:.3f} |
-| waveform (DD-size U-Net) | {scale} | {wav['params_m']:.1f} M | {wav['step_s']:.2f} s | {wav['optimizer_s']:.2f} s | {seconds / wav['step_s']:.4f} |
-| **ratio waveform / latent** | | | **{wav['step_s'] / lat['step_s']:.0f}×** | | |
+| latent (loops-44k U-Net) | {scale} | {lat["params_m"]:.1f} M | {lat["step_s"]:.2f} s | {lat["optimizer_s"]:.2f} s | {
+        seconds / lat["step_s"]:.3f} |
+| waveform (DD-size U-Net) | {scale} | {wav["params_m"]:.1f} M | {wav["step_s"]:.2f} s | {wav["optimizer_s"]:.2f} s | {
+        seconds / wav["step_s"]:.4f} |
+| **ratio waveform / latent** | | | **{wav["step_s"] / lat["step_s"]:.0f}×** | | |
 
-Sampling a {bars}-bar loop at {BPM:g} BPM ({ls['seconds']:.2f} s, 44.1 kHz stereo), {ls['evals']} dpmpp-2m steps, CFG 3
+Sampling a {bars}-bar loop at {BPM:g} BPM ({ls["seconds"]:.2f} s, 44.1 kHz stereo), {ls["evals"]} dpmpp-2m steps, CFG 3
 (conditional and unconditional passes as one batch of 2). Latent: `generate` timed end to end; its parts timed apart.
-Waveform: the guided denoiser call on the whole loop timed once and multiplied by the {ls['evals']} calls generate made
+Waveform: the guided denoiser call on the whole loop timed once and multiplied by the {ls["evals"]} calls generate made
 (the sampler's own work is negligible; a waveform model has nothing to decode):
 
 | model | U-Net calls | decode | total | real-time factor |
 |---|---|---|---|---|
-| latent ({ls['params_m']:.0f} M U-Net on {ls['frames']} frames + {ls['ae_params_m']:.0f} M ae-44k-stereo decoder) | {ls['evals']} × {ls['eval_s']:.2f} s | {ls['decode_s']:.1f} s | {ls['generate_s']:.0f} s | {ls['rtf']:.3f}× |
-| waveform ({ws['params_m']:.0f} M DD-size U-Net on {ws['samples']} samples) | {ls['evals']} × {ws['eval_s']:.1f} s | — | {ws['total_s']:.0f} s (extrapolated) | {ws['rtf']:.5f}× |
-| **ratio** | | | **{ws['total_s'] / ls['generate_s']:.0f}×** | |
+| latent ({ls["params_m"]:.0f} M U-Net on {ls["frames"]} frames + {ls["ae_params_m"]:.0f} M ae-44k-stereo decoder) | {
+        ls["evals"]
+    } × {ls["eval_s"]:.2f} s | {ls["decode_s"]:.1f} s | {ls["generate_s"]:.0f} s | {ls["rtf"]:.3f}× |
+| waveform ({ws["params_m"]:.0f} M DD-size U-Net on {ws["samples"]} samples) | {ls["evals"]} × {
+        ws["eval_s"]:.1f} s | — | {ws["total_s"]:.0f} s (extrapolated) | {ws["rtf"]:.5f}× |
+| **ratio** | | | **{ws["total_s"] / ls["generate_s"]:.0f}×** | |
 
-Reading: per second of audio, a training step on latents is {wav['step_s'] / lat['step_s']:.0f}× cheaper than on raw samples and
-sampling {ws['total_s'] / ls['generate_s']:.0f}× faster: the latent U-Net sees 2048× fewer time steps, so its step is
-{100 * lat['optimizer_s'] / lat['step_s']:.0f} % optimizer update while the waveform step is nearly all activations. Of latent sampling,
-{100 * ls['decode_s'] / ls['generate_s']:.0f} % is the one autoencoder decode.
+Reading: per second of audio, a training step on latents is {
+        wav["step_s"] / lat["step_s"]:.0f}× cheaper than on raw samples and
+sampling {ws["total_s"] / ls["generate_s"]:.0f}× faster: the latent U-Net sees 2048× fewer time steps, so its step is
+{
+        100
+        * lat["optimizer_s"]
+        / lat["step_s"]:.0f} % optimizer update while the waveform step is nearly all activations. Of latent sampling,
+{100 * ls["decode_s"] / ls["generate_s"]:.0f} % is the one autoencoder decode.
 """
     if throughput:
         text += gpu_table(throughput, full_latent)

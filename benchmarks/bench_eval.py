@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from report import machine, write_section  # noqa: E402
-from wavediff.checkpoint import CONFIG_FILE, latest_checkpoint, resolve_checkpoint  # noqa: E402
+
 from wavediff.config import ClassifierRecipe  # noqa: E402
-from wavediff.eval_table import format_report  # noqa: E402
-from wavediff.evaluate import evaluate_model  # noqa: E402
-from wavediff.files import atomic_write_json  # noqa: E402
+from wavediff.evaluation.report import format_report
+from wavediff.evaluation.suite import evaluate_model
+from wavediff.io.files import atomic_write_json
+from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint, resolve_checkpoint
 from wavediff.training.classifier import train_classifier  # noqa: E402
 
 STEPS = (10, 25, 50, 100)
@@ -64,10 +65,12 @@ def sweep_row(label: str, report: dict) -> str:
     gen = m["loops"]["generated"]
     seam = _number(gen["seam_ratio"])
     adherence = m.get("genre_adherence")
-    return (f"| {label} | {m['fd']['logmel']:.0f} | {m['fd']['mfcc']:.0f} | {m['kid']['logmel']['mean']:.3g} | "
-            f"{gen['exact']:.0%} | {gen['double'] + gen['half']:.0%} | {seam} | "
-            f"{_number(m['diversity']['generated_same_condition'])} | "
-            f"{'n/a' if adherence is None else f'{adherence:.0%}'} | {report['seconds']['generating']:.0f} |")
+    return (
+        f"| {label} | {m['fd']['logmel']:.0f} | {m['fd']['mfcc']:.0f} | {m['kid']['logmel']['mean']:.3g} | "
+        f"{gen['exact']:.0%} | {gen['double'] + gen['half']:.0%} | {seam} | "
+        f"{_number(m['diversity']['generated_same_condition'])} | "
+        f"{'n/a' if adherence is None else f'{adherence:.0%}'} | {report['seconds']['generating']:.0f} |"
+    )
 
 
 def main() -> None:
@@ -98,33 +101,35 @@ def main() -> None:
         rows.append(sweep_row(f"{CFG_STEPS} steps, CFG {scale:g}", r))
         print(rows[-1], flush=True)
     minutes = (time.perf_counter() - started) / 60
-    text = "\n".join([
-        "## Evaluation",
-        "",
-        f"{datetime.date.today()}, {started_on}. `python benchmarks/bench_eval.py --n {args.n} --report-n "
-        f"{args.report_n}` after `wavediff demo` (denoiser `{ckpt}` at step {step}; reference: the demo "
-        f"shards, both splits; genre classifier trained on them); {minutes:.1f} min in all.",
-        "",
-        f"The full report (`wavediff eval DEMO/denoiser --ref DEMO/shards --n {args.report_n} --steps 50 "
-        "--classifier DEMO/classifier`):",
-        "",
-        "```",
-        format_report(full),
-        "```",
-        "",
-        f"How the overall numbers move with the sampler settings ({full['settings']['sampler']}, "
-        f"{args.n} loops per row: the same conditions and seeds in every row):",
-        "",
-        "| setting | FD log-mel | FD MFCC | KID log-mel | tempo exact | tempo double/half | seam ratio | "
-        "diversity (same condition, dB) | genre adherence | generating (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
-        "FD and KID are on frame statistics of the audio (no pretrained network), so they are not comparable "
-        "with published FAD numbers; compare them only between rows and checkpoints measured against the same "
-        "reference. With a dozen loops per row, differences of a few percent in the shares are one loop.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "## Evaluation",
+            "",
+            f"{datetime.date.today()}, {started_on}. `python benchmarks/bench_eval.py --n {args.n} --report-n "
+            f"{args.report_n}` after `wavediff demo` (denoiser `{ckpt}` at step {step}; reference: the demo "
+            f"shards, both splits; genre classifier trained on them); {minutes:.1f} min in all.",
+            "",
+            f"The full report (`wavediff eval DEMO/denoiser --ref DEMO/shards --n {args.report_n} --steps 50 "
+            "--classifier DEMO/classifier`):",
+            "",
+            "```",
+            format_report(full),
+            "```",
+            "",
+            f"How the overall numbers move with the sampler settings ({full['settings']['sampler']}, "
+            f"{args.n} loops per row: the same conditions and seeds in every row):",
+            "",
+            "| setting | FD log-mel | FD MFCC | KID log-mel | tempo exact | tempo double/half | seam ratio | "
+            "diversity (same condition, dB) | genre adherence | generating (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            "FD and KID are on frame statistics of the audio (no pretrained network), so they are not comparable "
+            "with published FAD numbers; compare them only between rows and checkpoints measured against the same "
+            "reference. With a dozen loops per row, differences of a few percent in the shares are one loop.",
+            "",
+        ]
+    )
     print(text)
     write_section("Evaluation", text)
 

@@ -5,7 +5,7 @@
 Run after `wavediff demo` (it reads DEMO/denoiser and DEMO/pack). For each genre of the
 model, loops at `--per-genre` tempos spread over that genre's range in the built-in pack
 (data_tools.synth.GENRES), one seed each, with the checkpoint's sampling settings; then
-wavediff.evaluate.loop_report on them and on every training loop of the pack:
+wavediff.evaluation.loops.loop_report on them and on every training loop of the pack:
 
 - tempo: estimated blind (onset autocorrelation, fixed prior) and compared with the asked
   tempo within 4 %; octave errors (double/half) are counted apart, as the estimator makes
@@ -32,12 +32,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from data_tools.synth import GENRES  # noqa: E402
 from report import machine, write_section  # noqa: E402
-from wavediff import audio  # noqa: E402
-from wavediff.checkpoint import CONFIG_FILE, resolve_checkpoint  # noqa: E402
-from wavediff.evaluate import loop_report  # noqa: E402
-from wavediff.sampling import generate, load_denoiser  # noqa: E402
+
+from data_tools.synth import GENRES  # noqa: E402
+from wavediff.evaluation.loops import loop_report
+from wavediff.generation.generate import generate
+from wavediff.io import audio
+from wavediff.models.checkpoint import CONFIG_FILE, resolve_checkpoint
+from wavediff.models.factory import load_denoiser
 
 
 def training_loops(pack: Path, sample_rate: int, channels: int) -> list[tuple[torch.Tensor, int, float, int]]:
@@ -65,8 +67,10 @@ def generated_loops(model, per_genre: int, bars: int, circular: bool) -> tuple[l
 def row(name: str, report: dict) -> str:
     t = report["tempo_fraction"]
     seam = "n/a" if report["seam_ratio"] is None else f"{report['seam_ratio']:.2f}"
-    return (f"| {name} | {report['loops']} | {t['exact']:.0%} | {t['double']:.0%} | {t['half']:.0%} | "
-            f"{t['miss']:.0%} | {report['seam_wrap']:.2f} | {seam} |")
+    return (
+        f"| {name} | {report['loops']} | {t['exact']:.0%} | {t['double']:.0%} | {t['half']:.0%} | "
+        f"{t['miss']:.0%} | {report['seam_wrap']:.2f} | {seam} |"
+    )
 
 
 def main() -> None:
@@ -85,29 +89,32 @@ def main() -> None:
     reports = {
         "generated, circular (default)": loop_report(circular),
         "generated, cut (--no-circular)": loop_report(cut),
-        "training loops of the pack": loop_report(training_loops(args.demo / "pack", model.sample_rate,
-                                                                 model.audio_channels)),
+        "training loops of the pack": loop_report(
+            training_loops(args.demo / "pack", model.sample_rate, model.audio_channels)
+        ),
     }
     for name, r in reports.items():
         print(name, json.dumps(r))
     settings = model.recipe.sampling
-    text = "\n".join([
-        "## Demo loops",
-        "",
-        f"{datetime.date.today()}, {started}. `python benchmarks/bench_loops.py --per-genre {args.per_genre} "
-        f"--bars {args.bars}` after `wavediff demo` (its denoiser at step {step}). {args.per_genre} tempos per genre across its range, {args.bars} bars, "
-        f"{settings.sampler} {settings.steps} steps, CFG {settings.cfg_scale:g}; sampling ran at "
-        f"{made / wall:.2f} audio seconds per second on 1 thread.",
-        "",
-        "| loops | n | tempo within 4 % | double | half | miss | wrap jump (median) | seam ratio (median) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        *(row(name, r) for name, r in reports.items()),
-        "",
-        "Tempo is estimated blind from the audio. Wrap jump = the sample step from the last sample to the "
-        "first, in mean sample steps of the loop (about 1: no click); seam ratio = that jump over the median "
-        "jump at the loop's bar lines (1: the wrap is as smooth as a bar line).",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "## Demo loops",
+            "",
+            f"{datetime.date.today()}, {started}. `python benchmarks/bench_loops.py --per-genre {args.per_genre} "
+            f"--bars {args.bars}` after `wavediff demo` (its denoiser at step {step}). {args.per_genre} tempos per genre across its range, {args.bars} bars, "
+            f"{settings.sampler} {settings.steps} steps, CFG {settings.cfg_scale:g}; sampling ran at "
+            f"{made / wall:.2f} audio seconds per second on 1 thread.",
+            "",
+            "| loops | n | tempo within 4 % | double | half | miss | wrap jump (median) | seam ratio (median) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *(row(name, r) for name, r in reports.items()),
+            "",
+            "Tempo is estimated blind from the audio. Wrap jump = the sample step from the last sample to the "
+            "first, in mean sample steps of the loop (about 1: no click); seam ratio = that jump over the median "
+            "jump at the loop's bar lines (1: the wrap is as smooth as a bar line).",
+            "",
+        ]
+    )
     print(text)
     write_section("Demo loops", text)
 

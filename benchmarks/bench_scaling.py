@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from report import machine, write_section  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from data_tools.shard import ShardOptions, shard  # noqa: E402
 from data_tools.synth import synthesize_pack  # noqa: E402
-from report import machine, write_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RECIPE = ROOT / "recipes" / "ae-tiny-cpu.toml"
@@ -43,11 +43,30 @@ def throughput(run_dir: Path) -> float:
 
 
 def train(shards: Path, run_dir: Path, steps: int, processes: int, threads: int) -> float:
-    args = ["-m", "wavediff.cli", "train-ae", str(RECIPE), "--out", str(run_dir), "-q", "--set",
-            f"data.path={shards}", "--set", f"train.steps={steps}", "--set", f"train.checkpoint_every={steps}",
-            "--set", f"train.log_every={LOG_EVERY}", "--set", "train.sample_every=0"]
-    launcher = [sys.executable] if processes == 1 else [str(BIN / "torchrun"), "--standalone",
-                                                         "--nproc_per_node", str(processes)]
+    args = [
+        "-m",
+        "wavediff.cli",
+        "train-ae",
+        str(RECIPE),
+        "--out",
+        str(run_dir),
+        "-q",
+        "--set",
+        f"data.path={shards}",
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        f"train.checkpoint_every={steps}",
+        "--set",
+        f"train.log_every={LOG_EVERY}",
+        "--set",
+        "train.sample_every=0",
+    ]
+    launcher = (
+        [sys.executable]
+        if processes == 1
+        else [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(processes)]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     subprocess.run([*launcher, *args], check=True, env=env, cwd=ROOT, capture_output=True)
     return throughput(run_dir)
@@ -73,9 +92,7 @@ def main() -> None:
                 best[processes, threads] = max(best.get((processes, threads), 0.0), value)
     single = max(best[1, 1], best[1, 2])
     efficiency = best[2, 1] / (2 * single)
-    rows = "\n".join(
-        f"| {p} | {t} | {4 * p} | {best[p, t]:.2f} | {best[p, t] / single:.2f}× |" for p, t in configs
-    )
+    rows = "\n".join(f"| {p} | {t} | {4 * p} | {best[p, t]:.2f} | {best[p, t] / single:.2f}× |" for p, t in configs)
     text = (
         "## Distributed training\n\n"
         f"`python benchmarks/bench_scaling.py --steps {args.steps} --repeats {args.repeats}` — "

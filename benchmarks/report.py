@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from wavediff.files import atomic_write_bytes
+from wavediff.io.files import atomic_write_bytes
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from wavediff import audio
-from wavediff.shards import SHARD_NAME, read_manifest, shard_paths
+from wavediff.errors import AudioError
+from wavediff.io import audio
+from wavediff.shards.format import SHARD_NAME, read_manifest, shard_paths
 
 _EXTENSIONS = ("flac", "json")
 
@@ -24,7 +25,7 @@ _EXTENSIONS = ("flac", "json")
 def inspect_shards(out: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
     """Verify every listed shard; returns {"ok", "problems": [one-line str], "splits":
     {split: {"shards", "samples", "seconds"}} as found}. A folder without a readable
-    manifest raises (see wavediff.shards.read_manifest)."""
+    manifest raises (see wavediff.shards.format.read_manifest)."""
     manifest = read_manifest(out)
     rate, channels = manifest["sample_rate"], manifest["channels"]
     problems: list[str] = []
@@ -81,9 +82,7 @@ def _members(path: os.PathLike) -> dict[str, dict[str, bytes]]:
     return samples
 
 
-def _check_sample(
-    where: str, parts: dict[str, bytes], rate: int, channels: int, problems: list[str]
-) -> float | None:
+def _check_sample(where: str, parts: dict[str, bytes], rate: int, channels: int, problems: list[str]) -> float | None:
     """The sample's duration when it is sound, else None with the problem recorded."""
     try:
         info = json.loads(parts["json"])
@@ -95,13 +94,11 @@ def _check_sample(
         return None
     try:
         wav, sr = audio.decode(parts["flac"], f"{where}.flac")
-    except audio.AudioError as e:
+    except AudioError as e:
         problems.append(str(e))
         return None
     if sr != rate or wav.shape[0] != channels:
-        problems.append(
-            f"{where}.flac: {sr} Hz × {wav.shape[0]} channels, the manifest says {rate} Hz × {channels}"
-        )
+        problems.append(f"{where}.flac: {sr} Hz × {wav.shape[0]} channels, the manifest says {rate} Hz × {channels}")
         return None
     duration = wav.shape[-1] / sr
     if (info.get("sample_rate"), info.get("channels")) != (rate, channels):

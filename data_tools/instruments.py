@@ -30,8 +30,9 @@ def _fade_tail(x: np.ndarray, sr: int, seconds: float = 0.005) -> np.ndarray:
     return x
 
 
-def band(x: np.ndarray, sr: int, low_hz: float | None = None, high_hz: float | None = None,
-         order: int = 2) -> np.ndarray:
+def band(
+    x: np.ndarray, sr: int, low_hz: float | None = None, high_hz: float | None = None, order: int = 2
+) -> np.ndarray:
     """Butterworth-magnitude band limit along the last axis (zero phase, circular)."""
     n = x.shape[-1]
     f = np.fft.rfftfreq(n, 1.0 / sr)
@@ -43,8 +44,9 @@ def band(x: np.ndarray, sr: int, low_hz: float | None = None, high_hz: float | N
     return np.fft.irfft(np.fft.rfft(x, axis=-1) * gain, n, axis=-1)
 
 
-def _noise(rng: np.random.Generator, n: int, sr: int, low_hz: float | None, high_hz: float | None,
-           width: float) -> np.ndarray:
+def _noise(
+    rng: np.random.Generator, n: int, sr: int, low_hz: float | None, high_hz: float | None, width: float
+) -> np.ndarray:
     """Stereo band-limited noise of unit RMS: a shared mid plus an independent side of `width`."""
     mid, side = band(rng.standard_normal((2, n)), sr, low_hz, high_hz)
     mid /= np.sqrt(np.mean(mid**2)) + 1e-12
@@ -57,8 +59,17 @@ def _top(sr: int, hz: float) -> float:
     return min(hz, 0.45 * sr)
 
 
-def kick(sr: int, rng: np.random.Generator, *, start_hz: float, end_hz: float, sweep_s: float,
-         decay_s: float, click: float, drive: float) -> np.ndarray:
+def kick(
+    sr: int,
+    rng: np.random.Generator,
+    *,
+    start_hz: float,
+    end_hz: float,
+    sweep_s: float,
+    decay_s: float,
+    click: float,
+    drive: float,
+) -> np.ndarray:
     """A pitch-swept sine (the 909/808 body) with a short noise click; mono, peak 1."""
     n = int(decay_s * 7 * sr)
     t = _seconds(n, sr)
@@ -71,8 +82,16 @@ def kick(sr: int, rng: np.random.Generator, *, start_hz: float, end_hz: float, s
     return _fade_tail(x / np.abs(x).max(), sr)
 
 
-def snare(sr: int, rng: np.random.Generator, *, tone_hz: float, tone_decay_s: float,
-          noise_decay_s: float, noise_level: float, width: float) -> np.ndarray:
+def snare(
+    sr: int,
+    rng: np.random.Generator,
+    *,
+    tone_hz: float,
+    tone_decay_s: float,
+    noise_decay_s: float,
+    noise_level: float,
+    width: float,
+) -> np.ndarray:
     """Two drum-head modes with a small pitch drop, plus band-passed noise (the wires); stereo."""
     n = int(max(tone_decay_s, noise_decay_s) * 7 * sr)
     t = _seconds(n, sr)
@@ -85,8 +104,9 @@ def snare(sr: int, rng: np.random.Generator, *, tone_hz: float, tone_decay_s: fl
     return _fade_tail(x / np.abs(x).max(), sr)
 
 
-def clap(sr: int, rng: np.random.Generator, *, bursts: int, spacing_s: float, decay_s: float,
-         center_hz: float, width: float) -> np.ndarray:
+def clap(
+    sr: int, rng: np.random.Generator, *, bursts: int, spacing_s: float, decay_s: float, center_hz: float, width: float
+) -> np.ndarray:
     """Several hands a few ms apart, then the room: noise bursts and a longer tail; stereo."""
     last = (bursts - 1) * spacing_s
     n = int((last + decay_s * 7) * sr)
@@ -98,8 +118,7 @@ def clap(sr: int, rng: np.random.Generator, *, bursts: int, spacing_s: float, de
     return _fade_tail(x / np.abs(x).max(), sr)
 
 
-def hat(sr: int, rng: np.random.Generator, *, decay_s: float, metallic: float, tune: float,
-        width: float) -> np.ndarray:
+def hat(sr: int, rng: np.random.Generator, *, decay_s: float, metallic: float, tune: float, width: float) -> np.ndarray:
     """High-passed noise blended with 808-style square partials; stereo. Long decay = open hat."""
     n = int(decay_s * 7 * sr) + int(0.002 * sr)
     t = _seconds(n, sr)
@@ -190,7 +209,7 @@ def spectral_lowpass(x: np.ndarray, sr: int, cutoff_hz: np.ndarray, q: float) ->
     r = np.fft.rfftfreq(n_fft, 1.0 / sr)[:, None] / fc[None, :]
     response = 1.0 / ((1.0 - r**2) ** 2 + (r / q) ** 2)
     y = torch.istft(spec * torch.from_numpy(response), n_fft, hop, window=window, length=len(padded))
-    return y.numpy()[n_fft:n_fft + n]
+    return y.numpy()[n_fft : n_fft + n]
 
 
 def bass_line(notes: list[Note], n: int, sr: int, patch: BassPatch) -> np.ndarray:

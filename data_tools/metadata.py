@@ -25,9 +25,12 @@ import csv
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping
+from typing import Any
+
+from wavediff.errors import MetadataError
 
 TABLE_NAMES = ("metadata.csv", "metadata.jsonl")
 ROW_KEYS = ("file_name", "file", "path")
@@ -50,10 +53,6 @@ _BPM = (
     re.compile(r"(?<![0-9A-Za-z])(\d{2,3}(?:[.,]\d+)?)[\s_-]*bpm(?![A-Za-z])", re.IGNORECASE),
     re.compile(r"(?<![A-Za-z])bpm[\s_-]*(\d{2,3}(?:[.,]\d+)?)(?![0-9])", re.IGNORECASE),
 )
-
-
-class MetadataError(ValueError):
-    """A metadata file or record that cannot be used; the message names the file."""
 
 
 @dataclass(frozen=True)

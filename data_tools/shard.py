@@ -28,31 +28,24 @@ import os
 import shutil
 import sys
 from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from data_tools import metadata as md
-from wavediff import audio
-from wavediff.files import atomic_write_json
-from wavediff.shards import (
-    MANIFEST_NAME,
-    MANIFEST_VERSION,
-    SPLITS,
-    TarWriter,
-    json_bytes,
-    make_staging,
-    publish,
-    read_manifest,
-    shard_name,
-)
+from wavediff.errors import AudioError, UserError
+from wavediff.io import audio
+from wavediff.io.files import atomic_write_json
+from wavediff.shards.format import MANIFEST_NAME, MANIFEST_VERSION, SPLITS, read_manifest, shard_name
+from wavediff.shards.writer import TarWriter, json_bytes, make_staging, publish
 
 PARTS = "parts"  # OUT/parts/part-I-of-N: the array tasks' folders until merge_parts
 
@@ -89,7 +82,7 @@ class ShardOptions:
         if self.shard_size_mb <= 0:
             problems.append(f"shard_size_mb must be positive, got {self.shard_size_mb}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise UserError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -159,7 +152,7 @@ def _process(job: _Job) -> _Outcome:
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         return _cut(job, data, sha1)
-    except audio.AudioError as e:
+    except AudioError as e:
         return _Outcome(sha1, skipped=e.reason)
     except Exception as e:  # a library choking on odd input must not stop the job
         return _Outcome(sha1, skipped=f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())})")
@@ -254,7 +247,7 @@ def _walk(source: Path) -> tuple[Path, list[Path], int]:
         raise FileNotFoundError(f"{source}: source does not exist")
     if source.is_file():
         if not audio.is_audio_file(source):
-            raise ValueError(f"{source}: not an audio file ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
+            raise UserError(f"{source}: not an audio file ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
         return source.parent, [source], 0
     found: list[Path] = []
     others: list[Path] = []
@@ -264,7 +257,7 @@ def _walk(source: Path) -> tuple[Path, list[Path], int]:
             if not name.startswith("."):
                 (found if audio.is_audio_file(name) else others).append(Path(folder) / name)
     if not found:
-        raise ValueError(f"{source}: no audio files found ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
+        raise UserError(f"{source}: no audio files found ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
     sidecars = {md.sidecar_path(f) for f in found}
     ignored = sum(1 for f in others if f not in sidecars and f.name not in md.TABLE_NAMES)
     return source, found, ignored
@@ -320,7 +313,7 @@ def part_folder(out: str | os.PathLike, index: int, count: int) -> Path:
 def shard(
     sources: Sequence[str | os.PathLike],
     out: str | os.PathLike,
-    options: ShardOptions = ShardOptions(),
+    options: ShardOptions | None = None,
     progress: bool = True,
     part: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
@@ -328,15 +321,17 @@ def shard(
 
     A missing source, a source without audio or a bad option raises before anything is
     written; bad files are skipped and listed in the manifest. With `part=(I, N)` only
-    every N-th file from the I-th is sharded, into `part_folder(out, I, N)`.
+    every N-th file from the I-th is sharded, into `part_folder(out, I, N)`. `options`
+    defaults to ShardOptions().
     """
+    options = options or ShardOptions()
     options.check()
     if part is not None and not 0 <= part[0] < part[1]:
-        raise ValueError(f"part {part[0]}/{part[1]}: the index must be in 0…{part[1] - 1}")
+        raise UserError(f"part {part[0]}/{part[1]}: the index must be in 0…{part[1] - 1}")
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     if not sources:
-        raise ValueError("no sources given")
+        raise UserError("no sources given")
     walked = [_walk(Path(s)) for s in sources]
     jobs: list[_Job] = []
     warnings: list[str] = []
@@ -443,12 +438,12 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{out / PARTS}: parts {', '.join(missing)} are not finished (no manifest.json)")
     stray = sorted(set(folders) - {part_folder(out, i, count) for i in range(count)})
     if stray:
-        raise ValueError(f"{stray[0]}: a part of another split of the job (this one has {count} parts)")
+        raise UserError(f"{stray[0]}: a part of another split of the job (this one has {count} parts)")
     parts = [read_manifest(part_folder(out, i, count), "audio") for i in range(count)]
     for i, manifest in enumerate(parts):
         for key in ("sample_rate", "channels", "options", "sources"):
             if manifest.get(key) != parts[0].get(key):
-                raise ValueError(f"{part_folder(out, i, count) / MANIFEST_NAME}: {key} differs from part 0's")
+                raise UserError(f"{part_folder(out, i, count) / MANIFEST_NAME}: {key} differs from part 0's")
     staging = make_staging(out)
     try:
         splits = {}
@@ -466,12 +461,26 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
             }
         bpms = [m["bpm"] for m in parts if m["bpm"]]
         merged = {
-            **{k: parts[0][k] for k in ("kind", "version", "created_by", "sample_rate", "channels", "options",
-                                          "sources", "ignored_files", "warnings")},
+            **{
+                k: parts[0][k]
+                for k in (
+                    "kind",
+                    "version",
+                    "created_by",
+                    "sample_rate",
+                    "channels",
+                    "options",
+                    "sources",
+                    "ignored_files",
+                    "warnings",
+                )
+            },
             "splits": splits,
             "files": sum(m["files"] for m in parts),
-            **{k: dict(sorted(sum((Counter(m[k]) for m in parts), Counter()).items()))
-               for k in ("genres", "tags", "keys")},
+            **{
+                k: dict(sorted(sum((Counter(m[k]) for m in parts), Counter()).items()))
+                for k in ("genres", "tags", "keys")
+            },
             "bpm": {"min": min(b["min"] for b in bpms), "max": max(b["max"] for b in bpms)} if bpms else None,
             "skipped": [s for m in parts for s in m["skipped"]],
             "duplicates": sum(m["duplicates"] for m in parts),

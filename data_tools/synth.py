@@ -11,18 +11,18 @@ start, so a sampler can play the file end-to-start without a click.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from data_tools.instruments import BassPatch, Note, bass_line, clap, fold, hat, kick, snare
-from wavediff.audio import save
-from wavediff.files import atomic_write_json
-from wavediff.tempo import loop_samples
+from wavediff.errors import UserError
+from wavediff.io.audio import loop_samples, save
+from wavediff.io.files import atomic_write_json
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 SCALES = {"minor": (0, 2, 3, 5, 7, 8, 10), "major": (0, 2, 4, 5, 7, 9, 11)}
@@ -83,9 +83,9 @@ class GenreStyle:
         for voice in VOICES:
             for pattern in getattr(self, voice):
                 if len(pattern) != STEPS:
-                    raise ValueError(f"{voice} pattern {pattern!r} has {len(pattern)} steps, not {STEPS}")
+                    raise UserError(f"{voice} pattern {pattern!r} has {len(pattern)} steps, not {STEPS}")
         if set(self.mix) != set(VOICES):
-            raise ValueError(f"mix must give a level for each of {', '.join(VOICES)}")
+            raise UserError(f"mix must give a level for each of {', '.join(VOICES)}")
 
 
 GENRES: dict[str, GenreStyle] = {
@@ -97,11 +97,26 @@ GENRES: dict[str, GenreStyle] = {
         hat=("xo.oxo.oxo.oxo.o", "x...x...x...x...", "." * 16, "xo.oxo.oxo.oxo.x"),
         open_hat=("..X...X...X...X.",),
         bass=(".000.000.000.000", ".070.000.070.000", ".000.000.000.040", ".000.006.000.004"),
-        patch=BassPatch(wave="saw", sub=0.5, cutoff_hz=220.0, resonance=2.0, env_octaves=2.5,
-                        env_decay_s=0.06, decay_s=0.12, release_s=0.015, drive=1.5),
+        patch=BassPatch(
+            wave="saw",
+            sub=0.5,
+            cutoff_hz=220.0,
+            resonance=2.0,
+            env_octaves=2.5,
+            env_decay_s=0.06,
+            decay_s=0.12,
+            release_s=0.015,
+            drive=1.5,
+        ),
         gate=0.8,
-        kit=Kit(kick_start_hz=(180.0, 260.0), kick_end_hz=(44.0, 52.0), kick_decay_s=(0.14, 0.2),
-                kick_drive=(2.0, 3.0), clap_decay_s=(0.12, 0.25), metallic=(0.3, 0.6)),
+        kit=Kit(
+            kick_start_hz=(180.0, 260.0),
+            kick_end_hz=(44.0, 52.0),
+            kick_decay_s=(0.14, 0.2),
+            kick_drive=(2.0, 3.0),
+            clap_decay_s=(0.12, 0.25),
+            metallic=(0.3, 0.6),
+        ),
         mix={"kick": 0.0, "snare": 0.0, "clap": -1.0, "hat": -5.0, "open_hat": -3.0, "bass": -1.0},
     ),
     "house": GenreStyle(
@@ -112,13 +127,28 @@ GENRES: dict[str, GenreStyle] = {
         hat=("xoxoxoxoxoxoxoxo", "x.oox.oox.oox.oo", "xoxoxoxoxoxoxoxo"),
         open_hat=("..x...x...x...x.", "..x...x...x...x.", "." * 16),
         bass=("..0...0...0...0.", "..0..00...0..070", "..0...7...0..4.6", "0..0..0...3..4..", "..0..0.4..0..5.6"),
-        patch=BassPatch(wave="square", sub=0.7, cutoff_hz=350.0, resonance=1.2, env_octaves=1.5,
-                        env_decay_s=0.12, decay_s=0.3, release_s=0.03, drive=1.3),
+        patch=BassPatch(
+            wave="square",
+            sub=0.7,
+            cutoff_hz=350.0,
+            resonance=1.2,
+            env_octaves=1.5,
+            env_decay_s=0.12,
+            decay_s=0.3,
+            release_s=0.03,
+            drive=1.3,
+        ),
         gate=0.7,
         swing=(0.12, 0.35),
         modes=("minor", "minor", "major"),
-        kit=Kit(kick_start_hz=(150.0, 220.0), kick_end_hz=(48.0, 58.0), kick_click=(0.2, 0.45),
-                kick_drive=(1.2, 2.0), clap_decay_s=(0.12, 0.22), metallic=(0.1, 0.35)),
+        kit=Kit(
+            kick_start_hz=(150.0, 220.0),
+            kick_end_hz=(48.0, 58.0),
+            kick_click=(0.2, 0.45),
+            kick_drive=(1.2, 2.0),
+            clap_decay_s=(0.12, 0.22),
+            metallic=(0.1, 0.35),
+        ),
         mix={"kick": 0.0, "snare": 0.0, "clap": -0.5, "hat": -3.0, "open_hat": -3.0, "bass": 0.0},
     ),
     "drum-and-bass": GenreStyle(
@@ -129,13 +159,31 @@ GENRES: dict[str, GenreStyle] = {
         hat=("x.x.x.x.x.x.x.x.", "xoxoxoxoxoxoxoxo", "x.xox.x.x.xox.xo"),
         open_hat=("." * 16, "......x.........", "..............x."),
         bass=("0---------------", "0-------4-------", "0-------5---4---", "0-----------6---", "0-------2-------"),
-        patch=BassPatch(wave="saw", voices=3, detune_cents=35.0, sub=0.9, cutoff_hz=500.0, resonance=1.0,
-                        env_octaves=0.5, env_decay_s=0.3, attack_s=0.01, release_s=0.06, drive=2.0),
+        patch=BassPatch(
+            wave="saw",
+            voices=3,
+            detune_cents=35.0,
+            sub=0.9,
+            cutoff_hz=500.0,
+            resonance=1.0,
+            env_octaves=0.5,
+            env_decay_s=0.3,
+            attack_s=0.01,
+            release_s=0.06,
+            drive=2.0,
+        ),
         gate=0.95,
         ghosts=0.08,
-        kit=Kit(kick_start_hz=(200.0, 300.0), kick_end_hz=(50.0, 60.0), kick_sweep_s=(0.02, 0.035),
-                kick_decay_s=(0.08, 0.12), kick_click=(0.5, 0.8), snare_hz=(190.0, 250.0),
-                snare_decay_s=(0.09, 0.15), hat_decay_s=(0.012, 0.025)),
+        kit=Kit(
+            kick_start_hz=(200.0, 300.0),
+            kick_end_hz=(50.0, 60.0),
+            kick_sweep_s=(0.02, 0.035),
+            kick_decay_s=(0.08, 0.12),
+            kick_click=(0.5, 0.8),
+            snare_hz=(190.0, 250.0),
+            snare_decay_s=(0.09, 0.15),
+            hat_decay_s=(0.012, 0.025),
+        ),
         mix={"kick": -1.0, "snare": 2.5, "clap": 0.0, "hat": -1.5, "open_hat": -2.0, "bass": -4.5},
     ),
     "dubstep": GenreStyle(
@@ -146,12 +194,27 @@ GENRES: dict[str, GenreStyle] = {
         hat=("x.x.x.x.x.x.x.x.", "x...x...x...x...", "x.xxx.x.x.xxx.x."),
         open_hat=("." * 16, "..............x."),
         bass=("0-------0-------", "0-------0---3---", "0---------------", "0-------5---4---", "0---0---0-------"),
-        patch=BassPatch(wave="saw", voices=2, detune_cents=12.0, sub=0.8, cutoff_hz=140.0, resonance=3.0,
-                        lfo_octaves=4.0, attack_s=0.005, release_s=0.03, drive=2.5),
+        patch=BassPatch(
+            wave="saw",
+            voices=2,
+            detune_cents=12.0,
+            sub=0.8,
+            cutoff_hz=140.0,
+            resonance=3.0,
+            lfo_octaves=4.0,
+            attack_s=0.005,
+            release_s=0.03,
+            drive=2.5,
+        ),
         gate=0.95,
         wobble_beats=(1.0, 0.5, 0.5, 1 / 3, 0.25),
-        kit=Kit(kick_decay_s=(0.12, 0.18), kick_click=(0.4, 0.7), kick_drive=(2.0, 3.0),
-                snare_hz=(180.0, 220.0), snare_decay_s=(0.14, 0.22)),
+        kit=Kit(
+            kick_decay_s=(0.12, 0.18),
+            kick_click=(0.4, 0.7),
+            kick_drive=(2.0, 3.0),
+            snare_hz=(180.0, 220.0),
+            snare_decay_s=(0.14, 0.22),
+        ),
         mix={"kick": -1.0, "snare": 5.0, "clap": -1.0, "hat": -2.0, "open_hat": -3.0, "bass": -3.0},
     ),
     "trap": GenreStyle(
@@ -165,9 +228,17 @@ GENRES: dict[str, GenreStyle] = {
         patch=BassPatch(wave="sine", decay_s=0.7, attack_s=0.002, release_s=0.05, glide_s=0.06, drive=3.0),
         gate=1.0,
         hat_rolls=True,
-        kit=Kit(kick_start_hz=(160.0, 220.0), kick_end_hz=(50.0, 60.0), kick_sweep_s=(0.02, 0.03),
-                kick_decay_s=(0.06, 0.1), kick_click=(0.4, 0.7), kick_drive=(2.0, 3.0),
-                clap_decay_s=(0.15, 0.3), hat_decay_s=(0.01, 0.025), metallic=(0.4, 0.7)),
+        kit=Kit(
+            kick_start_hz=(160.0, 220.0),
+            kick_end_hz=(50.0, 60.0),
+            kick_sweep_s=(0.02, 0.03),
+            kick_decay_s=(0.06, 0.1),
+            kick_click=(0.4, 0.7),
+            kick_drive=(2.0, 3.0),
+            clap_decay_s=(0.15, 0.3),
+            hat_decay_s=(0.01, 0.025),
+            metallic=(0.4, 0.7),
+        ),
         mix={"kick": -3.0, "snare": -2.0, "clap": 0.0, "hat": 1.5, "open_hat": 0.0, "bass": -2.5},
     ),
     "breakbeat": GenreStyle(
@@ -178,8 +249,17 @@ GENRES: dict[str, GenreStyle] = {
         hat=("x.x.x.x.x.x.x.x.", "xoxoxoxoxoxoxoxo", "x.xox.x.x.xox.x."),
         open_hat=("." * 16, "..............x.", "......x........."),
         bass=("0..0..7.0..3.5..", "0.....0...3.4...", "0..0....0..6.7..", "0.0...0...4...3."),
-        patch=BassPatch(wave="saw", sub=0.6, cutoff_hz=300.0, resonance=1.5, env_octaves=2.0,
-                        env_decay_s=0.1, decay_s=0.25, release_s=0.03, drive=1.5),
+        patch=BassPatch(
+            wave="saw",
+            sub=0.6,
+            cutoff_hz=300.0,
+            resonance=1.5,
+            env_octaves=2.0,
+            env_decay_s=0.1,
+            decay_s=0.25,
+            release_s=0.03,
+            drive=1.5,
+        ),
         gate=0.6,
         swing=(0.0, 0.15),
         ghosts=0.06,
@@ -209,8 +289,9 @@ def _step_beat(step: int, swing: float) -> float:
     return step / 4 + (swing / 4 if step % 2 else 0.0)
 
 
-def _hits(rng: np.random.Generator, patterns: list[str], swing: float, jitter: float,
-          ghosts: float = 0.0) -> list[tuple[float, float]]:
+def _hits(
+    rng: np.random.Generator, patterns: list[str], swing: float, jitter: float, ghosts: float = 0.0
+) -> list[tuple[float, float]]:
     """(beat, velocity) for every hit of a bar-by-bar pattern list, velocities humanized."""
     hits = []
     for bar, pattern in enumerate(patterns):
@@ -237,8 +318,9 @@ def _hat_rolls(rng: np.random.Generator, bars: int) -> list[tuple[float, float]]
     return hits
 
 
-def _place(hit: np.ndarray, hits: list[tuple[float, float]], spb: float, n: int, sr: int,
-           choke: list[float] | None = None) -> np.ndarray:
+def _place(
+    hit: np.ndarray, hits: list[tuple[float, float]], spb: float, n: int, sr: int, choke: list[float] | None = None
+) -> np.ndarray:
     """Copy a one-shot onto its hits (beats → samples) and fold the tails into a loop of n.
 
     With `choke`, each hit is cut at the next choke beat, as a closed hat cuts an open one.
@@ -252,8 +334,8 @@ def _place(hit: np.ndarray, hits: list[tuple[float, float]], spb: float, n: int,
         piece = hit[:, :length] * velocity
         if length < hit.shape[-1]:
             fade = min(length, int(0.004 * sr) + 1)
-            piece[:, length - fade:] *= np.linspace(1.0, 0.0, fade)
-        out[:, start:start + length] += piece
+            piece[:, length - fade :] *= np.linspace(1.0, 0.0, fade)
+        out[:, start : start + length] += piece
     return fold(out, n)
 
 
@@ -261,8 +343,15 @@ def _stereo(x: np.ndarray) -> np.ndarray:
     return x if x.ndim == 2 else np.stack([x, x])
 
 
-def _bass_notes(rng: np.random.Generator, style: GenreStyle, riffs: list[str], root: int,
-                scale: Sequence[int], spb: float, swing: float) -> list[Note]:
+def _bass_notes(
+    rng: np.random.Generator,
+    style: GenreStyle,
+    riffs: list[str],
+    root: int,
+    scale: Sequence[int],
+    spb: float,
+    swing: float,
+) -> list[Note]:
     """Parse riff bars into notes: degrees to pitches, holds to lengths, legato changes to glides."""
     notes: list[Note] = []
     line = "".join(riffs)
@@ -300,7 +389,7 @@ def _vary_patch(rng: np.random.Generator, patch: BassPatch) -> BassPatch:
 
 def _check_genre(genre: str) -> GenreStyle:
     if genre not in GENRES:
-        raise ValueError(f"unknown genre {genre!r}; known genres: {', '.join(GENRES)}")
+        raise UserError(f"unknown genre {genre!r}; known genres: {', '.join(GENRES)}")
     return GENRES[genre]
 
 
@@ -318,13 +407,13 @@ def synthesize_stems(
     """
     style = _check_genre(genre)
     if bars < 1:
-        raise ValueError(f"bars must be at least 1, got {bars}")
+        raise UserError(f"bars must be at least 1, got {bars}")
     if sample_rate < MIN_SAMPLE_RATE:
-        raise ValueError(f"sample_rate must be at least {MIN_SAMPLE_RATE} Hz, got {sample_rate}")
+        raise UserError(f"sample_rate must be at least {MIN_SAMPLE_RATE} Hz, got {sample_rate}")
     sr = sample_rate
     bpm = int(rng.integers(style.bpm[0], style.bpm[1] + 1)) if bpm is None else int(bpm)
     if bpm <= 0:
-        raise ValueError(f"bpm must be positive, got {bpm}")
+        raise UserError(f"bpm must be positive, got {bpm}")
     n = loop_samples(bpm, bars, sr)
     spb = 60.0 / bpm * sr  # samples per beat
     mode = _pick(rng, style.modes)
@@ -333,20 +422,41 @@ def synthesize_stems(
     swing = _draw(rng, style.swing)
     kit = style.kit
 
-    kick_hit = kick(sr, rng, start_hz=_draw(rng, kit.kick_start_hz), end_hz=_draw(rng, kit.kick_end_hz),
-                    sweep_s=_draw(rng, kit.kick_sweep_s), decay_s=_draw(rng, kit.kick_decay_s),
-                    click=_draw(rng, kit.kick_click), drive=_draw(rng, kit.kick_drive))
-    snare_hit = snare(sr, rng, tone_hz=_draw(rng, kit.snare_hz), tone_decay_s=rng.uniform(0.03, 0.06),
-                      noise_decay_s=_draw(rng, kit.snare_decay_s), noise_level=rng.uniform(0.8, 1.4),
-                      width=rng.uniform(0.1, 0.3))
-    clap_hit = clap(sr, rng, bursts=int(rng.integers(3, 5)), spacing_s=rng.uniform(0.008, 0.013),
-                    decay_s=_draw(rng, kit.clap_decay_s), center_hz=rng.uniform(1000.0, 1800.0),
-                    width=rng.uniform(0.3, 0.6))
+    kick_hit = kick(
+        sr,
+        rng,
+        start_hz=_draw(rng, kit.kick_start_hz),
+        end_hz=_draw(rng, kit.kick_end_hz),
+        sweep_s=_draw(rng, kit.kick_sweep_s),
+        decay_s=_draw(rng, kit.kick_decay_s),
+        click=_draw(rng, kit.kick_click),
+        drive=_draw(rng, kit.kick_drive),
+    )
+    snare_hit = snare(
+        sr,
+        rng,
+        tone_hz=_draw(rng, kit.snare_hz),
+        tone_decay_s=rng.uniform(0.03, 0.06),
+        noise_decay_s=_draw(rng, kit.snare_decay_s),
+        noise_level=rng.uniform(0.8, 1.4),
+        width=rng.uniform(0.1, 0.3),
+    )
+    clap_hit = clap(
+        sr,
+        rng,
+        bursts=int(rng.integers(3, 5)),
+        spacing_s=rng.uniform(0.008, 0.013),
+        decay_s=_draw(rng, kit.clap_decay_s),
+        center_hz=rng.uniform(1000.0, 1800.0),
+        width=rng.uniform(0.3, 0.6),
+    )
     tune, metallic = rng.uniform(0.9, 1.6), _draw(rng, kit.metallic)
-    hat_hit = hat(sr, rng, decay_s=_draw(rng, kit.hat_decay_s), metallic=metallic, tune=tune,
-                  width=rng.uniform(0.3, 0.6))
-    open_hit = hat(sr, rng, decay_s=_draw(rng, kit.open_decay_s), metallic=metallic, tune=tune,
-                   width=rng.uniform(0.4, 0.7))
+    hat_hit = hat(
+        sr, rng, decay_s=_draw(rng, kit.hat_decay_s), metallic=metallic, tune=tune, width=rng.uniform(0.3, 0.6)
+    )
+    open_hit = hat(
+        sr, rng, decay_s=_draw(rng, kit.open_decay_s), metallic=metallic, tune=tune, width=rng.uniform(0.4, 0.7)
+    )
 
     kick_hits = _hits(rng, _bar_patterns(rng, style.kick, bars), swing, 0.05)
     snare_hits = _hits(rng, _bar_patterns(rng, style.snare, bars), swing, 0.1, style.ghosts)
@@ -420,11 +530,11 @@ def synthesize_pack(
     for genre in genres:
         _check_genre(genre)
     if seed < 0:
-        raise ValueError(f"seed must be ≥ 0, got {seed}")
+        raise UserError(f"seed must be ≥ 0, got {seed}")
     if loops_per_genre < 0:
-        raise ValueError(f"loops_per_genre must be ≥ 0, got {loops_per_genre}")
+        raise UserError(f"loops_per_genre must be ≥ 0, got {loops_per_genre}")
     if bars is not None and bars < 1:
-        raise ValueError(f"bars must be at least 1, got {bars}")
+        raise UserError(f"bars must be at least 1, got {bars}")
     out = Path(out)
     jobs = [(genre, i) for genre in genres for i in range(loops_per_genre)]
     paths = []

@@ -22,14 +22,15 @@ def latent_pack(tmp_path_factory):
     """
     from data_tools.shard import ShardOptions, shard
     from data_tools.synth import synthesize_pack
-    from wavediff.checkpoint import save_checkpoint
     from wavediff.config import AERecipe, AutoencoderConfig, to_dict
-    from wavediff.encode import encode_shards
+    from wavediff.latents.encode import encode_shards
     from wavediff.models.autoencoder import Autoencoder
+    from wavediff.models.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("latent-pack")
-    synthesize_pack(root / "pack", genres=["techno", "dubstep"], loops_per_genre=4, sample_rate=8000, bars=1,
-                    seed=0, progress=False)
+    synthesize_pack(
+        root / "pack", genres=["techno", "dubstep"], loops_per_genre=4, sample_rate=8000, bars=1, seed=0, progress=False
+    )
     options = ShardOptions(sample_rate=8000, channels=1, max_seconds=None, val_fraction=0.2, workers=1)
     shard([root / "pack"], root / "audio", options, progress=False)
     torch.manual_seed(0)

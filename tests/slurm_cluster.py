@@ -96,12 +96,16 @@ class Cluster:
         for name in ("state", "spool"):
             (root / name).mkdir()
         host = socket.gethostname().split(".")[0]
-        conf = _CONF.format(host=host, root=root, cpus=os.cpu_count(), ctld_port=_free_port(),
-                            slurmd_port=_free_port())
+        conf = _CONF.format(host=host, root=root, cpus=os.cpu_count(), ctld_port=_free_port(), slurmd_port=_free_port())
         (root / "slurm.conf").write_text(conf)
         self._log = logs = (root / "daemons.log").open("ab")
-        munge = [f"--key-file={key}", f"--socket={root}/munge.socket", f"--pid-file={root}/munged.pid",
-                 f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
+        munge = [
+            f"--key-file={key}",
+            f"--socket={root}/munge.socket",
+            f"--pid-file={root}/munged.pid",
+            f"--log-file={root}/munged.log",
+            f"--seed-file={root}/munged.seed",
+        ]
         for cmd in (["munged", "-F", *munge], ["slurmctld", "-D", "-i"], ["slurmd", "-D"]):
             self.daemons.append(subprocess.Popen(cmd, env=self.env, stdout=logs, stderr=logs, cwd=root))
             time.sleep(0.5)
@@ -136,8 +140,9 @@ class Cluster:
         return "\n".join(p.read_text(errors="replace")[-2000:] for p in parts if p.exists())
 
     def run(self, cmd: list[str], check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        done = subprocess.run(cmd, env={**self.env, **kwargs.pop("env", {})}, capture_output=True, text=True,
-                              timeout=60, **kwargs)
+        done = subprocess.run(
+            cmd, env={**self.env, **kwargs.pop("env", {})}, capture_output=True, text=True, timeout=60, **kwargs
+        )
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
         return done
@@ -158,8 +163,17 @@ class Cluster:
 
     def wait(self, job_id: str, timeout: float, done: tuple[str, ...] = ("COMPLETED",)) -> dict[str, str]:
         """Wait until every task of the job has ended; fail unless all ended in one of `done`."""
-        ended = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-                 "DEADLINE", "PREEMPTED"}
+        ended = {
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+            "BOOT_FAIL",
+            "DEADLINE",
+            "PREEMPTED",
+        }
         deadline = time.monotonic() + timeout
         while not set(states := self.states(job_id)) <= ended:
             if time.monotonic() > deadline:

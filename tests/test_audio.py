@@ -1,4 +1,4 @@
-"""wavediff.audio on real files of every kind a user's sample folder holds."""
+"""wavediff.io.audio on real files of every kind a user's sample folder holds."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavediff import audio
-from wavediff.audio import AudioError
+from wavediff.errors import AudioError
+from wavediff.io import audio
 
 
 def tone(freq: float, sr: int, seconds: float, channels: int = 1, amp: float = 0.5) -> np.ndarray:

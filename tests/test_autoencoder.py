@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wavediff.config import AutoencoderConfig, ConfigError
+from wavediff.config import AutoencoderConfig
+from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder, VAEBottleneck
 from wavediff.models.blocks import count_parameters
 

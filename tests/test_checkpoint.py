@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavediff.checkpoint import (
-    CheckpointError,
+from wavediff.config import AERecipe, AutoencoderConfig, from_dict, to_dict
+from wavediff.errors import CheckpointError
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
-    load_model,
     resolve_checkpoint,
     save_checkpoint,
     stage_checkpoint,
 )
-from wavediff.config import AERecipe, AutoencoderConfig, from_dict, to_dict
-from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.factory import load_model
 
 MODEL = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
 
@@ -111,7 +111,7 @@ def test_load_model_in_a_fresh_process(tmp_path: Path, model: Autoencoder) -> No
     torch.save(x, tmp_path / "x.pt")
     code = (
         "import sys, torch\n"
-        "from wavediff.checkpoint import load_model\n"
+        "from wavediff.models.factory import load_model\n"
         "model = load_model(sys.argv[1])\n"
         "assert not model.training\n"
         "with torch.no_grad():\n"
@@ -120,7 +120,9 @@ def test_load_model_in_a_fresh_process(tmp_path: Path, model: Autoencoder) -> No
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "run"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Autoencoder"

@@ -13,11 +13,47 @@ from wavediff.cli import main
 
 def test_synth_shard_inspect_round_trip(tmp_path, capsys):
     pack, shards = tmp_path / "pack", tmp_path / "shards"
-    assert main(["data", "synth", str(pack), "--genres", "techno", "house", "--loops-per-genre", "2",
-                 "--sample-rate", "8000", "--bars", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(pack),
+                "--genres",
+                "techno",
+                "house",
+                "--loops-per-genre",
+                "2",
+                "--sample-rate",
+                "8000",
+                "--bars",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in pack.iterdir()) == ["house", "techno"]
-    assert main(["data", "shard", str(pack), str(shards), "--sample-rate", "8000", "--channels", "1",
-                 "--workers", "1", "--val-fraction", "0", "-q"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                str(pack),
+                str(shards),
+                "--sample-rate",
+                "8000",
+                "--channels",
+                "1",
+                "--workers",
+                "1",
+                "--val-fraction",
+                "0",
+                "-q",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["splits"]["train"]["samples"] == 4
     assert manifest["genres"] == {"house": 2, "techno": 2}
@@ -28,8 +64,37 @@ def test_synth_shard_inspect_round_trip(tmp_path, capsys):
 
 def test_inspect_fails_on_a_damaged_shard(tmp_path, capsys):
     pack, shards = tmp_path / "pack", tmp_path / "shards"
-    main(["data", "synth", str(pack), "--genres", "trap", "--loops-per-genre", "2", "--sample-rate", "8000", "--bars", "1", "-q"])
-    main(["data", "shard", str(pack), str(shards), "--sample-rate", "8000", "--workers", "1", "--val-fraction", "0", "-q"])
+    main(
+        [
+            "data",
+            "synth",
+            str(pack),
+            "--genres",
+            "trap",
+            "--loops-per-genre",
+            "2",
+            "--sample-rate",
+            "8000",
+            "--bars",
+            "1",
+            "-q",
+        ]
+    )
+    main(
+        [
+            "data",
+            "shard",
+            str(pack),
+            str(shards),
+            "--sample-rate",
+            "8000",
+            "--workers",
+            "1",
+            "--val-fraction",
+            "0",
+            "-q",
+        ]
+    )
     tar = shards / "train-000000.tar"
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
     assert main(["data", "inspect", str(shards), "-q"]) == 1
@@ -55,6 +120,7 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys, argv, expect
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "wavediff.cli", "data", "shard", "--help"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "wavediff.cli", "data", "shard", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--val-fraction" in result.stdout

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wavediff.conditioning import Conditioner, Conditions, fourier_features
-from wavediff.config import ConditioningConfig, ConfigError
+from wavediff.config import ConditioningConfig
+from wavediff.errors import ConfigError
+from wavediff.models.conditioning import Conditioner, Conditions, fourier_features
 
 GENRES = ["house", "techno"]
 
@@ -17,8 +18,12 @@ def conditioner(**kw) -> Conditioner:
 
 
 def conds(genre, bpm, seconds, bars) -> Conditions:
-    return Conditions(torch.tensor(genre), torch.tensor(bpm, dtype=torch.float32),
-                      torch.tensor(seconds, dtype=torch.float32), torch.tensor(bars, dtype=torch.float32))
+    return Conditions(
+        torch.tensor(genre),
+        torch.tensor(bpm, dtype=torch.float32),
+        torch.tensor(seconds, dtype=torch.float32),
+        torch.tensor(bars, dtype=torch.float32),
+    )
 
 
 def test_shapes_and_pooled_vector_is_the_token_sum():
@@ -31,8 +36,9 @@ def test_shapes_and_pooled_vector_is_the_token_sum():
 def test_each_condition_changes_its_own_token_only():
     c = conditioner()
     _, base = c(conds([0], [120.0], [2.0], [1.0]))
-    for i, other in enumerate([conds([1], [120.0], [2.0], [1.0]), conds([0], [140.0], [2.0], [1.0]),
-                               conds([0], [120.0], [4.0], [2.0])]):
+    for i, other in enumerate(
+        [conds([1], [120.0], [2.0], [1.0]), conds([0], [140.0], [2.0], [1.0]), conds([0], [120.0], [4.0], [2.0])]
+    ):
         _, tokens = c(other)
         for j in range(3):
             same = torch.allclose(tokens[:, j], base[:, j])

@@ -17,9 +17,10 @@ import torch
 import webdataset as wds
 
 from data_tools.shard import ShardOptions, sample_key, shard
-from wavediff.audio import decode, encode, save
 from wavediff.config import AugmentConfig, DataConfig
-from wavediff.data import DataError, GenreVocab, build_dataset, make_loader, resolve_urls
+from wavediff.errors import DataError
+from wavediff.io.audio import decode, encode, save
+from wavediff.shards.loader import GenreVocab, build_dataset, make_loader, resolve_urls
 
 SR = 8000
 T = 4096  # window length in samples
@@ -293,11 +294,29 @@ def test_latent_shards_crop_in_frames_and_update_timing(tmp_path):
     hop, sr, frames, crop = 256, SR, 40, 16
     gen = np.random.default_rng(0)
     latents = {f"k{i}": gen.standard_normal((4, frames)).astype(np.float16) for i in range(3)}
-    meta = {"autoencoder": "ae-1", "hop_length": hop, "sample_rate": sr, "offset_s": 10.0,
-            "duration_s": frames * hop / sr, "source_duration_s": 60.0, "loop": False, "genre": "house", "bpm": 128}
+    meta = {
+        "autoencoder": "ae-1",
+        "hop_length": hop,
+        "sample_rate": sr,
+        "offset_s": 10.0,
+        "duration_s": frames * hop / sr,
+        "source_duration_s": 60.0,
+        "loop": False,
+        "genre": "house",
+        "bpm": 128,
+    }
     _latent_tar(tmp_path / "lat.tar", latents, meta)
-    ds = build_dataset(str(tmp_path / "lat.tar"), kind="latent", sample_size=crop, sample_rate=sr,
-                       genres=["house"], training=True, seed=1, autoencoder="ae-1", shuffle_buffer=2)
+    ds = build_dataset(
+        str(tmp_path / "lat.tar"),
+        kind="latent",
+        sample_size=crop,
+        sample_rate=sr,
+        genres=["house"],
+        training=True,
+        seed=1,
+        autoencoder="ae-1",
+        shuffle_buffer=2,
+    )
     stream = iter(ds)
     starts = set()
     for _ in range(12):

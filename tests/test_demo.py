@@ -7,11 +7,11 @@ import json
 import pytest
 
 from data_tools.synth import GENRES
-from wavediff.audio import load, read_loop_info
-from wavediff.checkpoint import latest_checkpoint
-from wavediff.data import make_loader
 from wavediff.config import DataConfig
-from wavediff.demo import run_demo
+from wavediff.io.audio import load, read_loop_info
+from wavediff.models.checkpoint import latest_checkpoint
+from wavediff.pipelines.demo import run_demo
+from wavediff.shards.loader import make_loader
 
 
 @pytest.mark.slow
@@ -23,8 +23,15 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert json.loads((ckpt / "config.json").read_text())["step"] == 12
     quality = json.loads((out / "ae-eval.json").read_text())
     assert quality["samples"] > 0 and all(q == q for q in (quality["stft"], quality["mel"], quality["si_sdr"]))
-    batch = next(iter(make_loader(DataConfig(path=str(out / "latents"), sample_size=64, batch_size=2, num_workers=0),
-                                  "train", kind="latent")))
+    batch = next(
+        iter(
+            make_loader(
+                DataConfig(path=str(out / "latents"), sample_size=64, batch_size=2, num_workers=0),
+                "train",
+                kind="latent",
+            )
+        )
+    )
     assert batch["latent"].shape == (2, 16, 64)
     assert len(list((out / "reconstructions").iterdir())) == 1
 
@@ -50,7 +57,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
 def test_a_training_stage_that_stops_early_stops_the_demo(tmp_path, capsys):
     """A stop signal makes the engine save and return normally; the demo must not go on
     to encode or generate with a half-trained model."""
-    from wavediff.demo import _training_stage
+    from wavediff.pipelines.demo import _training_stage
 
     calls = []
     assert _training_stage("autoencoder", "ae-tiny-cpu", tmp_path / "ae", 5, lambda: calls.append(1)) is None

@@ -7,17 +7,11 @@ import math
 import pytest
 import torch
 
-from wavediff.conditioning import Conditions
-from wavediff.config import (
-    AutoencoderConfig,
-    ConditioningConfig,
-    ConfigError,
-    DiffusionConfig,
-    DiffusionRecipe,
-    UNetConfig,
-)
-from wavediff.diffusion import CLOCK_CHANNELS, LoopDiffusion, tempo_clock, unconditional
+from wavediff.config import AutoencoderConfig, ConditioningConfig, DiffusionConfig, DiffusionRecipe, UNetConfig
+from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.conditioning import Conditions
+from wavediff.models.diffusion import CLOCK_CHANNELS, LoopDiffusion, tempo_clock, unconditional
 
 
 def recipe(**diffusion) -> DiffusionRecipe:
@@ -36,8 +30,7 @@ def model(**diffusion) -> LoopDiffusion:
 
 
 def conds(n: int = 2) -> Conditions:
-    return Conditions(torch.tensor([0, 1] * (n // 2)), torch.full((n,), 128.0), torch.full((n,), 1.875),
-                      torch.ones(n))
+    return Conditions(torch.tensor([0, 1] * (n // 2)), torch.full((n,), 128.0), torch.full((n,), 1.875), torch.ones(n))
 
 
 def test_untrained_model_is_the_karras_skip_path():
@@ -85,8 +78,16 @@ def test_padding_after_frames_is_not_scored():
 @pytest.mark.parametrize(
     "sampling,check",
     [
-        ("log-normal", lambda s: abs(s.log().median().item() - (-0.5)) < 0.05 and abs(s.log().std().item() - 1.2) < 0.05),
-        ("log-uniform", lambda s: s.min() >= 0.01 and s.max() <= 80.0 and abs(s.log().mean().item() - math.log(math.sqrt(0.8))) < 0.1),
+        (
+            "log-normal",
+            lambda s: abs(s.log().median().item() - (-0.5)) < 0.05 and abs(s.log().std().item() - 1.2) < 0.05,
+        ),
+        (
+            "log-uniform",
+            lambda s: (
+                s.min() >= 0.01 and s.max() <= 80.0 and abs(s.log().mean().item() - math.log(math.sqrt(0.8))) < 0.1
+            ),
+        ),
         ("v-diffusion", lambda s: s.min() >= 0.01 and s.max() <= 80.0),
     ],
 )
@@ -101,7 +102,9 @@ def test_conditioning_steers_the_output_and_unknown_means_null():
         p.data.add_(torch.randn_like(p) * 0.05)
     x, sigma = torch.randn(2, 4, 24), torch.tensor([1.0, 1.0])
     a = m.denoise(x, sigma, conds())
-    b = m.denoise(x, sigma, Conditions(torch.tensor([1, 0]), torch.full((2,), 90.0), torch.full((2,), 4.0), torch.ones(2)))
+    b = m.denoise(
+        x, sigma, Conditions(torch.tensor([1, 0]), torch.full((2,), 90.0), torch.full((2,), 4.0), torch.ones(2))
+    )
     assert not torch.allclose(a, b)
     all_dropped = torch.ones(2, 3, dtype=torch.bool)
     torch.testing.assert_close(m.denoise(x, sigma, conds(), all_dropped), m.denoise(x, sigma, unconditional(2, "cpu")))
@@ -161,8 +164,9 @@ def test_circular_denoising_wraps_a_period_of_any_length():
     out = m.denoise(x, sigma, conds(), circular=True)
     assert out.shape == x.shape
     for shift in (1, 5, 36):  # an odd period: every alignment of the U-Net's grid is averaged in
-        torch.testing.assert_close(m.denoise(x.roll(shift, -1), sigma, conds(), circular=True), out.roll(shift, -1),
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            m.denoise(x.roll(shift, -1), sigma, conds(), circular=True), out.roll(shift, -1), atol=1e-5, rtol=1e-4
+        )
     plain = m.denoise(x, sigma, conds())
     assert not torch.allclose(plain.roll(1, -1), m.denoise(x.roll(1, -1), sigma, conds()), atol=1e-4)
 

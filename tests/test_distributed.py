@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_recipes import tiny_ae_data, tiny_ae_recipe
 
 from data_tools.shard import ShardOptions, merge_parts, shard
-from wavediff.checkpoint import latest_checkpoint
 from wavediff.config import AERecipe, load_recipe
-from wavediff.encode import part_range
-from wavediff.shards import read_manifest
+from wavediff.latents.encode import part_range
+from wavediff.models.checkpoint import latest_checkpoint
+from wavediff.shards.format import read_manifest
 from wavediff.training.autoencoder import train_autoencoder
-from tiny_recipes import tiny_ae_data, tiny_ae_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,7 +39,7 @@ TIMEOUT = 150  # seconds for any one launch: a hung collective fails the test in
 _RECORDING_CHILD = """
 import hashlib, json, os, sys
 from wavediff.config import AERecipe, load_recipe
-from wavediff.encode import part_range
+from wavediff.latents.encode import part_range
 from wavediff.training import autoencoder as ae
 
 records = []
@@ -69,7 +69,7 @@ with open(os.path.join(sys.argv[3], f"rank-{os.environ['RANK']}.json"), "w") as 
 _DYING_LOADER_CHILD = """
 import os, signal, sys
 from wavediff.config import AERecipe, load_recipe
-from wavediff.encode import part_range
+from wavediff.latents.encode import part_range
 from wavediff.training import autoencoder as ae
 
 real = ae.shard_batches
@@ -115,12 +115,25 @@ def bare_ranks(args: list[str | Path]) -> list[subprocess.Popen]:
     """Two ranks started with RANK/WORLD_SIZE as srun starts tasks, in one process group."""
     port, ranks = free_port(), []
     for rank in range(2):
-        dist = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        ranks.append(subprocess.Popen(
-            [sys.executable, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**env(), **dist}, cwd=ROOT, process_group=0 if rank == 0 else ranks[0].pid,
-        ))
+        dist = {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, *map(str, args)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**env(), **dist},
+                cwd=ROOT,
+                process_group=0 if rank == 0 else ranks[0].pid,
+            )
+        )
     return ranks
 
 
@@ -195,8 +208,25 @@ def test_a_two_process_checkpoint_resumes_in_two_processes_and_in_one(straight, 
     straight_dir = straight[0]
     run_dir = tmp_path / "run"
     config = ROOT / "recipes" / "accelerate" / "multi-cpu.yaml"
-    run([str(BIN / "accelerate"), "launch", "--config_file", str(config), "--main_process_port", str(free_port()),
-         "-m", "wavediff.cli", "train-ae", str(recipe_file), "--out", str(run_dir), "--max-steps", "3", "-q"])
+    run(
+        [
+            str(BIN / "accelerate"),
+            "launch",
+            "--config_file",
+            str(config),
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "wavediff.cli",
+            "train-ae",
+            str(recipe_file),
+            "--out",
+            str(run_dir),
+            "--max-steps",
+            "3",
+            "-q",
+        ]
+    )
     half = latest_checkpoint(run_dir)
     assert step_of(half) == 3 and same_weights(half, straight_dir / "checkpoints" / "step-000003")
     shutil.copytree(run_dir, tmp_path / "single")
@@ -217,8 +247,19 @@ def test_a_two_process_checkpoint_resumes_in_two_processes_and_in_one(straight, 
 
 def test_stop_signal_to_the_process_group_checkpoints_once_and_both_exit_0(recipe_file: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    cli = ["-m", "wavediff.cli", "train-ae", recipe_file, "--out", run_dir, "-q",
-           "--set", "train.steps=100000", "--set", "data.num_workers=1"]  # loader workers share the group
+    cli = [
+        "-m",
+        "wavediff.cli",
+        "train-ae",
+        recipe_file,
+        "--out",
+        run_dir,
+        "-q",
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "data.num_workers=1",
+    ]  # loader workers share the group
     ranks = bare_ranks(cli)
     try:
         deadline = time.monotonic() + TIMEOUT

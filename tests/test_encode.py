@@ -13,19 +13,15 @@ import soundfile as sf
 import torch
 
 from data_tools.shard import ShardOptions, shard
-from wavediff.checkpoint import CheckpointError, save_checkpoint
-from wavediff import audio
 from wavediff.config import AERecipe, AutoencoderConfig, DataConfig, to_dict
-from wavediff.data import make_loader
-from wavediff.encode import (
-    audio_samples,
-    autoencoder_id,
-    encode_shards,
-    equal_length_batches,
-    merge_latent_manifests,
-)
+from wavediff.errors import CheckpointError
+from wavediff.io import audio
+from wavediff.latents.encode import encode_shards, merge_latent_manifests
 from wavediff.models.autoencoder import Autoencoder
-from wavediff.shards import MANIFEST_NAME, read_manifest
+from wavediff.models.checkpoint import save_checkpoint, weights_hash
+from wavediff.shards.format import MANIFEST_NAME, read_manifest
+from wavediff.shards.loader import make_loader
+from wavediff.shards.reader import audio_samples, equal_length_batches
 
 SR = 8000
 HOP = 8
@@ -35,8 +31,9 @@ ODD_LOOP = 4003  # not a multiple: the model must wrap it
 
 def tiny_ae(padding: str = "circular") -> Autoencoder:
     torch.manual_seed(0)
-    cfg = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=3,
-                            padding=padding)
+    cfg = AutoencoderConfig(
+        channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=3, padding=padding
+    )
     return Autoencoder(cfg).eval()
 
 
@@ -66,8 +63,9 @@ def make_shards(root: Path) -> Path:
     sf.write(src / "techno" / "a_rolled.wav", np.roll(x, -HOP), SR)
     (src / "techno" / "a_rolled.json").write_text(json.dumps({"loop": True}))
     out = root / "shards"
-    options = ShardOptions(sample_rate=SR, channels=1, max_seconds=None, val_fraction=0.3, workers=1,
-                           shard_size_mb=0.001)
+    options = ShardOptions(
+        sample_rate=SR, channels=1, max_seconds=None, val_fraction=0.3, workers=1, shard_size_mb=0.001
+    )
     manifest = shard([src], out, options, progress=False)
     assert manifest["splits"]["train"]["samples"] >= 4 and manifest["splits"]["val"]["samples"] >= 1
     return out
@@ -111,7 +109,7 @@ def audio_of(folder: Path) -> dict[str, tuple[torch.Tensor, dict]]:
 
 def test_latent_shards_hold_each_sample_whole_with_its_metadata(pack) -> None:
     model, manifest = pack["model"], pack["manifest"]
-    ae_id = autoencoder_id(pack["ckpt"])
+    ae_id = weights_hash(pack["ckpt"])
     assert len(ae_id) == 16 and int(ae_id, 16) >= 0
     source = read_manifest(pack["shards"], "audio")
     assert read_manifest(pack["out"], "latent") == manifest
@@ -169,8 +167,9 @@ def test_loader_reads_the_latent_shards(pack) -> None:
 def test_circular_model_keeps_loops_whole(pack) -> None:
     latents = {info["source"]: z.astype(np.float32) for z, info in latents_of(pack["out"]).values()}
     # Rotating a loop by one hop rotates its latents by one frame: nothing was cut or zero-padded.
-    np.testing.assert_allclose(np.roll(latents["techno/a.wav"], -1, axis=1), latents["techno/a_rolled.wav"],
-                               rtol=5e-3, atol=5e-3)
+    np.testing.assert_allclose(
+        np.roll(latents["techno/a.wav"], -1, axis=1), latents["techno/a_rolled.wav"], rtol=5e-3, atol=5e-3
+    )
     # A loop that is not a whole number of frames is tiled circularly, as the model's own pad does.
     x = torch.from_numpy(signal(ODD_LOOP, 3))
     tiled = torch.cat([x, x[: HOP - ODD_LOOP % HOP]])[None, None]
@@ -255,7 +254,7 @@ def test_bad_inputs_fail_clearly(pack, tmp_path) -> None:
 
 
 def test_variants_add_changed_copies_of_train_samples_only(pack, tmp_path):
-    from wavediff.encode import AudioVariant
+    from wavediff.latents.encode import AudioVariant
 
     variants = [AudioVariant(gain_db=-6.0), AudioVariant(invert=True)]
     out = tmp_path / "augmented"

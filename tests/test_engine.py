@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from wavediff.checkpoint import latest_checkpoint, load_checkpoint
-from wavediff.config import ConfigError, OptimizerConfig, TrainConfig
+from wavediff.config import OptimizerConfig, TrainConfig
+from wavediff.errors import ConfigError
+from wavediff.evaluation.images import spectrogram_image
+from wavediff.models.checkpoint import latest_checkpoint, load_checkpoint
 from wavediff.training.engine import TrainingError, lr_at, train
-from wavediff.images import spectrogram_image
 
 SR = 8000
 
@@ -193,8 +194,14 @@ def test_tensorboard_has_losses_rates_speed_memory_and_examples(tmp_path: Path) 
     acc = EventAccumulator(str(tmp_path / "logs")).Reload()
     tags = acc.Tags()
     expected = {
-        "loss/toy", "toy/mse", "lr/toy", "grad_norm/toy", "train/skipped_steps",
-        "perf/audio_seconds_per_second", "perf/memory_mb", "eval/mean",
+        "loss/toy",
+        "toy/mse",
+        "lr/toy",
+        "grad_norm/toy",
+        "train/skipped_steps",
+        "perf/audio_seconds_per_second",
+        "perf/memory_mb",
+        "eval/mean",
     }
     assert expected <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("loss/toy")] == [2, 4]

@@ -11,14 +11,14 @@ import soundfile as sf
 import torch
 
 from data_tools.shard import ShardOptions, shard
-from wavediff import audio
-from wavediff.audio import AudioError
-from wavediff.checkpoint import save_checkpoint
 from wavediff.config import AERecipe, AutoencoderConfig, to_dict
-from wavediff.evaluate import evaluate_autoencoder, reconstruct_file
-from wavediff.losses import ReconstructionMetrics
+from wavediff.errors import AudioError
+from wavediff.evaluation.reconstruction import evaluate_autoencoder, reconstruct_file
+from wavediff.io import audio
 from wavediff.models.autoencoder import Autoencoder
-from wavediff.shards import read_manifest, shard_paths
+from wavediff.models.checkpoint import save_checkpoint
+from wavediff.models.losses import ReconstructionMetrics
+from wavediff.shards.format import read_manifest, shard_paths
 
 SR = 8000
 LENGTHS = [4000, 4000, 4000, 3001, 5000, 4000, 2500, 1500, 4000, 6000]  # 1500: too short to measure
@@ -26,8 +26,9 @@ LENGTHS = [4000, 4000, 4000, 3001, 5000, 4000, 2500, 1500, 4000, 6000]  # 1500: 
 
 def tiny_ae(channels: int = 1) -> Autoencoder:
     torch.manual_seed(0)
-    cfg = AutoencoderConfig(channels=channels, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=3,
-                            padding="circular")
+    cfg = AutoencoderConfig(
+        channels=channels, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=3, padding="circular"
+    )
     return Autoencoder(cfg).eval()
 
 
@@ -39,7 +40,9 @@ def save_ae(run_dir: Path, model: Autoencoder) -> Path:
 def chirp(samples: int, seed: int, sr: int = SR, channels: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(samples) / sr
-    x = 0.3 * np.sin(2 * np.pi * (rng.uniform(100, 400) + rng.uniform(100, 800) * t) * t) + 0.05 * rng.standard_normal(samples)
+    x = 0.3 * np.sin(2 * np.pi * (rng.uniform(100, 400) + rng.uniform(100, 800) * t) * t) + 0.05 * rng.standard_normal(
+        samples
+    )
     return np.stack([x * (1 - 0.3 * c) for c in range(channels)], axis=1).astype(np.float32)
 
 
@@ -50,8 +53,9 @@ def pack(tmp_path_factory) -> dict:
     src.mkdir()
     for i, n in enumerate(LENGTHS):
         sf.write(src / f"s{i}.wav", chirp(n, i), SR)
-    options = ShardOptions(sample_rate=SR, channels=1, max_seconds=None, min_seconds=0.1, val_fraction=0.5, workers=1,
-                           shard_size_mb=0.01)
+    options = ShardOptions(
+        sample_rate=SR, channels=1, max_seconds=None, min_seconds=0.1, val_fraction=0.5, workers=1, shard_size_mb=0.01
+    )
     manifest = shard([src], root / "shards", options, progress=False)
     assert manifest["splits"]["val"]["samples"] >= 3 and manifest["splits"]["train"]["samples"] >= 3
     model = tiny_ae()

@@ -7,26 +7,30 @@ import json
 
 import numpy as np
 import pytest
+import tiny_recipes
 import torch
 
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
-from wavediff.checkpoint import CheckpointError, save_checkpoint
 from wavediff.cli import main
 from wavediff.config import AERecipe, AutoencoderConfig, ClassifierRecipe, DiffusionRecipe, load_recipe, to_dict
-from wavediff.encode import encode_shards
-from wavediff.eval_table import format_report
-from wavediff.evaluate import VAL_REPORT, evaluate_model, load_classifier
+from wavediff.errors import CheckpointError
+from wavediff.evaluation.report import format_report
+from wavediff.evaluation.suite import VAL_REPORT, evaluate_model
+from wavediff.latents.encode import encode_shards
 from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.checkpoint import save_checkpoint
+from wavediff.models.factory import load_classifier
 from wavediff.training.classifier import train_classifier
 from wavediff.training.diffusion import train_diffusion
 
 SR = 8000
 GENRES = ["dubstep", "house", "techno", "trap"]
 TINY_DENOISER = [
-    "sample_rate=8000", "data.sample_size=64", "data.batch_size=4", "data.num_workers=0", "data.shuffle_buffer=8",
-    "model.base_channels=8", "model.channel_mults=[1, 2]", "model.attention_levels=[1]", "model.head_channels=8",
-    "conditioning.dim=16", "train.steps=2", "train.sample_every=0", "train.log_every=1",
+    *tiny_recipes.TINY_DENOISER,
+    "train.steps=2",
+    "train.sample_every=0",
+    "train.log_every=1",
 ]
 
 
@@ -36,16 +40,25 @@ def pack(tmp_path_factory):
     autoencoder, its latents and a denoiser trained for 2 steps."""
     root = tmp_path_factory.mktemp("eval-pack")
     synthesize_pack(root / "pack", genres=GENRES, loops_per_genre=8, sample_rate=SR, bars=1, seed=0, progress=False)
-    shard([root / "pack"], root / "audio", ShardOptions(sample_rate=SR, channels=1, max_seconds=None,
-                                                       val_fraction=0.3, workers=1), progress=False)
+    shard(
+        [root / "pack"],
+        root / "audio",
+        ShardOptions(sample_rate=SR, channels=1, max_seconds=None, val_fraction=0.3, workers=1),
+        progress=False,
+    )
     torch.manual_seed(0)
     cfg = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
-    save_checkpoint(root / "ae", 1, Autoencoder(cfg).state_dict(),
-                    {"kind": "autoencoder", "recipe": to_dict(AERecipe(sample_rate=SR, model=cfg))})
+    save_checkpoint(
+        root / "ae",
+        1,
+        Autoencoder(cfg).state_dict(),
+        {"kind": "autoencoder", "recipe": to_dict(AERecipe(sample_rate=SR, model=cfg))},
+    )
     encode_shards(root / "ae", root / "audio", root / "latents", batch_size=4, progress=False)
     paths = [f'data.path="{root / "latents"}"', f'autoencoder="{root / "ae"}"']
-    train_diffusion(load_recipe("loops-tiny-cpu", DiffusionRecipe, paths + TINY_DENOISER), root / "denoiser",
-                    progress=False)
+    train_diffusion(
+        load_recipe("loops-tiny-cpu", DiffusionRecipe, paths + TINY_DENOISER), root / "denoiser", progress=False
+    )
     return root
 
 
@@ -70,13 +83,14 @@ def test_the_classifier_learns_the_synth_genres_well_above_chance(classifier, pa
 
 
 def test_evaluate_model_reports_every_measure_per_genre(pack, classifier, tmp_path):
-    report = evaluate_model(pack / "denoiser", pack / "audio", n=8, steps=2, classifier=pack / "classifier",
-                            grid=tmp_path / "grid.png")
+    report = evaluate_model(
+        pack / "denoiser", pack / "audio", n=8, steps=2, classifier=pack / "classifier", grid=tmp_path / "grid.png"
+    )
     json.dumps(report, allow_nan=False)
     assert report["settings"]["n"] == 8 and report["settings"]["steps"] == 2
     assert report["classifier"]["accuracy"] == classifier[1]["accuracy"]  # reported before its verdicts
     assert list(report["genres"]) == GENRES
-    for genre, block in report["genres"].items():
+    for block in report["genres"].values():
         assert block["clips"] == {"generated": 2, "reference": 8}
         assert block["fd"]["logmel"] > 0 and block["kid"]["mfcc"]["std"] >= 0
         assert block["loops"]["generated"]["loops"] == 2 and block["loops"]["reference"]["loops"] == 8
@@ -84,7 +98,9 @@ def test_evaluate_model_reports_every_measure_per_genre(pack, classifier, tmp_pa
         assert block["diversity"]["generated_same_condition"] >= 0  # two seeds of one condition
     overall = report["overall"]
     assert overall["clips"] == {"generated": 8, "reference": 32}
-    assert overall["genre_adherence"] == pytest.approx(np.mean([b["genre_adherence"] for b in report["genres"].values()]))
+    assert overall["genre_adherence"] == pytest.approx(
+        np.mean([b["genre_adherence"] for b in report["genres"].values()])
+    )
     grid = tmp_path / "grid.png"
     assert report["grid"]["rows"] == GENRES and grid.read_bytes()[:4] == b"\x89PNG"
     table = format_report(report)
@@ -93,13 +109,42 @@ def test_evaluate_model_reports_every_measure_per_genre(pack, classifier, tmp_pa
 
 def test_eval_commands_write_reports(pack, classifier, tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert main(["eval", str(pack / "denoiser"), "--ref", str(pack / "audio"), "--n", "4", "--steps", "2",
-                 "--per-condition", "1", "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(pack / "denoiser"),
+                "--ref",
+                str(pack / "audio"),
+                "--n",
+                "4",
+                "--steps",
+                "2",
+                "--per-condition",
+                "1",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["settings"]["per_condition"] == 1 and report["overall"]["clips"]["generated"] == 4
     assert out.with_suffix(".png").is_file() and "FD mel" in capsys.readouterr().out
-    assert main(["eval-folders", str(pack / "pack" / "techno"), str(pack / "pack"), "--classifier",
-                 str(pack / "classifier"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "eval-folders",
+                str(pack / "pack" / "techno"),
+                str(pack / "pack"),
+                "--classifier",
+                str(pack / "classifier"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "techno" in printed and "reference only: dubstep, house, trap" in printed.replace("genres in the ", "")
     assert main(["eval", str(pack / "denoiser"), "--ref", str(pack / "missing"), "-q"]) == 2

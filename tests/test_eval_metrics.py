@@ -14,18 +14,18 @@ import scipy.linalg
 import torch
 
 from data_tools.synth import synthesize_loop
-from wavediff import audio
-from wavediff.clips import Clip
-from wavediff.evaluate import evaluate_folders, plan_conditions
-from wavediff.features import ANALYSIS_RATE, HOP, N_MELS, clip_features
-from wavediff.images import png_bytes
-from wavediff.metrics import (
+from wavediff.evaluation.clips import Clip
+from wavediff.evaluation.images import png_bytes
+from wavediff.evaluation.sets import (
     diversity,
     frechet_distance,
     frechet_from_stats,
     kernel_inception_distance,
     mean_pairwise_distance,
 )
+from wavediff.evaluation.suite import evaluate_folders, plan_conditions
+from wavediff.io import audio
+from wavediff.models.features import ANALYSIS_RATE, HOP, N_MELS, clip_features
 
 SR = 8000
 
@@ -114,8 +114,10 @@ def test_png_bytes_decode_back_to_the_pixels():
 
 
 def test_plan_conditions_splits_n_over_genres_at_reference_tempos():
-    ref = [Clip(torch.zeros(1, 8), SR, f"k{i}", g, bpm, 2, True)
-           for i, (g, bpm) in enumerate([("a", 120), ("a", 124), ("b", 170), ("b", 172), ("b", 174)])]
+    ref = [
+        Clip(torch.zeros(1, 8), SR, f"k{i}", g, bpm, 2, True)
+        for i, (g, bpm) in enumerate([("a", 120), ("a", 124), ("b", 170), ("b", 172), ("b", 174)])
+    ]
     ref.append(Clip(torch.zeros(1, 8), SR, "no-tempo", "b"))  # not a loop: never a condition
     plan = plan_conditions(ref, ["a", "b"], n=7, per_condition=2)
     assert sum(k for *_, k in plan) == 7
@@ -174,7 +176,9 @@ def test_identical_folders_measure_zero_and_a_changed_set_measures_more(folders)
     # the built-in pack's tempos are known: the estimator finds them
     ref_loops = same["overall"]["loops"]["reference"]
     assert ref_loops["loops"] == 6 and ref_loops["exact"] + ref_loops["double"] + ref_loops["half"] >= 5 / 6
-    assert same["overall"]["diversity"]["generated_same_genre"] == same["overall"]["diversity"]["reference_same_genre"] > 0
+    assert (
+        same["overall"]["diversity"]["generated_same_genre"] == same["overall"]["diversity"]["reference_same_genre"] > 0
+    )
 
 
 def test_a_click_at_the_seam_shows_in_the_seam_ratio(folders):

@@ -13,26 +13,28 @@ from safetensors.torch import load_file, save_file
 from test_train_diffusion import tiny
 
 from data_tools.synth import synthesize_pack
-from wavediff.adapters import load_with_lora
-from wavediff.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-)
 from wavediff.cli import main
-from wavediff.finetune import finetune
-from wavediff.genres import with_genres
+from wavediff.errors import CheckpointError
+from wavediff.generation.generate import generate
+from wavediff.models.checkpoint import CONFIG_FILE, MODEL_FILE, latest_checkpoint, load_checkpoint
+from wavediff.models.factory import load_denoiser, load_with_lora
+from wavediff.models.genres import with_genres
 from wavediff.models.lora import LoraAdapters, LoraModel, lora_shapes, merge_adapters
-from wavediff.sampling import generate, load_denoiser
+from wavediff.pipelines.finetune import finetune
 from wavediff.training.diffusion import train_diffusion
 from wavediff.training.finetune import overfit_warning
 
 SMALL = [
-    "data.sample_size=64", "data.batch_size=4", "data.num_workers=0", "data.shuffle_buffer=8",
-    "train.checkpoint_every=2", "train.sample_every=2", "train.log_every=1",
-    "finetune.val_examples=8", "finetune.val_repeats=1", "finetune.val_fraction=0.4",
+    "data.sample_size=64",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.shuffle_buffer=8",
+    "train.checkpoint_every=2",
+    "train.sample_every=2",
+    "train.log_every=1",
+    "finetune.val_examples=8",
+    "finetune.val_repeats=1",
+    "finetune.val_fraction=0.4",
 ]
 
 
@@ -40,13 +42,25 @@ SMALL = [
 def setup(latent_pack, tmp_path_factory):
     """A base trained a few steps on techno + dubstep, a pack of the held-back genre, full and LoRA fine-tunes."""
     root = tmp_path_factory.mktemp("finetune")
-    train_diffusion(tiny(latent_pack, "train.steps=3", "train.checkpoint_every=3", "train.sample_every=0"),
-                    root / "base", progress=False)
+    train_diffusion(
+        tiny(latent_pack, "train.steps=3", "train.checkpoint_every=3", "train.sample_every=0"),
+        root / "base",
+        progress=False,
+    )
     synthesize_pack(root / "pack", genres=["house"], loops_per_genre=6, sample_rate=8000, bars=1, seed=1)
-    full = finetune(root / "base", root / "pack", genre="house", steps=4, out=root / "full", overrides=SMALL,
-                    progress=False)
-    lora = finetune(root / "base", root / "pack", genre="house", steps=4, out=root / "lora", lora=2,
-                    overrides=[*SMALL, "train.optimizer.lr=0.05"], progress=False)
+    full = finetune(
+        root / "base", root / "pack", genre="house", steps=4, out=root / "full", overrides=SMALL, progress=False
+    )
+    lora = finetune(
+        root / "base",
+        root / "pack",
+        genre="house",
+        steps=4,
+        out=root / "lora",
+        lora=2,
+        overrides=[*SMALL, "train.optimizer.lr=0.05"],
+        progress=False,
+    )
     return {"root": root, "base": root / "base", "pack": root / "pack", "full": full, "lora": lora}
 
 
@@ -59,8 +73,23 @@ def test_new_genre_is_learnt_and_old_ones_still_work(setup, tmp_path):
     history = json.loads((setup["root"] / "full" / "finetune.json").read_text())["history"]
     assert [h["step"] for h in history] == [0, 2, 4] and all("val_loss" in h and "train_loss" in h for h in history)
     for genre in ("house", "techno"):
-        code = main(["generate", str(setup["full"]), "--genre", genre, "--bpm", "120", "--bars", "1", "--steps", "2",
-                     "--out", str(tmp_path), "-q"])
+        code = main(
+            [
+                "generate",
+                str(setup["full"]),
+                "--genre",
+                genre,
+                "--bpm",
+                "120",
+                "--bars",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path),
+                "-q",
+            ]
+        )
         assert code == 0
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.wav")) == ["house", "techno"]
 
@@ -76,8 +105,15 @@ def test_second_run_reuses_the_shard_cache(setup, capsys):
     folders = sorted((setup["root"] / "full" / "data").glob("pack-*/audio"))
     assert len(folders) == 1
     stamp = (folders[0] / "manifest.json").stat().st_mtime_ns
-    finetune(setup["base"], setup["pack"], genre="house", steps=4, out=setup["root"] / "full", overrides=SMALL,
-             progress=False)  # already at its last step: resumes, trains nothing
+    finetune(
+        setup["base"],
+        setup["pack"],
+        genre="house",
+        steps=4,
+        out=setup["root"] / "full",
+        overrides=SMALL,
+        progress=False,
+    )  # already at its last step: resumes, trains nothing
     assert "sharding" not in capsys.readouterr().out
     assert (folders[0] / "manifest.json").stat().st_mtime_ns == stamp
 
@@ -99,8 +135,28 @@ def test_lora_saves_a_small_adapter_that_changes_and_merges(setup, tmp_path):
     assert main(["merge-lora", str(base), str(lora), str(tmp_path / "merged"), "-q"]) == 0
     assert torch.allclose(loop(load_denoiser(tmp_path / "merged", "cpu")), adapted, atol=1e-5)
     out = tmp_path / "loops"
-    assert main(["generate", str(base), "--lora", str(lora), "--genre", "house", "--bpm", "120", "--bars", "1",
-                 "--steps", "2", "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(base),
+                "--lora",
+                str(lora),
+                "--genre",
+                "house",
+                "--bpm",
+                "120",
+                "--bars",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert len(list(out.glob("house-*.wav"))) == 1
 
 
@@ -149,8 +205,11 @@ def test_grown_vocabulary_keeps_old_rows_and_lora_starts_as_identity(setup):
     with pytest.raises(ValueError, match="must start with"):
         with_genres(base, ["techno"])
     low, full = lora_shapes(grown)
-    assert any(".attn." in n for n in low) and any(".block.conv1" in n for n in low) and list(full) == [
-        "conditioner.genre.weight"]
+    assert (
+        any(".attn." in n for n in low)
+        and any(".block.conv1" in n for n in low)
+        and list(full) == ["conditioner.genre.weight"]
+    )
     adapters = LoraAdapters(low, full, rank=2, alpha=2.0)
     wrapped = LoraModel(grown, adapters)
     assert {n for n, _ in wrapped.named_parameters()} == {f"adapters.{n}" for n, _ in adapters.named_parameters()}

@@ -24,8 +24,9 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from wavediff.checkpoint import build_model, latest_checkpoint, load_checkpoint, load_model
 from wavediff.config import DiffusionRecipe, load_recipe
+from wavediff.models.checkpoint import latest_checkpoint, load_checkpoint
+from wavediff.models.factory import build_model, load_model
 from wavediff.training.diffusion import train_diffusion
 from wavediff.training.engine import TrainingError
 
@@ -35,10 +36,22 @@ CONFIG = ROOT / "recipes" / "accelerate" / "fsdp-8-gpus.yaml"
 TIMEOUT = 150  # seconds for any one launch: a hung collective fails the test instead of the suite
 
 TINY = [
-    "sample_rate=8000", "data.sample_size=64", "data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=4",
-    "model.base_channels=8", "model.channel_mults=[1, 2]", "model.attention_levels=[1]", "model.head_channels=8",
-    "conditioning.dim=16", "train.steps=6", "train.checkpoint_every=3", "train.log_every=1", "train.sample_every=3",
-    "train.optimizer.warmup_steps=0", "train.cpu=false",  # FSDP needs a non-CPU accelerator (see _CHILD)
+    "sample_rate=8000",
+    "data.sample_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.shuffle_buffer=4",
+    "model.base_channels=8",
+    "model.channel_mults=[1, 2]",
+    "model.attention_levels=[1]",
+    "model.head_channels=8",
+    "conditioning.dim=16",
+    "train.steps=6",
+    "train.checkpoint_every=3",
+    "train.log_every=1",
+    "train.sample_every=3",
+    "train.optimizer.warmup_steps=0",
+    "train.cpu=false",  # FSDP needs a non-CPU accelerator (see _CHILD)
 ]
 
 # accelerate enables FSDP only for accelerator process groups: declare these gloo CPU processes one
@@ -78,8 +91,20 @@ def train_args(pack: dict, run_dir: Path, *extra: str) -> list[str | Path]:
 
 
 def fsdp_train(child: Path, pack: dict, run_dir: Path, *extra: str, processes: int = 2) -> str:
-    return launch([BIN / "accelerate", "launch", "--config_file", CONFIG, "--num_processes", processes,
-                   "--main_process_port", free_port(), child, *train_args(pack, run_dir, *extra)])
+    return launch(
+        [
+            BIN / "accelerate",
+            "launch",
+            "--config_file",
+            CONFIG,
+            "--num_processes",
+            processes,
+            "--main_process_port",
+            free_port(),
+            child,
+            *train_args(pack, run_dir, *extra),
+        ]
+    )
 
 
 def step_of(checkpoint: Path) -> int:
@@ -151,8 +176,17 @@ def test_fsdp_trains_as_ddp_does(straight, latent_pack, tmp_path) -> None:
     """Same weights, batches and noise per process: the sharded EMA and the clipped gradient norm
     over shards must be DDP's, up to the order of float sums."""
     run_dir = straight[1]
-    launch([BIN / "torchrun", "--standalone", "--nproc_per_node", "2", "-m", "wavediff.cli",
-            *train_args(latent_pack, tmp_path / "ddp", "--set", "train.cpu=true", "--max-steps", "3")])
+    launch(
+        [
+            BIN / "torchrun",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "wavediff.cli",
+            *train_args(latent_pack, tmp_path / "ddp", "--set", "train.cpu=true", "--max-steps", "3"),
+        ]
+    )
     ddp = load_file(str(tmp_path / "ddp" / "checkpoints" / "step-000003" / "model.safetensors"))
     fsdp = load_file(str(run_dir / "checkpoints" / "step-000003" / "model.safetensors"))
     assert fsdp.keys() == ddp.keys()
@@ -176,8 +210,7 @@ def test_an_fsdp_checkpoint_resumes_in_one_fsdp_process(straight, latent_pack, t
 def test_fsdp_trains_in_bf16_and_exports_float32_weights(straight, latent_pack, tmp_path) -> None:
     """FSDP's mixed precision casts the parameters to bf16: the float32 group norms must still run."""
     child = straight[0]
-    out = fsdp_train(child, latent_pack, tmp_path / "run", "--set", 'train.mixed_precision="bf16"',
-                     "--max-steps", "3")
+    out = fsdp_train(child, latent_pack, tmp_path / "run", "--set", 'train.mixed_precision="bf16"', "--max-steps", "3")
     assert "process 1 of 2 on cpu: trained from step 0 to step 3" in out
     _, state = load_checkpoint(latest_checkpoint(tmp_path / "run"))
     assert {t.dtype for t in state.values()} == {torch.float32}

@@ -15,21 +15,41 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_recipes import TINY_DENOISER
 
-from wavediff.audio import load, read_loop_info, save
-from wavediff.checkpoint import latest_checkpoint
 from wavediff.cli import main
 from wavediff.config import DiffusionRecipe, load_recipe
-from wavediff.tempo import loop_samples
+from wavediff.io.audio import load, loop_samples, read_loop_info, save
+from wavediff.models.checkpoint import latest_checkpoint
 from wavediff.training.diffusion import train_diffusion
 
 TINY = [
-    "sample_rate=8000", "data.sample_size=64", "data.batch_size=4", "data.num_workers=0", "data.shuffle_buffer=8",
-    "model.base_channels=8", "model.channel_mults=[1, 2]", "model.attention_levels=[1]", "model.head_channels=8",
-    "conditioning.dim=16", "sampling.steps=2", "train.steps=4", "train.checkpoint_every=4", "train.sample_every=0",
+    *TINY_DENOISER,
+    "sampling.steps=2",
+    "train.steps=4",
+    "train.checkpoint_every=4",
+    "train.sample_every=0",
 ]
-SETTINGS = {"genre", "bpm", "bars", "beats_per_bar", "seed", "steps", "sampler", "schedule", "rho", "cfg_scale",
-            "circular", "samples", "seconds", "sample_rate", "frames", "stretch_cents", "checkpoint", "file"}
+SETTINGS = {
+    "genre",
+    "bpm",
+    "bars",
+    "beats_per_bar",
+    "seed",
+    "steps",
+    "sampler",
+    "schedule",
+    "rho",
+    "cfg_scale",
+    "circular",
+    "samples",
+    "seconds",
+    "sample_rate",
+    "frames",
+    "stretch_cents",
+    "checkpoint",
+    "file",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +69,33 @@ def test_generate_in_a_new_process_from_the_checkpoint_alone(ckpt, tmp_path):
     out = tmp_path / "loops"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "wavediff.cli", "generate", str(ckpt), "--genre", "techno", "--bpm", "97.3",
-         "--bars", "1", "--n", "2", "--seed", "7", "--cfg", "2.5", "--out", str(out), "-q"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "wavediff.cli",
+            "generate",
+            str(ckpt),
+            "--genre",
+            "techno",
+            "--bpm",
+            "97.3",
+            "--bars",
+            "1",
+            "--n",
+            "2",
+            "--seed",
+            "7",
+            "--cfg",
+            "2.5",
+            "--out",
+            str(out),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     paths = [Path(line) for line in result.stdout.split()]
@@ -71,8 +115,26 @@ def test_generate_in_a_new_process_from_the_checkpoint_alone(ckpt, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["flac", "mp3"])
 def test_generate_writes_other_formats(ckpt, tmp_path, capsys, fmt):
-    assert main(["generate", str(ckpt), "--bpm", "140", "--bars", "1", "--steps", "1", "--format", fmt,
-                 "--out", str(tmp_path), "-q"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(ckpt),
+                "--bpm",
+                "140",
+                "--bars",
+                "1",
+                "--steps",
+                "1",
+                "--format",
+                fmt,
+                "--out",
+                str(tmp_path),
+                "-q",
+            ]
+        )
+        == 0
+    )
     path = Path(capsys.readouterr().out.strip())
     assert path.name == f"loop-140bpm-1bars-seed0.{fmt}"
     wav, sr = load(path)
@@ -94,8 +156,26 @@ def run(argv: list[str], capsys) -> list[Path]:
 
 
 def test_vary_command(ckpt, drums, tmp_path, capsys):
-    paths = run(["vary", str(ckpt), str(drums), "--strength", "0.5", "--n", "2", "--bpm", "120", "--bars", "1",
-                 "--genre", "dubstep", "--out", str(tmp_path / "out")], capsys)
+    paths = run(
+        [
+            "vary",
+            str(ckpt),
+            str(drums),
+            "--strength",
+            "0.5",
+            "--n",
+            "2",
+            "--bpm",
+            "120",
+            "--bars",
+            "1",
+            "--genre",
+            "dubstep",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capsys,
+    )
     assert [p.name for p in paths] == ["drums-var-seed0.wav", "drums-var-seed1.wav"]
     assert load(paths[0])[0].shape == (1, 16000)
     assert read_loop_info(paths[0]).bpm == 120

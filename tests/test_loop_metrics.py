@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from data_tools.synth import GENRES, synthesize_loop
-from wavediff.evaluate import loop_report, seam_jump, tempo_match
+from wavediff.evaluation.loops import loop_report, seam_jump, tempo_match
 
 SR = 8000
 
@@ -120,14 +120,14 @@ def test_one_bar_loops_have_no_bar_lines_to_compare(pack):
         loop_report([])
 
 
-
 @pytest.mark.parametrize("bars", [1, 2, 4])
 def test_noise_loops_do_not_hit_the_asked_tempo(bars):
     """Tiling makes noise repeat at the loop's length; told the period, the estimator does not
     read that repetition as the beat (before, noise loops hit the asked tempo half the time)."""
     rng = np.random.default_rng(bars)
     samples = round(bars * 4 * 60 / 130 * SR)
-    noise = [(torch.from_numpy(rng.standard_normal((1, samples)).astype(np.float32)), SR, 130.0, bars)
-             for _ in range(8)]
+    noise = [
+        (torch.from_numpy(rng.standard_normal((1, samples)).astype(np.float32)), SR, 130.0, bars) for _ in range(8)
+    ]
     tempo = loop_report(noise)["tempo"]
     assert tempo["exact"] + tempo["double"] + tempo["half"] <= 2

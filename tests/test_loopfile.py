@@ -12,8 +12,9 @@ import soundfile as sf
 import torch
 from soundfile import _ffi, _snd
 
-from wavediff import audio
-from wavediff.audio import AudioError, LoopInfo, read_loop_info, resize_loop
+from wavediff.errors import AudioError
+from wavediff.io import audio
+from wavediff.io.audio import LoopInfo, read_loop_info, resize_loop
 
 SR = 8000
 
@@ -42,7 +43,7 @@ def chunks_of(data: bytes) -> list[tuple[bytes, int, int]]:
 
 
 def body(data: bytes, cid: bytes) -> bytes:
-    (_, size, pos), = [c for c in chunks_of(data) if c[0] == cid]
+    ((_, size, pos),) = [c for c in chunks_of(data) if c[0] == cid]
     return data[pos + 8 : pos + 8 + size]
 
 
@@ -165,13 +166,15 @@ def test_bad_loop_info_is_refused_naming_the_file(tmp_path, loop, problem, suffi
 
 def test_reader_skips_unknown_and_odd_chunks_and_takes_the_first_loop(tmp_path):
     path = tmp_path / "crafted.wav"
-    path.write_bytes(riff(
-        plain_wav_chunks(),
-        chunk(b"junk", b"abc"),  # odd size: one pad byte follows
-        chunk(b"acid", acid_body(flags=0x06, root=50, beats=16, bpm=174.0)),
-        chunk(b"LIST", b"INFOxxxx"),
-        chunk(b"smpl", smpl_body(3, 99)),
-    ))
+    path.write_bytes(
+        riff(
+            plain_wav_chunks(),
+            chunk(b"junk", b"abc"),  # odd size: one pad byte follows
+            chunk(b"acid", acid_body(flags=0x06, root=50, beats=16, bpm=174.0)),
+            chunk(b"LIST", b"INFOxxxx"),
+            chunk(b"smpl", smpl_body(3, 99)),
+        )
+    )
     assert read_loop_info(path) == LoopInfo(bpm=174.0, beats=16, root_note=50, start=3, end=100)
     assert sf.info(str(path)).frames == 101
 

@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
-from wavediff.config import AELossConfig, AutoencoderConfig, ConfigError
-from wavediff.losses import (
+from wavediff.config import AELossConfig, AutoencoderConfig
+from wavediff.errors import ConfigError
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.discriminator import MultiScaleSTFTDiscriminator
+from wavediff.models.losses import (
     MelDistance,
     ReconstructionLoss,
     ReconstructionMetrics,
@@ -19,8 +22,6 @@ from wavediff.losses import (
     mel_filterbank,
     si_sdr,
 )
-from wavediff.models.autoencoder import Autoencoder
-from wavediff.models.discriminator import MultiScaleSTFTDiscriminator
 
 SR = 16000
 SMALL = dict(fft_sizes=[1024, 256, 64], mel_fft_sizes=[1024, 512], mel_bins=32, disc_fft_sizes=[512, 128])
@@ -131,7 +132,7 @@ def test_discriminator_shapes_and_gradients() -> None:
         assert scale_logits.shape == (3, 1, frames, math.ceil(bins / 8))  # 3 convs stride 2 in frequency
         assert len(scale_features) == 5
         assert scale_features[0].shape == (3, 8, frames, bins)
-    sum(l.mean() for l in logits).backward()
+    sum(logit.mean() for logit in logits).backward()
     assert x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs at least 512 samples"):
         disc(torch.zeros(1, 2, 400))

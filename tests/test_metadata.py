@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from data_tools import metadata as md
-from data_tools.metadata import Metadata, MetadataError
+from data_tools.metadata import Metadata
+from wavediff.errors import MetadataError
 
 
 @pytest.mark.parametrize(
@@ -54,8 +55,18 @@ def test_key_from_name(stem, key):
 
 @pytest.mark.parametrize(
     "text, key",
-    [("Am", "Am"), ("a minor", "Am"), ("F# major", "F#"), ("Bbm", "Bbm"), ("C", "C"), ("d#min", "Ebm"),
-     ("E#", "F"), ("CM", None), ("H", None), ("", None)],
+    [
+        ("Am", "Am"),
+        ("a minor", "Am"),
+        ("F# major", "F#"),
+        ("Bbm", "Bbm"),
+        ("C", "C"),
+        ("d#min", "Ebm"),
+        ("E#", "F"),
+        ("CM", None),
+        ("H", None),
+        ("", None),
+    ],
 )
 def test_parse_key_field(text, key):
     assert md.parse_key(text) == key
@@ -85,14 +96,28 @@ def test_merge_overrides_fields_and_unions_tags():
 
 
 def test_record_validation_names_the_file_and_field():
-    record = {"genre": "Acid_Techno", "tags": "dark; 303 ,", "bpm": "133", "key": "g minor", "bars": "8", "loop": "yes",
-              "author": "ignored"}
+    record = {
+        "genre": "Acid_Techno",
+        "tags": "dark; 303 ,",
+        "bpm": "133",
+        "key": "g minor",
+        "bars": "8",
+        "loop": "yes",
+        "author": "ignored",
+    }
     assert md.from_record(record, "x.json") == Metadata(
         genre="acid techno", tags=("dark", "303"), bpm=133.0, key="Gm", bars=8, loop=True
     )
     assert md.from_record({"bpm": "", "key": None}, "x.json") == Metadata()  # empty cells mean unknown
-    for bad, field in [({"bpm": "fast"}, "bpm"), ({"bpm": 5}, "bpm"), ({"key": "Q"}, "key"), ({"bars": 2.5}, "bars"),
-                       ({"loop": "maybe"}, "loop"), ({"tags": [1, 2]}, "tags"), ({"genre": 7}, "genre")]:
+    for bad, field in [
+        ({"bpm": "fast"}, "bpm"),
+        ({"bpm": 5}, "bpm"),
+        ({"key": "Q"}, "key"),
+        ({"bars": 2.5}, "bars"),
+        ({"loop": "maybe"}, "loop"),
+        ({"tags": [1, 2]}, "tags"),
+        ({"genre": 7}, "genre"),
+    ]:
         with pytest.raises(MetadataError, match=rf"^x\.json: {field} "):
             md.from_record(bad, "x.json")
 
@@ -114,11 +139,13 @@ def test_collect_applies_sources_in_priority_order(tmp_path):
         "file_name,genre,bpm,key,tags\n"
         "techno/kicks/kick_130bpm_Am.wav,,131,,punchy\n"
         "techno/bass_125bpm.wav,,100,,\n"
-        "loose.flac,ambient,,F# major,\"pad, wide\"\n"
+        'loose.flac,ambient,,F# major,"pad, wide"\n'
     )
     (root / "techno" / "metadata.jsonl").write_text(
-        json.dumps({"file": "bass_125bpm.wav", "bpm": 126, "bars": 4}) + "\n\n"
-        + json.dumps({"path": "kicks/kick_130bpm_Am.wav", "tags": ["909"]}) + "\n"
+        json.dumps({"file": "bass_125bpm.wav", "bpm": 126, "bars": 4})
+        + "\n\n"
+        + json.dumps({"path": "kicks/kick_130bpm_Am.wav", "tags": ["909"]})
+        + "\n"
     )
     (a.with_suffix(".json")).write_text(json.dumps({"key": "Ebm", "loop": True, "genre": "Hard Techno"}))
     metas, warnings = md.collect(root, [a, b, c, d])

@@ -15,7 +15,6 @@ import math
 import pytest
 import torch
 
-from wavediff.audio import conform
 from wavediff.config import (
     AutoencoderConfig,
     ConditioningConfig,
@@ -24,26 +23,13 @@ from wavediff.config import (
     SamplingConfig,
     UNetConfig,
 )
-from wavediff.diffusion import LoopDiffusion
-from wavediff.evaluate import seam_jump
+from wavediff.evaluation.loops import seam_jump
+from wavediff.generation.generate import INPAINT_FADE_SECONDS, generate, inpaint, interpolate, slerp, vary
+from wavediff.generation.loops import clip_shape, to_audio, to_model_space
+from wavediff.generation.samplers import SAMPLERS, SCHEDULES, Denoiser, run_sampler, seeded_noise
+from wavediff.io.audio import conform, loop_samples
 from wavediff.models.autoencoder import Autoencoder
-from wavediff.sampling import (
-    INPAINT_FADE_SECONDS,
-    SAMPLERS,
-    SCHEDULES,
-    Denoiser,
-    clip_shape,
-    generate,
-    inpaint,
-    interpolate,
-    run_sampler,
-    seeded_noise,
-    slerp,
-    to_audio,
-    to_model_space,
-    vary,
-)
-from wavediff.tempo import loop_samples
+from wavediff.models.diffusion import LoopDiffusion
 
 
 def perturbed(model: LoopDiffusion, scale: float = 0.3) -> LoopDiffusion:
@@ -60,10 +46,13 @@ def latent_model() -> LoopDiffusion:
     torch.manual_seed(0)
     ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4))
     recipe = DiffusionRecipe(
-        autoencoder="tiny-ae", sample_rate=8000, channels=4,
+        autoencoder="tiny-ae",
+        sample_rate=8000,
+        channels=4,
         model=UNetConfig(base_channels=8, channel_mults=[1, 2], attention_levels=[1], head_channels=8),
         conditioning=ConditioningConfig(dim=8, genres=["dubstep", "techno"]),
-        diffusion=DiffusionConfig(sigma_data=0.5), sampling=SamplingConfig(steps=3),
+        diffusion=DiffusionConfig(sigma_data=0.5),
+        sampling=SamplingConfig(steps=3),
     )
     return perturbed(LoopDiffusion(recipe, ae))
 
@@ -72,10 +61,12 @@ def latent_model() -> LoopDiffusion:
 def wave_model() -> LoopDiffusion:
     torch.manual_seed(0)
     recipe = DiffusionRecipe(
-        sample_rate=11025, channels=2,
+        sample_rate=11025,
+        channels=2,
         model=UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[], kernel_size=5),
         conditioning=ConditioningConfig(dim=8, genres=["house"]),
-        diffusion=DiffusionConfig(sigma_data=0.2), sampling=SamplingConfig(steps=3),
+        diffusion=DiffusionConfig(sigma_data=0.2),
+        sampling=SamplingConfig(steps=3),
     )
     return perturbed(LoopDiffusion(recipe))
 
@@ -99,8 +90,9 @@ def genre_of(model: LoopDiffusion) -> str:
 @pytest.mark.parametrize("circular", [True, False])
 @pytest.mark.parametrize("bpm, bars", [(128, 1), (97.3, 3), (174, 2)])
 def test_loops_are_exactly_their_bars_long(model, bpm, bars, circular):
-    audio, info = generate(model, genre=genre_of(model), bpm=bpm, bars=bars, settings=settings(model, steps=1),
-                           circular=circular)
+    audio, info = generate(
+        model, genre=genre_of(model), bpm=bpm, bars=bars, settings=settings(model, steps=1), circular=circular
+    )
     samples = loop_samples(bpm, bars, model.sample_rate)
     assert audio.shape == (1, model.audio_channels, samples)
     assert info["samples"] == samples and info["sample_rate"] == model.sample_rate
@@ -124,8 +116,9 @@ def test_a_loop_depends_only_on_its_seed(latent_model, sampler):
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_sampler_runs(latent_model, sampler):
-    audio, info = generate(latent_model, genre="dubstep", bpm=400, bars=1, n=2,
-                           settings=settings(latent_model, sampler=sampler, steps=3))
+    audio, info = generate(
+        latent_model, genre="dubstep", bpm=400, bars=1, n=2, settings=settings(latent_model, sampler=sampler, steps=3)
+    )
     assert audio.shape == (2, 1, loop_samples(400, 1, 8000))
     assert torch.isfinite(audio).all() and audio.abs().max() > 0
     assert info["sampler"] == sampler and info["model_evaluations"] >= 1
@@ -246,8 +239,15 @@ def test_slerp_keeps_the_ends_and_the_radius():
 @pytest.mark.parametrize("circular", [True, False])
 def test_interpolate_morphs_between_the_clips(latent_model, circular):
     a, b = clip(latent_model, 0.5, seed=1), clip(latent_model, 0.4, seed=2) * -1
-    audio, info = interpolate(latent_model, a, b, 8000, frames=4, circular=circular,
-                              settings=settings(latent_model, sampler="euler", steps=6, cfg_scale=1.0))
+    audio, info = interpolate(
+        latent_model,
+        a,
+        b,
+        8000,
+        frames=4,
+        circular=circular,
+        settings=settings(latent_model, sampler="euler", steps=6, cfg_scale=1.0),
+    )
     assert audio.shape == (4, 1, 3200)
     assert info["trimmed"] and info["input_samples"] == [4000, 3200] and info["positions"][::3] == [0.0, 1.0]
     assert info["inversion_evaluations"] == 2 * (6 - 1)  # Heun over the 6 σ of the schedule, σ_min → σ_max
@@ -259,8 +259,16 @@ def test_interpolate_morphs_between_the_clips(latent_model, circular):
 def test_interpolation_ends_come_back_to_their_clips(wave_model):
     """The ODE run up then down again (the same guidance both ways) returns near where it started."""
     a, b = clip(wave_model, 0.3, seed=1), clip(wave_model, 0.3, seed=2) * -1
-    audio, _ = interpolate(wave_model, a, b, 11025, frames=3, genre="house", circular=False,
-                           settings=settings(wave_model, sampler="euler", steps=8, cfg_scale=3.0))
+    audio, _ = interpolate(
+        wave_model,
+        a,
+        b,
+        11025,
+        frames=3,
+        genre="house",
+        circular=False,
+        settings=settings(wave_model, sampler="euler", steps=8, cfg_scale=3.0),
+    )
 
     def distance(x: torch.Tensor, y: torch.Tensor) -> float:
         return float((x - y).pow(2).mean())
@@ -304,10 +312,14 @@ def test_inpaint_past_the_end_continues_the_clip(model, circular):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m, a: generate(m, genre="techno", bpm=120, bars=1, settings=settings(m, sampler="ddim")),
-         "unknown sampler 'ddim'; choose one of euler"),
-        (lambda m, a: generate(m, genre="polka", bpm=120, bars=1),
-         "unknown genre 'polka'; this model knows: dubstep, techno"),
+        (
+            lambda m, a: generate(m, genre="techno", bpm=120, bars=1, settings=settings(m, sampler="ddim")),
+            "unknown sampler 'ddim'; choose one of euler",
+        ),
+        (
+            lambda m, a: generate(m, genre="polka", bpm=120, bars=1),
+            "unknown genre 'polka'; this model knows: dubstep, techno",
+        ),
         (lambda m, a: generate(m, genre="techno", bpm=0, bars=1), "bpm must be between 20 and 400, got 0"),
         (lambda m, a: generate(m, genre="techno", bpm=120, bars=0), "bars must be at least 1, got 0"),
         (lambda m, a: vary(m, a, 8000, strength=0), r"strength must be in \(0, 1\]"),
@@ -329,17 +341,24 @@ def test_bad_requests_are_refused_with_the_numbers(latent_model, call, message):
 
 def test_loop_periods_stay_within_the_stretch_tolerance_at_the_least_cost():
     from wavediff.config import ConditioningConfig, DiffusionConfig, DiffusionRecipe, UNetConfig
-    from wavediff.diffusion import LoopDiffusion
-    from wavediff.sampling import STRETCH_CENTS, loop_shape
+    from wavediff.generation.loops import STRETCH_CENTS, loop_shape
+    from wavediff.models.diffusion import LoopDiffusion
 
-    recipe = DiffusionRecipe(sample_rate=16000, channels=2, diffusion=DiffusionConfig(sigma_data=1.0),
-                             model=UNetConfig(base_channels=8, channel_mults=[1, 1, 1, 1, 1, 1], attention_levels=[]),
-                             conditioning=ConditioningConfig(dim=8))
+    recipe = DiffusionRecipe(
+        sample_rate=16000,
+        channels=2,
+        diffusion=DiffusionConfig(sigma_data=1.0),
+        model=UNetConfig(base_channels=8, channel_mults=[1, 1, 1, 1, 1, 1], attention_levels=[]),
+        conditioning=ConditioningConfig(dim=8),
+    )
     model = LoopDiffusion(recipe)  # a waveform model: hop 1, factor 32
     for bpm, bars in [(128, 4), (97.3, 3), (174, 1), (60, 2)]:
         shape = loop_shape(model, bpm, bars, circular=True)
         assert abs(shape.stretch_cents) <= STRETCH_CENTS
         exact = shape.samples / model.hop_length
-        cheaper = [f for f in range(round(exact) - 40, round(exact) + 41)
-                   if model.loop_tiles(f) * f < model.loop_tiles(shape.frames) * shape.frames]
+        cheaper = [
+            f
+            for f in range(round(exact) - 40, round(exact) + 41)
+            if model.loop_tiles(f) * f < model.loop_tiles(shape.frames) * shape.frames
+        ]
         assert all(abs(1200 * math.log2(exact / f)) > STRETCH_CENTS for f in cheaper)

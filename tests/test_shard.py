@@ -20,12 +20,24 @@ import webdataset as wds
 from data_tools import shard as shard_module
 from data_tools.inspect import format_manifest, inspect_shards
 from data_tools.shard import ShardOptions, chunk_spans, shard, split_of
-from wavediff import audio
-from wavediff.shards import MANIFEST_NAME, read_manifest, shard_paths
+from wavediff.io import audio
+from wavediff.shards.format import MANIFEST_NAME, read_manifest, shard_paths
 
 SR = 8000
-FIELDS = {"source", "genre", "tags", "bpm", "key", "bars", "sample_rate", "channels", "offset_s", "duration_s", "loop",
-          "sha1"}
+FIELDS = {
+    "source",
+    "genre",
+    "tags",
+    "bpm",
+    "key",
+    "bars",
+    "sample_rate",
+    "channels",
+    "offset_s",
+    "duration_s",
+    "loop",
+    "sha1",
+}
 
 
 def tone(seconds: float, sr: int = SR, channels: int = 1, freq: float = 330.0, amp: float = 0.3) -> np.ndarray:
@@ -129,8 +141,15 @@ def test_odd_formats_are_sharded_and_bad_files_skipped_with_reasons(pack):
 
     sharded = by_source(read_shards(out))
     assert set(sharded) == {
-        "odd/eight.wav", "odd/hires.flac", "odd/mono.ogg", "odd/loop.mp3", "odd/x.aiff",
-        "techno/kick_160bpm_Am.wav", "house/chords.wav", "house/pad.flac", "house/broken_side.wav",
+        "odd/eight.wav",
+        "odd/hires.flac",
+        "odd/mono.ogg",
+        "odd/loop.mp3",
+        "odd/x.aiff",
+        "techno/kick_160bpm_Am.wav",
+        "house/chords.wav",
+        "house/pad.flac",
+        "house/broken_side.wav",
         "ambient/drone.wav",
     }
     assert manifest["files"] == len(sharded)
@@ -159,8 +178,10 @@ def test_metadata_from_folders_names_tables_and_sidecars(pack):
     assert sharded["odd/eight.wav"]["genre"] == "odd" and sharded["odd/eight.wav"]["bpm"] is None
     # the bad sidecar is reported, the audio kept with what else is known
     assert sharded["house/broken_side.wav"]["genre"] == "house"
-    assert manifest["warnings"] == [f"{files['broken'].with_suffix('.json')}: invalid JSON sidecar (Expecting property"
-                                    " name enclosed in double quotes at line 1)"]
+    assert manifest["warnings"] == [
+        f"{files['broken'].with_suffix('.json')}: invalid JSON sidecar (Expecting property"
+        " name enclosed in double quotes at line 1)"
+    ]
     assert manifest["genres"] == {"ambient": 1, "deep house": 1, "house": 2, "odd": 5, "techno": 1}
     assert list(manifest["genres"]) == sorted(manifest["genres"])
     assert manifest["bpm"] == {"min": 90.0, "max": 160.0}
@@ -187,8 +208,9 @@ def test_manifest_counts_and_read_back(pack):
         assert entry["seconds"] == pytest.approx(sum(info["duration_s"] for _, info, _ in items), abs=1e-3)
     assert (manifest["sample_rate"], manifest["channels"], manifest["kind"]) == (SR, 2, "audio")
     assert "workers" not in manifest["options"]
-    assert sorted(os.listdir(out)) == sorted([MANIFEST_NAME, *manifest["splits"]["train"]["shards"],
-                                              *manifest["splits"]["val"]["shards"]])
+    assert sorted(os.listdir(out)) == sorted(
+        [MANIFEST_NAME, *manifest["splits"]["train"]["shards"], *manifest["splits"]["val"]["shards"]]
+    )
 
 
 def test_webdataset_reads_the_shards(pack):
@@ -356,8 +378,10 @@ def test_long_file_is_cut_into_bar_chunks(tmp_path):
         for key, info, _ in read_shards(out)["train"]
     )
     assert [c for c, _ in chunks] == [
-        ("acid/jam_160bpm.wav", 0.0, 3.0, 2, False), ("acid/jam_160bpm.wav", 3.0, 3.0, 2, False),
-        ("acid/line_160bpm.wav", 0.0, 3.0, 2, True), ("acid/line_160bpm.wav", 3.0, 3.0, 2, True),
+        ("acid/jam_160bpm.wav", 0.0, 3.0, 2, False),
+        ("acid/jam_160bpm.wav", 3.0, 3.0, 2, False),
+        ("acid/line_160bpm.wav", 0.0, 3.0, 2, True),
+        ("acid/line_160bpm.wav", 3.0, 3.0, 2, True),
         ("acid/line_160bpm.wav", 6.0, 1.5, 1, True),
     ]
     assert [key[-4:] for _, key in chunks] == ["_000", "_001", "_000", "_001", "_002"]
@@ -381,8 +405,9 @@ def test_loudness_option_levels_every_file(tmp_path):
 def test_min_seconds_is_an_option(tmp_path):
     root = tmp_path / "src"
     write(root / "blip.wav", tone(0.1))
-    manifest = shard([root], tmp_path / "out", ShardOptions(sample_rate=SR, workers=1, min_seconds=0.05),
-                     progress=False)
+    manifest = shard(
+        [root], tmp_path / "out", ShardOptions(sample_rate=SR, workers=1, min_seconds=0.05), progress=False
+    )
     assert manifest["files"] == 1 and manifest["skipped"] == []
 
 
@@ -402,7 +427,7 @@ def test_missing_or_empty_sources_fail_before_writing(tmp_path):
 def test_single_file_sources(tmp_path):
     path = write(tmp_path / "one_128bpm.wav", tone(0.5))
     manifest = shard([path], tmp_path / "out", ShardOptions(sample_rate=SR, workers=1), progress=False)
-    (_, info, _), = [s for items in read_shards(tmp_path / "out").values() for s in items]
+    ((_, info, _),) = [s for items in read_shards(tmp_path / "out").values() for s in items]
     assert manifest["files"] == 1 and info["source"] == "one_128bpm.wav" and info["bpm"] == 128.0
 
 
@@ -464,8 +489,18 @@ def test_read_manifest_errors_name_the_file(tmp_path):
         ("[]", "JSON object"),
         (json.dumps({"version": 1, "kind": "audio", "sample_rate": 8000, "channels": 2}), "'splits'"),
         (json.dumps({"version": 9, "kind": "audio", "sample_rate": 8000, "channels": 2, "splits": {}}), "newer"),
-        (json.dumps({"version": 1, "kind": "audio", "sample_rate": 8000, "channels": 2,
-                     "splits": {"train": {"shards": "x.tar"}}}), "split 'train'"),
+        (
+            json.dumps(
+                {
+                    "version": 1,
+                    "kind": "audio",
+                    "sample_rate": 8000,
+                    "channels": 2,
+                    "splits": {"train": {"shards": "x.tar"}},
+                }
+            ),
+            "split 'train'",
+        ),
     ]:
         path.write_text(text)
         with pytest.raises(ValueError, match=match) as e:

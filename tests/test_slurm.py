@@ -14,18 +14,20 @@ import time
 from pathlib import Path
 
 import pytest
+from slurm_cluster import Cluster, ensure_installed
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tiny_recipes import tiny_ae_data, tiny_ae_recipe
 
 from data_tools.shard import ShardOptions, shard
-from slurm_cluster import Cluster, ensure_installed
-from tiny_recipes import tiny_ae_data, tiny_ae_recipe
-from wavediff.checkpoint import latest_checkpoint
-from wavediff.shards import read_manifest, shard_paths
+from wavediff.models.checkpoint import latest_checkpoint
+from wavediff.shards.format import read_manifest, shard_paths
 
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 8000
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ensure_installed()
@@ -45,8 +47,13 @@ def data(tmp_path_factory) -> Path:
 
 
 def job_env(**params: str | Path) -> dict[str, str]:
-    return {"PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-            "WAVEDIFF": str(Path(sys.executable).parent / "wavediff"), **{k: str(v) for k, v in params.items()}}
+    return {
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "WAVEDIFF": str(Path(sys.executable).parent / "wavediff"),
+        **{k: str(v) for k, v in params.items()},
+    }
 
 
 TWO_NODES = ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2"]  # two launcher tasks = two "nodes"
@@ -80,8 +87,16 @@ def test_train_sbatch_runs_two_nodes_to_a_checkpoint(cluster: Cluster, data: Pat
 def test_time_limit_warning_checkpoints_requeues_and_resumes(cluster: Cluster, data: Path, tmp_path: Path) -> None:
     out, run_dir, steps = tmp_path / "job.out", tmp_path / "run", 25
     env = job_env(RECIPE=data / "tiny.toml", RUN=run_dir, GPUS_PER_NODE=1)
-    args = [*TWO_NODES, f"--output={out}", str(ROOT / "slurm" / "train.sbatch"), "-q",
-            "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=5"]
+    args = [
+        *TWO_NODES,
+        f"--output={out}",
+        str(ROOT / "slurm" / "train.sbatch"),
+        "-q",
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        "train.checkpoint_every=5",
+    ]
     job = cluster.submit(args, env, ROOT)
     deadline = time.monotonic() + 120
     while latest_checkpoint(run_dir) is None:
@@ -112,23 +127,34 @@ def test_shard_job_array_merges_into_one_dataset(cluster: Cluster, data: Path, t
     out = tmp_path / "shards"
     options = ["--sample-rate", str(SR), "--channels", "1", "--val-fraction", "0.3"]
     env = job_env(SOURCES=data / "src", OUT=out)
-    job = cluster.submit(["--array=0-2", f"--output={tmp_path}/shard-%a.out", str(ROOT / "slurm" / "shard.sbatch"),
-                          *options], env, tmp_path)
+    job = cluster.submit(
+        ["--array=0-2", f"--output={tmp_path}/shard-%a.out", str(ROOT / "slurm" / "shard.sbatch"), *options],
+        env,
+        tmp_path,
+    )
     cluster.wait(job, timeout=120)
     deadline = time.monotonic() + 60
     while not (out / "manifest.json").exists():  # the merge job runs once the array is done
         assert time.monotonic() < deadline, [p.read_text() for p in tmp_path.glob("*.out")]
         time.sleep(0.3)
     merged = read_manifest(out, "audio")
-    single = shard([data / "src"], tmp_path / "single", ShardOptions(sample_rate=SR, channels=1, workers=1,
-                   val_fraction=0.3), progress=False)
+    single = shard(
+        [data / "src"],
+        tmp_path / "single",
+        ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.3),
+        progress=False,
+    )
     assert merged["parts"] == 3 and not (out / "parts").exists()
     for split in ("train", "val"):
         assert merged["splits"][split]["samples"] == single["splits"][split]["samples"]
         assert keys(out, merged, split) == keys(tmp_path / "single", single, split)
     assert (merged["files"], merged["genres"], merged["bpm"]) == (single["files"], single["genres"], single["bpm"])
-    check = subprocess.run([str(Path(sys.executable).parent / "wavediff"), "data", "inspect", str(out), "-q"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "wavediff"), "data", "inspect", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 

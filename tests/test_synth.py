@@ -12,8 +12,8 @@ import torch
 
 from data_tools.instruments import BassPatch, Note, bass_line, fold
 from data_tools.synth import GENRES, loop_seed, synthesize_loop, synthesize_pack, synthesize_stems
-from wavediff.audio import load, loudness
-from wavediff.tempo import estimate_tempo, loop_samples
+from wavediff.evaluation.tempo import estimate_tempo
+from wavediff.io.audio import load, loop_samples, loudness
 
 SR = 8000  # low rates keep the tests fast; the synth must hold up there too
 
@@ -121,7 +121,7 @@ def test_notes_that_run_past_the_end_continue_at_the_start():
     # the crossing note's second half sounds at the loop's head, joined without a step
     assert np.abs(across[: n // 8]).max() > 0.5 and np.abs(inside[: n // 8]).max() == 0
     step = abs(across[0] - across[-1])
-    assert step <= 1.5 * np.abs(np.diff(across[n // 8: n // 4])).max()
+    assert step <= 1.5 * np.abs(np.diff(across[n // 8 : n // 4])).max()
     tail = np.arange(10.0)
     assert np.array_equal(fold(tail, 4), [0 + 4 + 8, 1 + 5 + 9, 2 + 6, 3 + 7])
 
@@ -145,7 +145,7 @@ def test_tempo_estimator_on_clicks_silence_and_short_audio():
     period = 60 / bpm * sr
     for k in range(int(clicks.shape[1] / period)):
         start = round(k * period)
-        clicks[0, start:start + 200] = torch.hann_window(200)
+        clicks[0, start : start + 200] = torch.hann_window(200)
     assert abs(estimate_tempo(clicks, sr) - bpm) < 0.02 * bpm
     assert math.isnan(estimate_tempo(torch.zeros(1, sr * 4), sr))
     with pytest.raises(ValueError, match="too short"):

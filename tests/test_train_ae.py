@@ -18,18 +18,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
-from wavediff.checkpoint import latest_checkpoint, load_model
-from wavediff.config import (
-    AELossConfig,
-    AERecipe,
-    AutoencoderConfig,
-    ConfigError,
-    DataConfig,
-    TrainConfig,
-    load_recipe,
-    to_dict,
-)
+from wavediff.config import AELossConfig, AERecipe, AutoencoderConfig, DataConfig, TrainConfig, load_recipe, to_dict
+from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.checkpoint import latest_checkpoint
+from wavediff.models.factory import load_model
 from wavediff.training.autoencoder import AutoencoderObjective, train_autoencoder
 
 SR = 8000
@@ -52,8 +45,12 @@ def tiny(shards: Path, **train) -> AERecipe:
         data=DataConfig(path=str(shards), sample_size=2048, batch_size=2, num_workers=0, shuffle_buffer=4),
         model=AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4),
         loss=AELossConfig(
-            fft_sizes=[512, 128, 32], mel_fft_sizes=[512], mel_bins=16,
-            disc_channels=4, disc_fft_sizes=[256, 64], adversarial_start=2,
+            fft_sizes=[512, 128, 32],
+            mel_fft_sizes=[512],
+            mel_bins=16,
+            disc_channels=4,
+            disc_fft_sizes=[256, 64],
+            adversarial_start=2,
         ),
         train=TrainConfig(**{"steps": 10, "checkpoint_every": 5, "log_every": 5, "sample_every": 5, **train}),
     )
@@ -80,9 +77,20 @@ def test_resume_from_checkpoint_is_exact_and_logs_everything(shards: Path, tmp_p
     events = EventAccumulator(str(tmp_path / "straight" / "logs")).Reload()
     tags = events.Tags()
     expected = {
-        "loss/generator", "loss/discriminator", "ae/stft", "ae/mel", "ae/kl", "ae/adversarial",
-        "ae/feature_matching", "ae/discriminator", "grad_norm/generator", "lr/discriminator",
-        "eval/stft", "eval/mel", "eval/si_sdr", "perf/audio_seconds_per_second",
+        "loss/generator",
+        "loss/discriminator",
+        "ae/stft",
+        "ae/mel",
+        "ae/kl",
+        "ae/adversarial",
+        "ae/feature_matching",
+        "ae/discriminator",
+        "grad_norm/generator",
+        "lr/discriminator",
+        "eval/stft",
+        "eval/mel",
+        "eval/si_sdr",
+        "perf/audio_seconds_per_second",
     }
     assert expected <= set(tags["scalars"])
     assert {"audio/input", "audio/reconstruction"} <= set(tags["audio"])
@@ -104,7 +112,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_there(shards: Path, tmp_
     run_dir = tmp_path / "run"
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, json.dumps(to_dict(recipe)), str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     try:
@@ -163,15 +174,39 @@ def test_a_run_that_cannot_go_on_is_one_line_and_exit_1(shards: Path, tmp_path: 
     from wavediff.cli import main
 
     recipe = tmp_path / "diverge.toml"
-    recipe.write_text("\n".join([
-        'kind = "autoencoder"', f"sample_rate = {SR}",
-        "[data]", f'path = "{shards}"', "sample_size = 2048", "batch_size = 2", "num_workers = 0",
-        "[model]", "channels = 1", "base_channels = 4", "channel_mults = [1, 2]", "strides = [2, 4]", "latent_dim = 4",
-        "[loss]", "fft_sizes = [512, 128]", "mel_fft_sizes = [512]", "mel_bins = 16",
-        "adversarial_weight = 0.0", "feature_weight = 0.0",
-        "[train]", "steps = 30", "cpu = true", "grad_clip = 0.0", "max_bad_steps = 2", "checkpoint_every = 1",
-        "[train.optimizer]", "lr = 1e30",
-    ]))
+    recipe.write_text(
+        "\n".join(
+            [
+                'kind = "autoencoder"',
+                f"sample_rate = {SR}",
+                "[data]",
+                f'path = "{shards}"',
+                "sample_size = 2048",
+                "batch_size = 2",
+                "num_workers = 0",
+                "[model]",
+                "channels = 1",
+                "base_channels = 4",
+                "channel_mults = [1, 2]",
+                "strides = [2, 4]",
+                "latent_dim = 4",
+                "[loss]",
+                "fft_sizes = [512, 128]",
+                "mel_fft_sizes = [512]",
+                "mel_bins = 16",
+                "adversarial_weight = 0.0",
+                "feature_weight = 0.0",
+                "[train]",
+                "steps = 30",
+                "cpu = true",
+                "grad_clip = 0.0",
+                "max_bad_steps = 2",
+                "checkpoint_every = 1",
+                "[train.optimizer]",
+                "lr = 1e30",
+            ]
+        )
+    )
     assert main(["train-ae", str(recipe), "--out", str(tmp_path / "run"), "-q"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("wavediff: training stopped:") and "Traceback" not in err

@@ -10,18 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_recipes import TINY_DENOISER
 
-from wavediff.checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint
-from wavediff.config import ConfigError, DiffusionRecipe, load_recipe
-from wavediff.data import DataError
-from wavediff.sampling import generate, load_denoiser
-from wavediff.shards import read_manifest
+from wavediff.config import DiffusionRecipe, load_recipe
+from wavediff.errors import ConfigError, DataError
+from wavediff.generation.generate import generate
+from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint, load_checkpoint
+from wavediff.models.factory import load_denoiser
+from wavediff.shards.format import read_manifest
 from wavediff.training.diffusion import resolve, train_diffusion
 
 TINY = [
-    "sample_rate=8000", "data.sample_size=64", "data.batch_size=4", "data.num_workers=0", "data.shuffle_buffer=8",
-    "model.base_channels=8", "model.channel_mults=[1, 2]", "model.attention_levels=[1]", "model.head_channels=8",
-    "conditioning.dim=16", "sampling.steps=3", "sampling.example_bars=1", "train.log_every=1",
+    *TINY_DENOISER,
+    "sampling.steps=3",
+    "sampling.example_bars=1",
+    "train.log_every=1",
 ]
 
 
@@ -61,6 +64,7 @@ def test_wrong_inputs_are_refused_before_training(latent_pack, tmp_path):
     config, state = load_checkpoint(ckpt)
     state = {k: v + 0.1 for k, v in state.items()}
     from safetensors.torch import save_file
+
     save_file(state, str(ckpt / "model.safetensors"))
     with pytest.raises(DataError, match="latents of autoencoder"):
         resolve(tiny(latent_pack, f'autoencoder="{other}"'))
@@ -102,9 +106,9 @@ def test_resume_continues_to_the_end(run):
 
 def test_loss_goes_down_on_a_fixed_batch(latent_pack):
     """A few dozen steps on one batch: the denoiser learns (the loss at fixed noise falls)."""
-    from wavediff.conditioning import Conditions
-    from wavediff.data import make_loader
-    from wavediff.diffusion import LoopDiffusion
+    from wavediff.models.conditioning import Conditions
+    from wavediff.models.diffusion import LoopDiffusion
+    from wavediff.shards.loader import make_loader
 
     resolved, ae, _ = resolve(tiny(latent_pack))
     torch.manual_seed(0)

@@ -1,5 +1,5 @@
-"""The tiny autoencoder recipe, and its data, that the multi-process and SLURM tests launch
-as a file (as users do)."""
+"""Tiny recipes the tests share: the autoencoder recipe (and its data) that the multi-process
+and SLURM tests launch as a file (as users do), and the overrides that shrink a denoiser."""
 
 from __future__ import annotations
 
@@ -51,6 +51,26 @@ def tiny_ae_recipe(sr: int, shards: Path, *, num_workers: int = 0, lr_scaling: s
 def tiny_ae_data(root: Path, sr: int, seed: int) -> Path:
     """root/shards: 4 one-bar loops (2 techno, 2 house) at `sr`, mono, all in the train split."""
     synthesize_pack(root / "src", genres=["techno", "house"], loops_per_genre=2, sample_rate=sr, bars=1, seed=seed)
-    shard([root / "src"], root / "shards", ShardOptions(sample_rate=sr, channels=1, workers=1, val_fraction=0.0),
-          progress=False)
+    shard(
+        [root / "src"],
+        root / "shards",
+        ShardOptions(sample_rate=sr, channels=1, workers=1, val_fraction=0.0),
+        progress=False,
+    )
     return root / "shards"
+
+
+# `--set` overrides that shrink loops-tiny-cpu to an 8 kHz denoiser of a few thousand weights;
+# each test adds its own step, sampling and logging settings.
+TINY_DENOISER = [
+    "sample_rate=8000",
+    "data.sample_size=64",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.shuffle_buffer=8",
+    "model.base_channels=8",
+    "model.channel_mults=[1, 2]",
+    "model.attention_levels=[1]",
+    "model.head_channels=8",
+    "conditioning.dim=16",
+]

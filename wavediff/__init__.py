@@ -1,0 +1,1 @@
+"""wavediff: waveform latent-diffusion models that make loops of electronic music (see ARCHITECTURE.md)."""

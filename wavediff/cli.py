@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
-from wavediff.audio import AudioError
-from wavediff.config import ConfigError
+from wavediff.errors import UserError
 
 T = TypeVar("T")
 
-# Errors that are the user's input, not our bug: one line, no traceback.
-USER_ERRORS = (AudioError, ConfigError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+# One line, no traceback: the user's mistakes, and what the machine refused (a missing path,
+# no permission, a full disk: OSError names the file). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, OSError)
 
 
 def _optional_seconds(text: str) -> float | None:
@@ -92,7 +93,7 @@ def _part(text: str) -> tuple[int, int]:
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from data_tools.inspect import format_manifest, inspect_shards
-    from wavediff.shards import read_manifest
+    from wavediff.shards.format import read_manifest
 
     report = inspect_shards(args.folder, progress=not args.quiet)
     print(format_manifest(read_manifest(args.folder), report))
@@ -142,11 +143,17 @@ def _shard_range(text: str) -> tuple[int, int]:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from wavediff.encode import encode_shards
+    from wavediff.latents.encode import encode_shards
 
     manifest = encode_shards(
-        args.ae_ckpt, args.shards, args.out, batch_size=args.batch_size, device=args.device,
-        shard_range=args.shard_range, part=args.part, progress=not args.quiet,
+        args.ae_ckpt,
+        args.shards,
+        args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        shard_range=args.shard_range,
+        part=args.part,
+        progress=not args.quiet,
     )
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['samples']} samples in {len(info['shards'])} shard(s)")
@@ -155,7 +162,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_latents(args: argparse.Namespace) -> int:
-    from wavediff.encode import merge_latent_manifests
+    from wavediff.latents.encode import merge_latent_manifests
 
     manifest = merge_latent_manifests(args.folder)
     print(f"merged: {sum(s['samples'] for s in manifest['splits'].values())} samples")
@@ -163,12 +170,16 @@ def cmd_merge_latents(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_ae(args: argparse.Namespace) -> int:
-    from wavediff.evaluate import evaluate_autoencoder
-    from wavediff.files import atomic_write_json
+    from wavediff.evaluation.reconstruction import evaluate_autoencoder
+    from wavediff.io.files import atomic_write_json
 
     report = evaluate_autoencoder(
-        args.ae_ckpt, args.shards, split=args.split, max_samples=args.max_samples,
-        batch_size=args.batch_size, device=args.device,
+        args.ae_ckpt,
+        args.shards,
+        split=args.split,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        device=args.device,
     )
     print(json.dumps(report, indent=2))
     if args.out:
@@ -177,7 +188,7 @@ def cmd_eval_ae(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from wavediff.evaluate import reconstruct_file
+    from wavediff.evaluation.reconstruction import reconstruct_file
 
     print(reconstruct_file(args.ae_ckpt, args.input, args.output, device=args.device))
     return 0
@@ -194,12 +205,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from wavediff.finetune import finetune
+    from wavediff.pipelines.finetune import finetune
 
-    last = _training(lambda: finetune(
-        args.base, args.pack, genre=args.genre, steps=args.steps, out=args.out, lora=args.lora, recipe=args.recipe,
-        overrides=args.set, max_steps=args.max_steps, progress=not args.quiet,
-    ))
+    last = _training(
+        lambda: finetune(
+            args.base,
+            args.pack,
+            genre=args.genre,
+            steps=args.steps,
+            out=args.out,
+            lora=args.lora,
+            recipe=args.recipe,
+            overrides=args.set,
+            max_steps=args.max_steps,
+            progress=not args.quiet,
+        )
+    )
     if last is None:
         return 1
     print(f"checkpoint: {last}")
@@ -207,7 +228,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_merge_lora(args: argparse.Namespace) -> int:
-    from wavediff.adapters import merge_lora
+    from wavediff.models.factory import merge_lora
 
     print(f"checkpoint: {merge_lora(args.base, args.lora, args.out, args.scale)}")
     return 0
@@ -215,8 +236,7 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
 
 def _denoiser(args: argparse.Namespace):
     """The checkpoint's denoiser, with --lora applied at --lora-scale when given."""
-    from wavediff.adapters import load_with_lora
-    from wavediff.sampling import load_denoiser
+    from wavediff.models.factory import load_denoiser, load_with_lora
 
     if args.lora is None:
         return load_denoiser(args.ckpt, args.device)
@@ -232,12 +252,20 @@ def _sampling_settings(args: argparse.Namespace, model):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from wavediff.sampling import generate, save_loops
+    from wavediff.generation.generate import generate
+    from wavediff.generation.save import save_loops
 
     model = _denoiser(args)
     audio, info = generate(
-        model, genre=args.genre, bpm=args.bpm, bars=args.bars, n=args.n, seed=args.seed,
-        settings=_sampling_settings(args, model), circular=args.circular, progress=not args.quiet,
+        model,
+        genre=args.genre,
+        bpm=args.bpm,
+        bars=args.bars,
+        n=args.n,
+        seed=args.seed,
+        settings=_sampling_settings(args, model),
+        circular=args.circular,
+        progress=not args.quiet,
     )
     info["checkpoint"] = str(args.ckpt)
     for path in save_loops(audio, info, args.out, format=args.format):
@@ -246,7 +274,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _save_clips(args: argparse.Namespace, audio, info: dict, names: list[str]) -> int:
-    from wavediff.sampling import save_loops
+    from wavediff.generation.save import save_loops
 
     info["checkpoint"] = str(args.ckpt)
     for path in save_loops(audio, info, args.out, format=args.format, names=names):
@@ -256,13 +284,20 @@ def _save_clips(args: argparse.Namespace, audio, info: dict, names: list[str]) -
 
 def _clip_options(args: argparse.Namespace, model) -> dict:
     """The keyword arguments vary, interpolate and inpaint share."""
-    return {"genre": args.genre, "bpm": args.bpm, "bars": args.bars, "seed": args.seed,
-            "settings": _sampling_settings(args, model), "circular": args.circular, "progress": not args.quiet}
+    return {
+        "genre": args.genre,
+        "bpm": args.bpm,
+        "bars": args.bars,
+        "seed": args.seed,
+        "settings": _sampling_settings(args, model),
+        "circular": args.circular,
+        "progress": not args.quiet,
+    }
 
 
 def cmd_vary(args: argparse.Namespace) -> int:
-    from wavediff.audio import load
-    from wavediff.sampling import vary
+    from wavediff.generation.generate import vary
+    from wavediff.io.audio import load
 
     wav, sr = load(args.input)
     model = _denoiser(args)
@@ -272,8 +307,8 @@ def cmd_vary(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from wavediff.audio import conform, load
-    from wavediff.sampling import interpolate
+    from wavediff.generation.generate import interpolate
+    from wavediff.io.audio import conform, load
 
     (a, sr_a), (b, sr_b) = load(args.a), load(args.b)
     model = _denoiser(args)
@@ -286,8 +321,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
-    from wavediff.audio import load
-    from wavediff.sampling import inpaint
+    from wavediff.generation.generate import inpaint
+    from wavediff.io.audio import load
 
     wav, sr = load(args.input)
     model = _denoiser(args)
@@ -317,13 +352,16 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         print(f"{args.shards}: no val split, so the classifier's accuracy is unknown")
         return 0
     per_genre = ", ".join(f"{g} {a:.0%}" for g, a in report["per_genre"].items())
-    print(f"val accuracy {report['accuracy']:.0%} on {report['samples']} clips (chance {report['chance']:.0%}): {per_genre}")
+    print(
+        f"val accuracy {report['accuracy']:.0%} on {report['samples']} clips "
+        f"(chance {report['chance']:.0%}): {per_genre}"
+    )
     return 0
 
 
 def _write_report(report: dict, out: Path | None) -> None:
-    from wavediff.eval_table import format_report
-    from wavediff.files import atomic_write_json
+    from wavediff.evaluation.report import format_report
+    from wavediff.io.files import atomic_write_json
 
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -338,19 +376,29 @@ def _grid_path(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from wavediff.evaluate import evaluate_model
+    from wavediff.evaluation.suite import evaluate_model
 
     report = evaluate_model(
-        args.ckpt, args.ref, n=args.n, steps=args.steps, cfg_scale=args.cfg, sampler=args.sampler,
-        per_condition=args.per_condition, classifier=args.classifier, split=args.split, seed=args.seed,
-        device=args.device, grid=_grid_path(args), progress=not args.quiet,
+        args.ckpt,
+        args.ref,
+        n=args.n,
+        steps=args.steps,
+        cfg_scale=args.cfg,
+        sampler=args.sampler,
+        per_condition=args.per_condition,
+        classifier=args.classifier,
+        split=args.split,
+        seed=args.seed,
+        device=args.device,
+        grid=_grid_path(args),
+        progress=not args.quiet,
     )
     _write_report(report, args.out)
     return 0
 
 
 def cmd_eval_folders(args: argparse.Namespace) -> int:
-    from wavediff.evaluate import evaluate_folders
+    from wavediff.evaluation.suite import evaluate_folders
 
     report = evaluate_folders(args.a, args.b, classifier=args.classifier, seed=args.seed, grid=_grid_path(args))
     _write_report(report, args.out)
@@ -361,10 +409,15 @@ def cmd_eval_folders(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from wavediff.demo import run_demo
+    from wavediff.pipelines.demo import run_demo
 
-    run_demo(args.out, ae_steps=args.ae_steps, minutes=args.minutes, denoiser_steps=args.denoiser_steps,
-             progress=not args.quiet)
+    run_demo(
+        args.out,
+        ae_steps=args.ae_steps,
+        minutes=args.minutes,
+        denoiser_steps=args.denoiser_steps,
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -405,13 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, metavar="OUT")
     p.add_argument("--sample-rate", type=int, default=44100)
     p.add_argument("--channels", type=int, default=2, choices=(1, 2))
-    p.add_argument("--max-seconds", type=_optional_seconds, default=30.0, help="chunk longer files ('none' keeps them whole)")
+    p.add_argument(
+        "--max-seconds", type=_optional_seconds, default=30.0, help="chunk longer files ('none' keeps them whole)"
+    )
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard-size-mb", type=float, default=256.0)
     p.add_argument("--loudness", type=_optional_lufs, default=None, help="target LUFS (default: leave levels)")
-    p.add_argument("--part", type=_part, default=None, metavar="I/N",
-                   help="job array task I of N: shard every N-th file into OUT/parts/ (then `data merge OUT`)")
+    p.add_argument(
+        "--part",
+        type=_part,
+        default=None,
+        metavar="I/N",
+        help="job array task I of N: shard every N-th file into OUT/parts/ (then `data merge OUT`)",
+    )
 
     p = command(data, "merge", cmd_data_merge, "join the parts written by `data shard --part I/N` into one dataset")
     p.add_argument("out", type=Path, metavar="OUT")
@@ -427,10 +487,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, metavar="OUT")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: a GPU when there is one)")
-    p.add_argument("--shard-range", type=_shard_range, default=None, metavar="START:STOP",
-                   help="encode only these input shards and write a partial manifest")
-    p.add_argument("--part", type=_part, default=None, metavar="I/N",
-                   help="job array task I of N: encode its share of the shards as a --shard-range")
+    p.add_argument(
+        "--shard-range",
+        type=_shard_range,
+        default=None,
+        metavar="START:STOP",
+        help="encode only these input shards and write a partial manifest",
+    )
+    p.add_argument(
+        "--part",
+        type=_part,
+        default=None,
+        metavar="I/N",
+        help="job array task I of N: encode its share of the shards as a --shard-range",
+    )
 
     p = command(sub, "merge-latents", cmd_merge_latents, "join the partial manifests of --shard-range encodes")
     p.add_argument("folder", type=Path)
@@ -450,20 +520,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--device", default=None)
 
-    recipe_command(command(sub, "train", cmd_train,
-                           "train (or resume) a latent (or waveform) denoiser from a TOML recipe"))
+    recipe_command(
+        command(sub, "train", cmd_train, "train (or resume) a latent (or waveform) denoiser from a TOML recipe")
+    )
 
     p = command(sub, "finetune", cmd_finetune, "fine-tune a denoiser checkpoint on a folder of your loops")
     p.add_argument("base", type=Path, metavar="BASE_CKPT", help="a denoiser checkpoint or run folder")
     p.add_argument("pack", type=Path, metavar="PACK_DIR", help="a folder of loops (tempo in names or sidecars)")
-    p.add_argument("--genre", default=None, help="the pack's genre: one of the base's, or a new name to add "
-                   "(default: the one genre the pack's metadata names)")
+    p.add_argument(
+        "--genre",
+        default=None,
+        help="the pack's genre: one of the base's, or a new name to add "
+        "(default: the one genre the pack's metadata names)",
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune-<pack name>)")
-    p.add_argument("--lora", type=int, default=None, metavar="RANK", help="train LoRA adapters of this rank "
-                   "(a small adapter checkpoint) instead of the whole model")
-    p.add_argument("--recipe", default="finetune-cpu", help="a finetune recipe (default finetune-cpu; "
-                   "finetune-gpu, finetune-lora-cpu, finetune-lora-gpu)")
+    p.add_argument(
+        "--lora",
+        type=int,
+        default=None,
+        metavar="RANK",
+        help="train LoRA adapters of this rank (a small adapter checkpoint) instead of the whole model",
+    )
+    p.add_argument(
+        "--recipe",
+        default="finetune-cpu",
+        help="a finetune recipe (default finetune-cpu; finetune-gpu, finetune-lora-cpu, finetune-lora-gpu)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
 
@@ -476,35 +559,61 @@ def build_parser() -> argparse.ArgumentParser:
     sampling = argparse.ArgumentParser(add_help=False)
     sampling.add_argument("--seed", type=int, default=0, help="noise seed (loop i of --n uses seed + i)")
     sampling.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's, 50)")
-    sampling.add_argument("--sampler", default=None, help="euler, euler-ancestral, heun, dpm2, lms, dpmpp-2m, "
-                          "dpmpp-2m-sde, dpmpp-3m-sde, dpm-fast, dpm-adaptive, … (default dpmpp-2m)")
+    sampling.add_argument(
+        "--sampler",
+        default=None,
+        help="euler, euler-ancestral, heun, dpm2, lms, dpmpp-2m, "
+        "dpmpp-2m-sde, dpmpp-3m-sde, dpm-fast, dpm-adaptive, … (default dpmpp-2m)",
+    )
     sampling.add_argument("--schedule", default=None, choices=("karras", "exponential", "polyexponential"))
     sampling.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off; default 3)")
     sampling.add_argument("--out", type=Path, default=Path("loops"), help="output folder")
     sampling.add_argument("--format", default="wav", choices=("wav", "flac", "mp3"))
     sampling.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
-    sampling.add_argument("--lora", type=Path, default=None, metavar="PATH",
-                          help="a LoRA adapter (wavediff finetune --lora) to apply on top of CKPT")
-    sampling.add_argument("--lora-scale", type=float, default=1.0, metavar="S",
-                          help="strength of the adapter (1: as trained, 0: the base)")
+    sampling.add_argument(
+        "--lora",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a LoRA adapter (wavediff finetune --lora) to apply on top of CKPT",
+    )
+    sampling.add_argument(
+        "--lora-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="strength of the adapter (1: as trained, 0: the base)",
+    )
 
-    p = sub.add_parser("generate", parents=[common, sampling], help="make loops at a genre, tempo and length",
-                       description="make loops at a genre, tempo and length")
+    p = sub.add_parser(
+        "generate",
+        parents=[common, sampling],
+        help="make loops at a genre, tempo and length",
+        description="make loops at a genre, tempo and length",
+    )
     p.set_defaults(fn=cmd_generate)
     p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
     p.add_argument("--genre", default=None, help="one of the model's genres (default: unconditional)")
     p.add_argument("--bpm", type=float, required=True)
     p.add_argument("--bars", type=int, default=4)
     p.add_argument("--n", type=int, default=1, help="how many loops")
-    p.add_argument("--circular", action=argparse.BooleanOptionalAction, default=None,
-                   help="seamless loop generation (default: on for a circular model)")
+    p.add_argument(
+        "--circular",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="seamless loop generation (default: on for a circular model)",
+    )
 
     clip = argparse.ArgumentParser(add_help=False)
     clip.add_argument("--genre", default=None, help="one of the model's genres (default: unknown)")
     clip.add_argument("--bpm", type=float, default=None, help="the clip's tempo (default: unknown)")
     clip.add_argument("--bars", type=int, default=None, help="the clip's length in bars (default: unknown)")
-    clip.add_argument("--circular", action=argparse.BooleanOptionalAction, default=None,
-                      help="treat the clip as a loop (default: on for a circular model)")
+    clip.add_argument(
+        "--circular",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="treat the clip as a loop (default: on for a circular model)",
+    )
 
     def audio_command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common, sampling, clip], help=help, description=help)
@@ -528,25 +637,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=float, required=True, help="seconds (past the clip's end: continue it)")
     p.add_argument("--n", type=int, default=1, help="how many versions")
 
-    p = command(sub, "train-classifier", cmd_train_classifier,
-                "train the eval suite's genre classifier on audio shards; reports its val accuracy")
+    p = command(
+        sub,
+        "train-classifier",
+        cmd_train_classifier,
+        "train the eval suite's genre classifier on audio shards; reports its val accuracy",
+    )
     p.add_argument("shards", type=Path, metavar="SHARDS")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/classifier-<shards name>)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 400)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a classifier recipe value (data.sample_size=…, model.width=…, train.cpu=true)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a classifier recipe value (data.sample_size=…, model.width=…, train.cpu=true)",
+    )
 
     report = argparse.ArgumentParser(add_help=False)
-    report.add_argument("--classifier", type=Path, default=None, metavar="RUN",
-                        help="a genre classifier (train-classifier) to score genre adherence")
+    report.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="a genre classifier (train-classifier) to score genre adherence",
+    )
     report.add_argument("--seed", type=int, default=0)
-    report.add_argument("--out", type=Path, default=None, help="write the report here (JSON) and the "
-                        "spectrogram grid beside it (.png)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="write the report here (JSON) and the spectrogram grid beside it (.png)"
+    )
     report.add_argument("--grid", type=Path, default=None, help="the spectrogram grid PNG (default: beside --out)")
 
-    p = sub.add_parser("eval", parents=[common, report], help="score a denoiser against reference shards",
-                       description="generate loops at the reference's genres, tempos and lengths and compare: "
-                       "FD/KID on log-mel and MFCC, tempo, seam, diversity, genre adherence")
+    p = sub.add_parser(
+        "eval",
+        parents=[common, report],
+        help="score a denoiser against reference shards",
+        description="generate loops at the reference's genres, tempos and lengths and compare: "
+        "FD/KID on log-mel and MFCC, tempo, seam, diversity, genre adherence",
+    )
     p.set_defaults(fn=cmd_eval)
     p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
     p.add_argument("--ref", type=Path, required=True, metavar="SHARDS", help="reference audio shards")
@@ -558,16 +686,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, help="sampler name (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
 
-    p = sub.add_parser("eval-folders", parents=[common, report], help="compare two folders of audio (A against "
-                       "reference B)", description="compare two folders of audio: A is scored against reference B")
+    p = sub.add_parser(
+        "eval-folders",
+        parents=[common, report],
+        help="compare two folders of audio (A against reference B)",
+        description="compare two folders of audio: A is scored against reference B",
+    )
     p.set_defaults(fn=cmd_eval_folders)
     p.add_argument("a", type=Path, metavar="A")
     p.add_argument("b", type=Path, metavar="B")
 
     p = command(sub, "demo", cmd_demo, "the CPU demo: synthesize a loop pack, shard it, train, write loops")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
-    p.add_argument("--minutes", type=float, default=15.0,
-                   help="training budget: scales both recipes' steps (15 = as recipes say, ~15 min on 2 CPU cores)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=15.0,
+        help="training budget: scales both recipes' steps (15 = as recipes say, ~15 min on 2 CPU cores)",
+    )
     p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (overrides --minutes)")
     p.add_argument("--denoiser-steps", type=int, default=None, help="denoiser steps (overrides --minutes)")
     return parser

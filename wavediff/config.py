@@ -8,18 +8,19 @@ torch here), so every layer may import them.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
+
+import tomllib
+
+from wavediff.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the config; the message names the key."""
 
 
 # --------------------------------------------------------------------------- data
@@ -114,7 +115,7 @@ class UNetConfig:
 
 @dataclass
 class ConditioningConfig:
-    """What the denoiser is told about the loop it makes (wavediff.conditioning).
+    """What the denoiser is told about the loop it makes (wavediff.models.conditioning).
 
     Each condition has a learned null embedding, used for unknown values (no genre, no
     tempo) and, during training, at random (classifier-free guidance).
@@ -122,7 +123,7 @@ class ConditioningConfig:
 
     genre: bool = True  # an embedding from the dataset's genre vocabulary
     tempo: bool = True  # Fourier features of log-BPM
-    tempo_clock: bool = True  # and the beat and bar phase as extra input channels (see wavediff.diffusion)
+    tempo_clock: bool = True  # and the beat and bar phase as extra input channels (see wavediff.models.diffusion)
     length: bool = True  # Fourier features of the loop's seconds, and its bar count
     dim: int = 256  # width of each condition's vector (and token, for cross-attention)
     dropout: float = 0.1  # each condition is nulled with this probability per example
@@ -151,7 +152,7 @@ class SamplingConfig:
     """How loops are sampled: the defaults of `wavediff generate` and of training examples."""
 
     steps: int = 50
-    sampler: str = "dpmpp-2m"  # a name from wavediff.sampling.SAMPLERS
+    sampler: str = "dpmpp-2m"  # a name from wavediff.generation.samplers.SAMPLERS
     schedule: Literal["karras", "exponential", "polyexponential"] = "karras"
     rho: float = 7.0  # karras / polyexponential schedule shape
     cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off)
@@ -174,7 +175,9 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
     weight_decay: float = 1e-3  # decoupled (AdamW); L2 for "adam"
     warmup_steps: int = 0  # linear ramp from lr/warmup_steps to lr
-    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "constant"  # after the warm-up; cosine ends at 0 at train.steps
+    schedule: Literal["constant", "cosine", "inverse_sqrt"] = (
+        "constant"  # after the warm-up; cosine ends at 0 at train.steps
+    )
 
 
 @dataclass
@@ -236,6 +239,11 @@ class DiffusionRecipe:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    @property
+    def data_kind(self) -> Literal["audio", "latent"]:
+        """The shards it trains on: latents of its autoencoder, or audio for a waveform model."""
+        return "latent" if self.autoencoder else "audio"
+
 
 @dataclass
 class ClassifierConfig:
@@ -249,14 +257,25 @@ class ClassifierConfig:
 
 
 def _classifier_data() -> DataConfig:
-    return DataConfig(sample_size=32768, batch_size=16, num_workers=1, shuffle_buffer=256,
-                      augment=AugmentConfig(roll=True, gain_db=6.0, polarity=True))
+    return DataConfig(
+        sample_size=32768,
+        batch_size=16,
+        num_workers=1,
+        shuffle_buffer=256,
+        augment=AugmentConfig(roll=True, gain_db=6.0, polarity=True),
+    )
 
 
 def _classifier_train() -> TrainConfig:
-    return TrainConfig(steps=400, checkpoint_every=200, keep_last=1, log_every=10, sample_every=100,
-                       ema_max=0.99, optimizer=OptimizerConfig(lr=2e-3, betas=[0.9, 0.99], warmup_steps=20,
-                                                               schedule="cosine"))
+    return TrainConfig(
+        steps=400,
+        checkpoint_every=200,
+        keep_last=1,
+        log_every=10,
+        sample_every=100,
+        ema_max=0.99,
+        optimizer=OptimizerConfig(lr=2e-3, betas=[0.9, 0.99], warmup_steps=20, schedule="cosine"),
+    )
 
 
 @dataclass
@@ -412,11 +431,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def recipe_path(name: str | Path) -> Path:
-    """A recipe by path, or by name from the repository's recipes/ folder ("ae-tiny-cpu")."""
+    """A recipe by path, or by name from the recipes shipped in the package ("ae-tiny-cpu")."""
     path = Path(name)
     if path.exists():
         return path
-    shipped = Path(__file__).resolve().parent.parent / "recipes" / f"{path.stem}.toml"
+    shipped = Path(str(resources.files("wavediff.recipes"))) / f"{path.stem}.toml"
     if shipped.exists():
         return shipped
     raise ConfigError(f"{name}: recipe not found (neither a file nor a recipe in {shipped.parent})")

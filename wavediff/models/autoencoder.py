@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from wavediff.config import AutoencoderConfig, ConfigError
+from wavediff.config import AutoencoderConfig
+from wavediff.errors import ConfigError
 from wavediff.models.blocks import (
     Conv1d,
     PaddingMode,
@@ -110,10 +111,7 @@ class Autoencoder(nn.Module):
         )
         self.decoder = nn.Sequential(
             weight_norm(Conv1d(cfg.latent_dim, widths[-1], 7, padding_mode=mode)),
-            *(
-                DecoderBlock(widths[i + 1], widths[i], cfg.strides[i], mode)
-                for i in reversed(range(len(cfg.strides)))
-            ),
+            *(DecoderBlock(widths[i + 1], widths[i], cfg.strides[i], mode) for i in reversed(range(len(cfg.strides)))),
             SnakeBeta(widths[0]),
             weight_norm(Conv1d(widths[0], cfg.channels, 7, padding_mode=mode, bias=False)),
         )

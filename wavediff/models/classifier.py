@@ -1,7 +1,7 @@
 """A small genre classifier: the judge behind the evaluation suite's genre adherence.
 
 No pretrained audio model can load here, so the suite trains its own on the reference
-shards. It sees audio as the metrics do (wavediff.features: log-mel at the analysis rate,
+shards. It sees audio as the metrics do (wavediff.models.features: log-mel at the analysis rate,
 so it reads any sample rate) with each clip's mean level removed, so a generated loop that
 is quieter than the training loops is judged on its sound, not its gain. Conv blocks
 over time with the mel bands as channels, then mean and max pooling over time: any
@@ -17,9 +17,10 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from wavediff.audio import conform
 from wavediff.config import ClassifierRecipe
-from wavediff.features import ANALYSIS_RATE, N_FFT, N_MELS, mel_db
+from wavediff.errors import UserError
+from wavediff.io.audio import conform
+from wavediff.models.features import ANALYSIS_RATE, N_FFT, N_MELS, mel_db
 
 DB_SCALE = 20.0  # log-mel dB are divided by this: unit-ish inputs
 
@@ -30,18 +31,21 @@ class GenreClassifier(nn.Module):
     def __init__(self, recipe: ClassifierRecipe) -> None:
         super().__init__()
         if len(recipe.genres) < 2:
-            raise ValueError(f"a genre classifier needs at least 2 genres, got {recipe.genres}")
+            raise UserError(f"a genre classifier needs at least 2 genres, got {recipe.genres}")
         if recipe.sample_rate <= 0:
-            raise ValueError(f"classifier sample_rate must be positive, got {recipe.sample_rate}")
+            raise UserError(f"classifier sample_rate must be positive, got {recipe.sample_rate}")
         cfg = recipe.model
         if cfg.width < 1 or cfg.layers < 0 or cfg.kernel_size < 1 or not 0 <= cfg.dropout < 1:
-            raise ValueError(f"classifier model settings out of range: {cfg}")
+            raise UserError(f"classifier model settings out of range: {cfg}")
         self.recipe, self.genres = recipe, list(recipe.genres)
         pad = cfg.kernel_size // 2
         blocks: list[nn.Module] = [nn.Conv1d(N_MELS, cfg.width, cfg.kernel_size, padding=pad), nn.GELU()]
         for _ in range(cfg.layers):
-            blocks += [nn.Conv1d(cfg.width, cfg.width, cfg.kernel_size, stride=2, padding=pad),
-                       nn.GroupNorm(1, cfg.width), nn.GELU()]
+            blocks += [
+                nn.Conv1d(cfg.width, cfg.width, cfg.kernel_size, stride=2, padding=pad),
+                nn.GroupNorm(1, cfg.width),
+                nn.GELU(),
+            ]
         self.body = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(2 * cfg.width, len(self.genres)))
 
@@ -83,7 +87,7 @@ def genre_accuracy(model: GenreClassifier, items: Iterable[tuple[Tensor, int, st
         hits.setdefault(genre, []).append(int(model.classify(wav, sr) == genre))
     total = sum(len(h) for h in hits.values())
     if not total:
-        raise ValueError(f"no clip of a genre the classifier knows ({', '.join(model.genres)})")
+        raise UserError(f"no clip of a genre the classifier knows ({', '.join(model.genres)})")
     return {
         "accuracy": sum(sum(h) for h in hits.values()) / total,
         "samples": total,
@@ -91,4 +95,3 @@ def genre_accuracy(model: GenreClassifier, items: Iterable[tuple[Tensor, int, st
         "chance": 1 / len(model.genres),
         "skipped": skipped,
     }
-

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from wavediff.errors import UserError
+
 # U-Net weights that get low-rank adapters: every convolution (3-D weights; attention's
 # projections are 1×1 convs) and the attention's linear projections (cross-attention keys).
 ATTENTION = re.compile(r"\.(attn|cross)\.")
@@ -39,8 +41,10 @@ def lora_shapes(model: nn.Module) -> tuple[dict[str, list[int]], dict[str, list[
     """({weight name: shape} of the low-rank targets, {name: shape} of the full-rank ones) in `model`."""
     low, full = {}, {}
     for name, param in model.named_parameters():
-        if name.startswith("unet.") and name.endswith(".weight") and (
-            param.dim() == 3 or (param.dim() == 2 and ATTENTION.search(name))
+        if (
+            name.startswith("unet.")
+            and name.endswith(".weight")
+            and (param.dim() == 3 or (param.dim() == 2 and ATTENTION.search(name)))
         ):
             low[name] = list(param.shape)
         elif FULL_TARGETS.match(name):
@@ -56,9 +60,9 @@ class LoraAdapters(nn.Module):
     ) -> None:
         super().__init__()
         if rank < 1:
-            raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+            raise UserError(f"LoRA rank must be at least 1, got {rank}")
         if not low:
-            raise ValueError("LoRA: the model has no attention or convolution weights to adapt")
+            raise UserError("LoRA: the model has no attention or convolution weights to adapt")
         self.rank, self.alpha = rank, alpha
         self.shapes = {name: list(shape) for name, shape in {**low, **full}.items()}
         self.down = nn.ParameterDict()  # A: (r, in·kernel)
@@ -107,7 +111,7 @@ def check_fits(adapters: LoraAdapters, model: nn.Module, where: str) -> None:
     ]
     if problems:
         shown = ", ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
-        raise ValueError(f"{where}: the adapter does not fit the base model: {shown}")
+        raise UserError(f"{where}: the adapter does not fit the base model: {shown}")
 
 
 @torch.no_grad()

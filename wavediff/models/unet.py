@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wavediff.config import ConfigError, UNetConfig
+from wavediff.config import UNetConfig
+from wavediff.errors import ConfigError
 from wavediff.models.blocks import Conv1d, PaddingMode, pad_to_multiple
 
 FOURIER_FEATURES = 256  # sin/cos features of the noise level (k-diffusion's FourierFeatures, std 1)
@@ -59,7 +60,9 @@ class GroupNorm32(nn.GroupNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
+            return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(
+                x.dtype
+            )
 
 
 class FourierFeatures(nn.Module):
@@ -142,7 +145,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads = _heads(channels, head_channels)
         if (channels // self.heads) % 2:
-            raise ConfigError(f"model.head_channels: attention heads of {channels // self.heads} channels; rotary positions need an even number")
+            raise ConfigError(
+                f"model.head_channels: attention heads of {channels // self.heads} channels; "
+                "rotary positions need an even number"
+            )
         self.norm = GroupNorm32(channels)
         self.qkv = Conv1d(channels, 3 * channels, 1)
         self.out = _zero(Conv1d(channels, channels, 1))
@@ -223,7 +229,9 @@ class Level(nn.Module):
 
 def _check(cfg: UNetConfig, in_channels: int) -> None:
     if in_channels < 1 or cfg.base_channels < 1:
-        raise ConfigError(f"model: in_channels and base_channels must be positive, got {in_channels}, {cfg.base_channels}")
+        raise ConfigError(
+            f"model: in_channels and base_channels must be positive, got {in_channels}, {cfg.base_channels}"
+        )
     if not cfg.channel_mults or any(m < 1 for m in cfg.channel_mults):
         raise ConfigError(f"model.channel_mults must be a non-empty list of positive integers, got {cfg.channel_mults}")
     if cfg.blocks_per_level < 1 or cfg.kernel_size < 1 or cfg.head_channels < 1:
@@ -233,7 +241,9 @@ def _check(cfg: UNetConfig, in_channels: int) -> None:
     levels = len(cfg.channel_mults)
     for level in cfg.attention_levels:
         if not 0 <= level < levels:
-            raise ConfigError(f"model.attention_levels: level {level} is out of range (the U-Net has levels 0–{levels - 1})")
+            raise ConfigError(
+                f"model.attention_levels: level {level} is out of range (the U-Net has levels 0–{levels - 1})"
+            )
 
 
 class UNet1D(nn.Module):
@@ -292,13 +302,19 @@ class UNet1D(nn.Module):
             emb = emb + self.cond_proj(cond)
         return F.silu(emb)
 
-    def _check_inputs(self, x: Tensor, noise: Tensor, cond: Tensor | None, tokens: Tensor | None, circular: bool) -> None:
+    def _check_inputs(
+        self, x: Tensor, noise: Tensor, cond: Tensor | None, tokens: Tensor | None, circular: bool
+    ) -> None:
         if x.dim() != 3 or x.shape[1] != self.in_channels or x.shape[-1] < 1:
             raise ValueError(f"U-Net input must be (batch, {self.in_channels}, length ≥ 1), got {tuple(x.shape)}")
         if noise.shape != (x.shape[0],):
-            raise ValueError(f"U-Net noise level must be one value per item, shape ({x.shape[0]},), got {tuple(noise.shape)}")
+            raise ValueError(
+                f"U-Net noise level must be one value per item, shape ({x.shape[0]},), got {tuple(noise.shape)}"
+            )
         if (cond is None) != (self.cond_proj is None):
-            wanted = f"a (batch, {self.cond_dim}) vector" if self.cond_proj is not None else "none (built with cond_dim=0)"
+            wanted = (
+                f"a (batch, {self.cond_dim}) vector" if self.cond_proj is not None else "none (built with cond_dim=0)"
+            )
             raise ValueError(f"U-Net conditioning vector: expected {wanted}")
         if (tokens is None) == self.cross_attention:
             wanted = "(batch, tokens, token_dim) tokens" if self.cross_attention else "none (it has no cross-attention)"

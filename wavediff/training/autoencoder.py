@@ -15,8 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import AERecipe, ConfigError, OptimizerConfig, to_dict
-from wavediff.losses import (
+from wavediff.config import AERecipe, OptimizerConfig, to_dict
+from wavediff.errors import ConfigError
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.discriminator import MultiScaleSTFTDiscriminator
+from wavediff.models.losses import (
     METRIC_FFT_SIZES,
     ReconstructionLoss,
     ReconstructionMetrics,
@@ -24,10 +27,9 @@ from wavediff.losses import (
     feature_matching_loss,
     generator_hinge_loss,
 )
-from wavediff.models.autoencoder import Autoencoder
-from wavediff.models.discriminator import MultiScaleSTFTDiscriminator
-from wavediff.shards import read_manifest
-from wavediff.training.engine import shard_batches, train
+from wavediff.shards.format import read_manifest
+from wavediff.training.batches import shard_batches
+from wavediff.training.engine import train
 from wavediff.training.objective import Batch
 
 
@@ -122,7 +124,6 @@ class AutoencoderObjective:
         return {"kind": self.kind, "recipe": to_dict(self.recipe)}
 
 
-
 def train_autoencoder(
     recipe: AERecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
 ) -> Path:
@@ -138,6 +139,11 @@ def train_autoencoder(
                 f"but model.channels is {recipe.model.channels}"
             )
     return train(
-        lambda: AutoencoderObjective(recipe), shard_batches(recipe.data, "audio", recipe.sample_rate), recipe.train, run_dir,
-        batch_size=recipe.data.batch_size, max_steps=max_steps, progress=progress,
+        lambda: AutoencoderObjective(recipe),
+        shard_batches(recipe.data, "audio", recipe.sample_rate),
+        recipe.train,
+        run_dir,
+        batch_size=recipe.data.batch_size,
+        max_steps=max_steps,
+        progress=progress,
     )

@@ -17,13 +17,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import ClassifierRecipe, ConfigError, OptimizerConfig, to_dict
-from wavediff.evaluate import VAL_REPORT, classifier_report, load_classifier
-from wavediff.files import atomic_write_json
+from wavediff.config import ClassifierRecipe, OptimizerConfig, to_dict
+from wavediff.errors import ConfigError
+from wavediff.evaluation.suite import VAL_REPORT, classifier_report
+from wavediff.io.files import atomic_write_json
 from wavediff.models.classifier import GenreClassifier
-from wavediff.shards import read_manifest
-from wavediff.training.engine import shard_batches, train
+from wavediff.models.factory import load_classifier
+from wavediff.shards.format import read_manifest
+from wavediff.training.batches import shard_batches
+from wavediff.training.engine import train
 from wavediff.training.objective import Batch
+
 
 def resolve(recipe: ClassifierRecipe) -> ClassifierRecipe:
     """The recipe with the shards' sample rate and sorted genre vocabulary filled in."""
@@ -87,16 +91,20 @@ class ClassifierObjective:
         return {"kind": self.kind, "recipe": to_dict(self.recipe)}
 
 
-
 def train_classifier(
     recipe: ClassifierRecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
 ) -> tuple[Path, dict[str, Any]]:
     """Train (or resume) a genre classifier in `run_dir`; returns (last checkpoint, its val accuracy
-    report: wavediff.evaluate.classifier_report, whose accuracy is None without a val split)."""
+    report: wavediff.evaluation.suite.classifier_report, whose accuracy is None without a val split)."""
     resolved = resolve(recipe)
     last = train(
-        lambda: ClassifierObjective(resolved), shard_batches(resolved.data, "audio", resolved.sample_rate, resolved.genres), resolved.train, run_dir,
-        batch_size=resolved.data.batch_size, max_steps=max_steps, progress=progress,
+        lambda: ClassifierObjective(resolved),
+        shard_batches(resolved.data, "audio", resolved.sample_rate, resolved.genres),
+        resolved.train,
+        run_dir,
+        batch_size=resolved.data.batch_size,
+        max_steps=max_steps,
+        progress=progress,
     )
     report = {"checkpoint": str(last), **classifier_report(load_classifier(last), resolved.data.path)}
     atomic_write_json(Path(run_dir) / VAL_REPORT, report)

@@ -19,15 +19,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wavediff.conditioning import Conditions
-from wavediff.config import ConfigError, DiffusionRecipe, OptimizerConfig, to_dict
-from wavediff.data import DataError, make_loader
-from wavediff.diffusion import LoopDiffusion
-from wavediff.encode import load_autoencoder
+from wavediff.config import DiffusionRecipe, OptimizerConfig, to_dict
+from wavediff.errors import ConfigError, DataError
+from wavediff.generation.generate import generate
 from wavediff.models.autoencoder import Autoencoder
-from wavediff.sampling import generate
-from wavediff.shards import read_manifest
-from wavediff.training.engine import shard_batches, train
+from wavediff.models.conditioning import Conditions
+from wavediff.models.diffusion import LoopDiffusion
+from wavediff.models.factory import load_autoencoder
+from wavediff.shards.format import read_manifest
+from wavediff.shards.loader import make_loader
+from wavediff.training.batches import shard_batches
+from wavediff.training.engine import train
 from wavediff.training.objective import Batch
 
 SIGMA_DATA_CLIPS = 32  # waveform models: clips measured for sigma_data
@@ -59,8 +61,10 @@ def _measure_rms(recipe: DiffusionRecipe) -> float:
 def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | None, dict[str, Any] | None]:
     """(resolved recipe, frozen autoencoder or None, {"id", "recipe"} of the autoencoder or None)."""
     if not recipe.data.path:
-        raise ConfigError("data.path is empty: point it at latent shards (`wavediff encode`) or, for a waveform model, audio shards")
-    kind = "latent" if recipe.autoencoder else "audio"
+        raise ConfigError(
+            "data.path is empty: point it at latent shards (`wavediff encode`) or, for a waveform model, audio shards"
+        )
+    kind = recipe.data_kind
     manifest = read_manifest(recipe.data.path, kind)
     where = Path(recipe.data.path) / "manifest.json"
     if manifest["sample_rate"] != recipe.sample_rate:
@@ -70,7 +74,8 @@ def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | Non
         autoencoder, ae_recipe, ae_id = load_autoencoder(recipe.autoencoder, "cpu")
         if manifest.get("autoencoder") != ae_id:
             raise DataError(
-                f"{where}: latents of autoencoder {manifest.get('autoencoder')!r}, but {recipe.autoencoder} is {ae_id!r}"
+                f"{where}: latents of autoencoder {manifest.get('autoencoder')!r}, "
+                f"but {recipe.autoencoder} is {ae_id!r}"
             )
         ae_info = {"id": ae_id, "recipe": to_dict(ae_recipe)}
         channels = manifest["latent_dim"]
@@ -100,7 +105,7 @@ class DiffusionObjective:
     def __init__(self, recipe: DiffusionRecipe, autoencoder: Autoencoder | None, ae_info: dict[str, Any] | None):
         self.recipe, self.ae_info = recipe, ae_info
         self.sample_rate = recipe.sample_rate
-        self.member = "latent" if recipe.autoencoder else "audio"
+        self.member = recipe.data_kind
         self.model = LoopDiffusion(recipe, autoencoder)
 
     def networks(self) -> dict[str, nn.Module]:
@@ -136,9 +141,7 @@ class DiffusionObjective:
         for i, name in enumerate(genres or [None]):
             of_genre = bpm[(batch["genre"].cpu() == i) & (bpm > 0)]
             tempo = float(of_genre[0]) if of_genre.numel() else default
-            loops, _ = generate(
-                model, genre=name, bpm=tempo, bars=settings.example_bars, seed=i, settings=settings
-            )
+            loops, _ = generate(model, genre=name, bpm=tempo, bars=settings.example_bars, seed=i, settings=settings)
             audio[f"{name or 'loop'}-{tempo:.0f}bpm"] = loops[0]
         return audio, {}
 
@@ -146,14 +149,18 @@ class DiffusionObjective:
         return {"kind": self.kind, "recipe": to_dict(self.recipe), "autoencoder": self.ae_info}
 
 
-
 def train_diffusion(
     recipe: DiffusionRecipe, run_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True
 ) -> Path:
     """Train (or resume) a denoiser in `run_dir`; returns the last checkpoint folder."""
     resolved, autoencoder, ae_info = resolve(recipe)
-    member = "latent" if resolved.autoencoder else "audio"
+    member = resolved.data_kind
     return train(
-        lambda: DiffusionObjective(resolved, autoencoder, ae_info), shard_batches(resolved.data, member, resolved.sample_rate, resolved.conditioning.genres), resolved.train,
-        run_dir, batch_size=resolved.data.batch_size, max_steps=max_steps, progress=progress,
+        lambda: DiffusionObjective(resolved, autoencoder, ae_info),
+        shard_batches(resolved.data, member, resolved.sample_rate, resolved.conditioning.genres),
+        resolved.train,
+        run_dir,
+        batch_size=resolved.data.batch_size,
+        max_steps=max_steps,
+        progress=progress,
     )

@@ -55,7 +55,7 @@ import threading
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,9 @@ from accelerate.utils import (
 )
 from tqdm import tqdm
 
-from wavediff.checkpoint import (
+from wavediff.config import OptimizerConfig, TrainConfig
+from wavediff.errors import ConfigError
+from wavediff.models.checkpoint import (
     MODEL_FILE,
     STATE_DIR,
     check_weights,
@@ -84,8 +86,6 @@ from wavediff.checkpoint import (
     stage_checkpoint,
     write_model,
 )
-from wavediff.config import ConfigError, DataConfig, OptimizerConfig, TrainConfig
-from wavediff.data import Kind, make_loader
 from wavediff.training.logging import TrainLogger, memory_mb
 from wavediff.training.objective import Batch, Objective
 
@@ -202,30 +202,6 @@ def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def ignore_stop_signals(worker_id: int = 0) -> None:
-    """A DataLoader worker_init_fn: the training process, not its workers, reacts to SIGTERM/SIGUSR1."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-def shard_batches(
-    data: DataConfig, kind: Kind, sample_rate: int | None, genres: Sequence[str] | None = None
-) -> BatchSource:
-    """The BatchSource of every trainer: the train split of `data`'s shards, split by rank,
-    reseeded when the engine asks, with loader workers that leave stop signals to the trainer."""
-
-    def batches(seed: int, rank: int, world_size: int) -> Iterable[Batch]:
-        loader = make_loader(
-            data, "train", seed=seed, kind=kind, expect_sample_rate=sample_rate, genres=genres,
-            rank=rank, world_size=world_size,
-        )
-        loader.worker_init_fn = ignore_stop_signals  # pre-emption must not kill the workers
-        return loader
-
-    return batches
-
-
 @contextmanager
 def _stop_signals_blocked() -> Iterator[None]:
     """Hold SIGTERM/SIGUSR1 back (not lost: delivered on exit) while child processes start."""
@@ -323,8 +299,8 @@ class _Run:
             raise TrainingError(
                 f"{found}: its training state is sharded by FSDP, so it resumes only under FSDP "
                 "(an accelerate config with distributed_type FSDP, any number of processes)"
-                if engine.get("fsdp") else
-                f"{found}: written without FSDP, so it cannot resume under FSDP: resume it as it was trained"
+                if engine.get("fsdp")
+                else f"{found}: written without FSDP, so it cannot resume under FSDP: resume it as it was trained"
             )
         self._report_changes(config["recipe"], self.objective.checkpoint_config()["recipe"])
         self._load_ema(state, found / MODEL_FILE)
@@ -373,7 +349,10 @@ class _Run:
         acc.wait_for_everyone()
         if acc.is_main_process:
             engine = {
-                "step": self.step, "skipped_steps": self.skipped, "ema": self.ema_schedule.state_dict(), "fsdp": self.fsdp
+                "step": self.step,
+                "skipped_steps": self.skipped,
+                "ema": self.ema_schedule.state_dict(),
+                "fsdp": self.fsdp,
             }
             (staging / STATE_DIR / ENGINE_STATE).write_text(json.dumps(engine, indent=2) + "\n", encoding="utf-8")
             config = {**self.objective.checkpoint_config(), "step": self.step}
@@ -553,7 +532,9 @@ def train(
         scaling = f"lr_scaling {cfg.lr_scaling}, {acc.num_processes} process(es)"
         acc.print(f"learning rate × {run.lr_scale:g} ({scaling}): {rates}")
         if run.fsdp and cfg.sample_every:
-            acc.print("FSDP: no audio examples during training (train.sample_every); generate from a checkpoint instead")
+            acc.print(
+                "FSDP: no audio examples during training (train.sample_every); generate from a checkpoint instead"
+            )
         started = run.step
         logger = TrainLogger(run_dir / "logs", acc.is_main_process, purge_step=run.step or None)
         show = progress and acc.is_main_process

@@ -25,12 +25,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from wavediff.conditioning import Conditions
 from wavediff.config import DiffusionRecipe, FinetuneConfig, OptimizerConfig, to_dict
-from wavediff.diffusion import LoopDiffusion
-from wavediff.files import atomic_write_json
+from wavediff.errors import UserError
+from wavediff.generation.generate import generate
+from wavediff.io.files import atomic_write_json
+from wavediff.models.conditioning import Conditions
+from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.lora import LoraAdapters, LoraModel, lora_shapes
-from wavediff.sampling import generate
 from wavediff.training.diffusion import EXAMPLE_STEPS, batch_conditions
 from wavediff.training.objective import Batch
 
@@ -99,7 +100,7 @@ class FinetuneObjective:
     ) -> None:
         self.recipe, self.settings, self.genre = recipe, settings, genre
         self.sample_rate = recipe.sample_rate
-        self.member = "latent" if recipe.autoencoder else "audio"
+        self.member = recipe.data_kind
         self.genre_id = recipe.conditioning.genres.index(genre) if genre is not None else -1
         self.extra, self.val, self.probe, self.run_dir = dict(checkpoint_extra), val, probe, run_dir
         self.base = base.train()
@@ -115,7 +116,7 @@ class FinetuneObjective:
                 for name, param in base.named_parameters():
                     param.requires_grad_(trains_when_frozen(name))
         else:
-            raise ValueError(f"finetune.method must be full, frozen or lora, got {settings.method!r}")
+            raise UserError(f"finetune.method must be full, frozen or lora, got {settings.method!r}")
 
     def trainable(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -155,7 +156,9 @@ class FinetuneObjective:
         settings = dataclasses.replace(self.recipe.sampling, steps=min(self.recipe.sampling.steps, EXAMPLE_STEPS))
         bpm = batch["bpm"].float().cpu()
         tempo = float(bpm[bpm > 0].median()) if (bpm > 0).any() else 120.0
-        loops, _ = generate(denoiser, genre=self.genre, bpm=tempo, bars=settings.example_bars, seed=0, settings=settings)
+        loops, _ = generate(
+            denoiser, genre=self.genre, bpm=tempo, bars=settings.example_bars, seed=0, settings=settings
+        )
         return {f"{self.genre or 'loop'}-{tempo:.0f}bpm": loops[0]}, metrics
 
     def record(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -166,8 +169,9 @@ class FinetuneObjective:
         atomic_write_json(path, {**state, "history": history})
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         tqdm.write(f"step {step}: {shown}")
-        if "val_loss" in metrics and (warning := overfit_warning([h for h in history if "val_loss" in h],
-                                                               self.settings.overfit_tolerance)):
+        if "val_loss" in metrics and (
+            warning := overfit_warning([h for h in history if "val_loss" in h], self.settings.overfit_tolerance)
+        ):
             tqdm.write(f"warning: {warning}")
 
     def checkpoint_config(self) -> dict[str, Any]:

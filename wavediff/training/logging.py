@@ -1,5 +1,5 @@
 """TensorBoard logs of a training run: scalars, audio examples and their spectrograms
-(coloured by wavediff.images.spectrogram_image)."""
+(coloured by wavediff.evaluation.images.spectrogram_image)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import Summary
 
-from wavediff.audio import encode
-from wavediff.images import spectrogram_image
+from wavediff.evaluation.images import spectrogram_image
+from wavediff.io.audio import encode
+
 
 def memory_mb(device: torch.device) -> float:
     """Peak memory so far: CUDA max allocated on a GPU, process peak RSS otherwise."""

@@ -20,7 +20,7 @@ Batch = Mapping[str, Any]
 
 
 class Objective(Protocol):
-    kind: str  # the checkpoint kind (a key of wavediff.checkpoint.BUILDERS)
+    kind: str  # the checkpoint kind (a key of wavediff.models.factory.BUILDERS)
     exported: str  # the network whose EMA weights a checkpoint exports
     sample_rate: int  # of the audio that `examples` returns
 

@@ -18,10 +18,11 @@ from typing import Any
 
 from torch import Tensor
 
-from wavediff import audio
-from wavediff.encode import audio_samples
-from wavediff.files import read_json_object
-from wavediff.shards import MANIFEST_NAME, SPLITS, read_manifest, shard_paths
+from wavediff.errors import UserError
+from wavediff.io import audio
+from wavediff.io.files import read_json_object
+from wavediff.shards.format import MANIFEST_NAME, SPLITS, read_manifest, shard_paths
+from wavediff.shards.reader import audio_samples
 
 SPLIT_CHOICES = (*SPLITS, "all")
 
@@ -56,7 +57,7 @@ def from_metadata(wav: Tensor, sample_rate: int, name: str, meta: Mapping[str, A
 def shard_clips(folder: str | os.PathLike, split: str = "all") -> list[Clip]:
     """Every sample of an audio shard folder's split ("train", "val" or "all"), in file order."""
     if split not in SPLIT_CHOICES:
-        raise ValueError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+        raise UserError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     manifest = read_manifest(folder, "audio")
     rate = manifest["sample_rate"]
     clips = [
@@ -66,7 +67,7 @@ def shard_clips(folder: str | os.PathLike, split: str = "all") -> list[Clip]:
         for key, meta, wav in audio_samples(path, rate)
     ]
     if not clips:
-        raise ValueError(f"{Path(folder) / MANIFEST_NAME}: no samples in split {split!r}")
+        raise UserError(f"{Path(folder) / MANIFEST_NAME}: no samples in split {split!r}")
     return clips
 
 
@@ -84,5 +85,5 @@ def folder_clips(folder: str | os.PathLike) -> list[Clip]:
             meta = read_json_object(sidecar, "sidecar")
         clips.append(from_metadata(wav, sr, str(path), meta))
     if not clips:
-        raise ValueError(f"{folder}: no audio files ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
+        raise UserError(f"{folder}: no audio files ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
     return clips

@@ -15,7 +15,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from wavediff.audio import conform
+from wavediff.io.audio import conform
 
 ANALYSIS_RATE = 16000
 N_FFT = 512  # 32 ms
@@ -74,8 +74,11 @@ def mel_db(padded: Tensor) -> Tensor:
     """
     window = _WINDOW.to(padded.device, padded.dtype)
     shape = padded.shape[:-1]
-    spec = torch.stft(padded.reshape(-1, padded.shape[-1]), N_FFT, HOP, window=window, center=False,
-                      return_complex=True).abs().pow(2)
+    spec = (
+        torch.stft(padded.reshape(-1, padded.shape[-1]), N_FFT, HOP, window=window, center=False, return_complex=True)
+        .abs()
+        .pow(2)
+    )
     mel = _MEL.to(spec.device, spec.dtype).T @ spec / _FULL_SCALE
     db = 10 * torch.log10(mel.clamp_min(10 ** (DB_FLOOR / 10)))
     return db.transpose(-1, -2).reshape(*shape, -1, N_MELS)

@@ -24,7 +24,8 @@ import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as AT
 
-from wavediff.files import atomic_write_bytes
+from wavediff.errors import AudioError, UserError
+from wavediff.io.files import atomic_write_bytes
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc"})
 
@@ -45,18 +46,7 @@ _RESAMPLE_KW = dict(
 )
 
 # ITU-R BS.775 5.1 → stereo downmix, channel order L R C LFE Ls Rs.
-_SURROUND_51 = torch.tensor(
-    [[1.0, 0.0, 0.7071, 0.0, 0.7071, 0.0], [0.0, 1.0, 0.7071, 0.0, 0.0, 0.7071]]
-)
-
-
-class AudioError(ValueError):
-    """A file that cannot be used as audio; the message names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+_SURROUND_51 = torch.tensor([[1.0, 0.0, 0.7071, 0.0, 0.7071, 0.0], [0.0, 1.0, 0.7071, 0.0, 0.0, 0.7071]])
 
 
 def is_audio_file(path: str | os.PathLike) -> bool:
@@ -232,8 +222,10 @@ class EncodedAudio:
         frames = out.shape[0]
         self._check_span(start, frames)
         if out.dtype != torch.float32 or out.shape[1:] != (self.channels,) or not out.is_contiguous():
-            raise ValueError(f"{self.name}: out must be a contiguous float32 ({frames}, {self.channels}) tensor, "
-                             f"got {out.dtype} {tuple(out.shape)}")
+            raise ValueError(
+                f"{self.name}: out must be a contiguous float32 ({frames}, {self.channels}) tensor, "
+                f"got {out.dtype} {tuple(out.shape)}"
+            )
         try:
             if start != self._position:
                 self._file.seek(start)
@@ -242,8 +234,10 @@ class EncodedAudio:
             raise AudioError(self.name, f"cannot decode audio ({_clean(e)})") from None
         self._position = start + got
         if got < frames:
-            raise AudioError(self.name, f"truncated or corrupt: decoding stops at frame {start + got} of the "
-                                        f"{self.frames} its header declares")
+            raise AudioError(
+                self.name,
+                f"truncated or corrupt: decoding stops at frame {start + got} of the {self.frames} its header declares",
+            )
         _check_finite(out.numpy(), self._file, self.name)
 
     def _check_span(self, start: int, frames: int) -> None:
@@ -267,9 +261,7 @@ def _read_frames(f: sf.SoundFile, out: torch.Tensor) -> int:
     return sf._snd.sf_readf_float(f._file, sf._ffi.cast("float *", out.data_ptr()), len(out))
 
 
-def conform(
-    wav: torch.Tensor, sr: int, sample_rate: int | None = None, channels: int | None = None
-) -> torch.Tensor:
+def conform(wav: torch.Tensor, sr: int, sample_rate: int | None = None, channels: int | None = None) -> torch.Tensor:
     """Bring audio to the asked rate and channel count (None keeps what it has)."""
     if channels is not None:
         wav = convert_channels(wav, channels)
@@ -283,7 +275,7 @@ def resample(wav: torch.Tensor, from_sr: int, to_sr: int) -> torch.Tensor:
     if from_sr == to_sr:
         return wav
     if from_sr <= 0 or to_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {from_sr} → {to_sr}")
+        raise UserError(f"sample rates must be positive, got {from_sr} → {to_sr}")
     return _resampler(int(from_sr), int(to_sr), wav.dtype, wav.device)(wav)
 
 
@@ -304,10 +296,10 @@ def resize_loop(wav: torch.Tensor, samples: int) -> torch.Tensor:
     partials above the new Nyquist frequency.
     """
     if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+        raise UserError(f"samples must be at least 1, got {samples}")
     n = wav.shape[-1]
     if n < 1:
-        raise ValueError("cannot resize a loop of 0 samples")
+        raise UserError("cannot resize a loop of 0 samples")
     if n == samples:
         return wav
     spectrum = torch.fft.rfft(wav, dim=-1)
@@ -330,7 +322,7 @@ def convert_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
     ones right, which keeps the stereo image of interleaved multi-mic recordings.
     """
     if channels not in (1, 2):
-        raise ValueError(f"channels must be 1 or 2, got {channels}")
+        raise UserError(f"channels must be 1 or 2, got {channels}")
     have = wav.shape[0]
     if have == channels:
         return wav
@@ -365,9 +357,7 @@ def loudness(wav: torch.Tensor, sr: int) -> float:
     return value if math.isfinite(value) else float("-inf")
 
 
-def normalize_loudness(
-    wav: torch.Tensor, sr: int, target_lufs: float = -14.0, peak_db: float = -1.0
-) -> torch.Tensor:
+def normalize_loudness(wav: torch.Tensor, sr: int, target_lufs: float = -14.0, peak_db: float = -1.0) -> torch.Tensor:
     """Gain to the target loudness, then lowered as needed so no sample peaks above
     peak_db dBFS. Silence is returned unchanged."""
     current = loudness(wav, sr)
@@ -394,7 +384,7 @@ def _format_for(name: str, format: str) -> str:
     if fmt == "wave":
         fmt = "wav"
     if fmt not in _WRITE_FORMATS:
-        raise ValueError(f"{name}: cannot write format {fmt!r}; choose one of {sorted(_WRITE_FORMATS)}")
+        raise UserError(f"{name}: cannot write format {fmt!r}; choose one of {sorted(_WRITE_FORMATS)}")
     return fmt
 
 
@@ -405,7 +395,7 @@ def _encode(wav: torch.Tensor, sr: int, format: str, subtype: str | None, name: 
     try:
         sf.write(buf, data, sr, format=sf_format, subtype=subtype or default_subtype)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"{name}: cannot encode {format} at {sr} Hz ({_clean(e)})") from None
+        raise UserError(f"{name}: cannot encode {format} at {sr} Hz ({_clean(e)})") from None
     return buf.getvalue()
 
 
@@ -449,14 +439,18 @@ def _check_loop(loop: LoopInfo, samples: int, name: str) -> tuple[int, int]:
         (not (math.isfinite(loop.bpm) and loop.bpm > 0), f"bpm must be positive, got {loop.bpm}"),
         (loop.beats < 1, f"beats must be at least 1, got {loop.beats}"),
         (loop.beats_per_bar < 1, f"beats_per_bar must be at least 1, got {loop.beats_per_bar}"),
-        (loop.root_note is not None and not 0 <= loop.root_note <= 127,
-         f"root_note must be a MIDI note 0-127, got {loop.root_note}"),
-        (not 0 <= loop.start < end <= samples,
-         f"loop points must satisfy 0 ≤ start < end ≤ {samples} samples, got start {loop.start}, end {end}"),
+        (
+            loop.root_note is not None and not 0 <= loop.root_note <= 127,
+            f"root_note must be a MIDI note 0-127, got {loop.root_note}",
+        ),
+        (
+            not 0 <= loop.start < end <= samples,
+            f"loop points must satisfy 0 ≤ start < end ≤ {samples} samples, got start {loop.start}, end {end}",
+        ),
     ]
     for bad, reason in problems:
         if bad:
-            raise ValueError(f"{name}: {reason}")
+            raise UserError(f"{name}: {reason}")
     return loop.start, end
 
 
@@ -493,7 +487,7 @@ def save(
     """
     path = Path(path)
     if wav.dim() != 2:
-        raise ValueError(f"{path}: audio must be (channels, samples), got shape {tuple(wav.shape)}")
+        raise UserError(f"{path}: audio must be (channels, samples), got shape {tuple(wav.shape)}")
     fmt = _format_for(str(path), format or path.suffix.lstrip("."))
     data = _encode(wav, sr, fmt, subtype, str(path))
     if loop is not None:
@@ -573,3 +567,8 @@ def _smpl_loop(body: bytes | None, path: Path) -> tuple[int, int | None]:
     if last < start:
         raise AudioError(path, f"garbled smpl chunk: loop ends at sample {last}, before its start {start}")
     return start, last + 1
+
+
+def loop_samples(bpm: float, bars: int, sample_rate: int, beats_per_bar: int = 4) -> int:
+    """Length in samples of `bars` whole bars: the one rounding every loop length uses."""
+    return round(bars * beats_per_bar * 60 / bpm * sample_rate)

@@ -49,8 +49,9 @@ def frechet_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sig
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"Gaussians of different sizes: means {mu1.shape}, {mu2.shape}; covariances "
-                         f"{sigma1.shape}, {sigma2.shape}")
+        raise ValueError(
+            f"Gaussians of different sizes: means {mu1.shape}, {mu2.shape}; covariances {sigma1.shape}, {sigma2.shape}"
+        )
     root = _psd_sqrt(sigma1)
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ sigma2 @ root), 0, None)).sum()
     distance = float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * cross)

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import torch
 
-from wavediff.checkpoint import load_weights
-from wavediff.diffusion import LoopDiffusion
+from wavediff.errors import UserError
+from wavediff.models.checkpoint import load_weights
+from wavediff.models.diffusion import LoopDiffusion
 
 GENRE_WEIGHT = "conditioner.genre.weight"
 
@@ -24,10 +25,10 @@ def with_genres(model: LoopDiffusion, genres: Sequence[str]) -> LoopDiffusion:
     """`model` with vocabulary `genres` (its own, then new names appended); the same model when nothing is new."""
     cond = model.recipe.conditioning
     if not cond.genre:
-        raise ValueError("this model is not conditioned on genre, so it cannot learn a genre name")
+        raise UserError("this model is not conditioned on genre, so it cannot learn a genre name")
     old = list(cond.genres)
     if list(genres[: len(old)]) != old:
-        raise ValueError(f"a grown vocabulary must start with the model's own genres {old}, got {list(genres)}")
+        raise UserError(f"a grown vocabulary must start with the model's own genres {old}, got {list(genres)}")
     if len(genres) == len(old):
         return model
     recipe = dataclasses.replace(model.recipe, conditioning=dataclasses.replace(cond, genres=list(genres)))

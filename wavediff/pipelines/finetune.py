@@ -24,37 +24,35 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from data_tools.shard import ShardOptions, shard
-from wavediff.audio import is_audio_file
-from wavediff.checkpoint import (
+from wavediff.config import DiffusionRecipe, FinetuneRecipe, from_dict, load_recipe
+from wavediff.errors import CheckpointError, ConfigError, UserError
+from wavediff.io.audio import is_audio_file
+from wavediff.io.files import atomic_write_json
+from wavediff.latents.encode import AudioVariant, encode_shards
+from wavediff.models.checkpoint import (
     CONFIG_FILE,
-    CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
+    weights_hash,
 )
-from wavediff.config import (
-    ConfigError,
-    DiffusionRecipe,
-    FinetuneRecipe,
-    from_dict,
-    load_recipe,
-)
-from wavediff.data import make_loader
-from wavediff.encode import AudioVariant, autoencoder_id, encode_shards
-from wavediff.files import atomic_write_json
-from wavediff.genres import with_genres
-from wavediff.sampling import load_denoiser
-from wavediff.shards import MANIFEST_NAME, read_manifest, shard_paths
+from wavediff.models.factory import load_denoiser
+from wavediff.models.genres import with_genres
+from wavediff.shards.format import MANIFEST_NAME, read_manifest, shard_paths
+from wavediff.shards.loader import make_loader
+from wavediff.training.batches import shard_batches
 from wavediff.training.diffusion import resolve
-from wavediff.training.engine import shard_batches, train
+from wavediff.training.engine import train
 from wavediff.training.finetune import HISTORY_FILE, FinetuneObjective, score
 from wavediff.training.objective import Batch
 
 DEFAULT_RECIPE = "finetune-cpu"
+
+if TYPE_CHECKING:  # data_tools imports wavediff at module level, so its commands import it late
+    from data_tools.shard import ShardOptions
 
 
 def pack_hash(pack: Path, options: ShardOptions) -> str:
@@ -72,8 +70,12 @@ def export_autoencoder(base: Path, config: dict[str, Any], state: dict[str, Any]
     """The base's embedded autoencoder as an AE checkpoint in `out` (written once); returns `out`."""
     if latest_checkpoint(out) is None:
         weights = {k.removeprefix("autoencoder."): v for k, v in state.items() if k.startswith("autoencoder.")}
-        save_checkpoint(out, int(config.get("step", 0)), weights,
-                        {"kind": "autoencoder", "recipe": config["autoencoder"]["recipe"], "exported_from": str(base)})
+        save_checkpoint(
+            out,
+            int(config.get("step", 0)),
+            weights,
+            {"kind": "autoencoder", "recipe": config["autoencoder"]["recipe"], "exported_from": str(base)},
+        )
     return out
 
 
@@ -81,13 +83,13 @@ def pick_genre(genre: str | None, known: Sequence[str], pack_genres: Iterable[st
     """The pack's genre: the one asked for, else the one genre its metadata names; see the finetune docstring."""
     if genre is not None:
         if not genre.strip():
-            raise ValueError("--genre is empty: name an existing genre or a new one")
+            raise UserError("--genre is empty: name an existing genre or a new one")
         return genre
     named = sorted(set(pack_genres))
     if len(named) == 1:
         return named[0]
     found = f"its loops name {', '.join(named)}" if named else "its loops name no genre"
-    raise ValueError(
+    raise UserError(
         f"{pack}: {found}; pass --genre NAME (one of the base's: {', '.join(known) or 'none'}; or a new name)"
     )
 
@@ -97,7 +99,7 @@ def _probe(recipe: DiffusionRecipe, split: str, genres: Sequence[str], limit: in
     data = dataclasses.replace(recipe.data, num_workers=0)
     if not shard_paths(data.path, read_manifest(data.path), split):
         return []
-    kind = "latent" if recipe.autoencoder else "audio"
+    kind = recipe.data_kind
     loader = make_loader(data, split, training=False, kind=kind, expect_sample_rate=recipe.sample_rate, genres=genres)
     batches, count = [], 0
     for batch in loader:
@@ -109,19 +111,31 @@ def _probe(recipe: DiffusionRecipe, split: str, genres: Sequence[str], limit: in
 
 
 def prepare_data(
-    base: Path, config: dict[str, Any], state: dict[str, Any], pack: Path, run_dir: Path, ft: FinetuneRecipe,
+    base: Path,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    pack: Path,
+    run_dir: Path,
+    ft: FinetuneRecipe,
     progress: bool,
 ) -> tuple[Path, Path | None]:
     """(shard folder the denoiser trains on, exported autoencoder or None): cached, see the module docstring."""
+    from data_tools.shard import ShardOptions, shard
+
     if not pack.is_dir():
         raise FileNotFoundError(f"{pack}: no such pack folder")
     if not any(is_audio_file(p) for p in pack.rglob("*")):
-        raise ValueError(f"{pack}: the pack folder holds no audio files")
+        raise UserError(f"{pack}: the pack folder holds no audio files")
     recipe = from_dict(DiffusionRecipe, config["recipe"])
     embedded = config.get("autoencoder")
     channels = embedded["recipe"]["model"]["channels"] if embedded else recipe.channels
-    options = ShardOptions(sample_rate=recipe.sample_rate, channels=channels, max_seconds=ft.finetune.max_seconds,
-                           val_fraction=ft.finetune.val_fraction, workers=max(1, min(4, os.cpu_count() or 1)))
+    options = ShardOptions(
+        sample_rate=recipe.sample_rate,
+        channels=channels,
+        max_seconds=ft.finetune.max_seconds,
+        val_fraction=ft.finetune.val_fraction,
+        workers=max(1, min(4, os.cpu_count() or 1)),
+    )
     key = pack_hash(pack, dataclasses.replace(options, workers=1))
     folder = run_dir / "data" / f"pack-{key}"
     audio = folder / "audio"
@@ -134,7 +148,7 @@ def prepare_data(
     variants = [AudioVariant(gain_db=g) for g in ft.finetune.augment_gains_db if g]
     variants += [AudioVariant(invert=True)] if ft.finetune.augment_polarity else []
     tags = "".join(f"-{v.tag}" for v in variants)
-    latents = folder / f"latents-{autoencoder_id(ae)}{tags}"
+    latents = folder / f"latents-{weights_hash(ae)}{tags}"
     if not (latents / MANIFEST_NAME).is_file():
         print(f"encoding the pack (and {len(variants)} augmented copies of its train loops) into {latents}")
         encode_shards(ae, audio, latents, variants=variants, progress=progress)
@@ -191,7 +205,7 @@ def finetune(
         if name not in known:
             print(f"new genre {name!r}: added to {known}, its embedding starting from their mean")
     elif genre is not None:
-        raise ValueError(f"{base}: the base model is not conditioned on genre, so --genre {genre} cannot apply")
+        raise UserError(f"{base}: the base model is not conditioned on genre, so --genre {genre} cannot apply")
     genres = list(known) + ([name] if name is not None and name not in known else [])
     recipe_in = dataclasses.replace(
         base_recipe,
@@ -204,14 +218,16 @@ def finetune(
     val = _probe(resolved, "val", genres, settings.val_examples)
     probe = _probe(resolved, "train", genres, settings.val_examples)
     if not val:
-        print(f"warning: no loop of {pack} landed in the held-out part; validation loss is not measured "
-              f"(raise finetune.val_fraction or add loops)")
+        print(
+            f"warning: no loop of {pack} landed in the held-out part; validation loss is not measured "
+            f"(raise finetune.val_fraction or add loops)"
+        )
     grown = with_genres(model, genres)
-    member = "latent" if ae is not None else "audio"
+    member = resolved.data_kind
     genre_id = genres.index(name) if name is not None else -1
     extra = {
         "autoencoder": ae_info,
-        "base": {"path": str(base.resolve()), "hash": autoencoder_id(base), "genres": list(known)},
+        "base": {"path": str(base.resolve()), "hash": weights_hash(base), "genres": list(known)},
         "finetune": {**dataclasses.asdict(settings), "genre": name, "pack": str(pack.resolve())},
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,10 +235,16 @@ def finetune(
         first = {"step": 0, "train_loss": score(grown, probe, genre_id, member, settings.val_repeats)}
         if val:
             first["val_loss"] = score(grown, val, genre_id, member, settings.val_repeats)
-        atomic_write_json(run_dir / HISTORY_FILE,
-                          {"base": extra["base"], "genre": name, "method": settings.method, "history": [first]})
+        atomic_write_json(
+            run_dir / HISTORY_FILE,
+            {"base": extra["base"], "genre": name, "method": settings.method, "history": [first]},
+        )
     return train(
         lambda: FinetuneObjective(resolved, grown, settings, name, extra, val, probe, run_dir),
-        shard_batches(resolved.data, member, resolved.sample_rate, resolved.conditioning.genres), resolved.train, run_dir,
-        batch_size=resolved.data.batch_size, max_steps=max_steps, progress=progress,
+        shard_batches(resolved.data, member, resolved.sample_rate, resolved.conditioning.genres),
+        resolved.train,
+        run_dir,
+        batch_size=resolved.data.batch_size,
+        max_steps=max_steps,
+        progress=progress,
     )

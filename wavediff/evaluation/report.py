@@ -7,9 +7,20 @@ from collections.abc import Mapping
 from typing import Any
 
 COLUMNS = (
-    ("genre", 14), ("loops", 9), ("FD mel", 8), ("FD mfcc", 8), ("KID mel", 8), ("KID mfcc", 9),
-    ("tempo gen", 10), ("tempo ref", 10), ("seam gen", 9), ("seam ref", 9), ("div cond", 9), ("div gen", 8),
-    ("div ref", 8), ("genre ok", 8),
+    ("genre", 14),
+    ("loops", 9),
+    ("FD mel", 8),
+    ("FD mfcc", 8),
+    ("KID mel", 8),
+    ("KID mfcc", 9),
+    ("tempo gen", 10),
+    ("tempo ref", 10),
+    ("seam gen", 9),
+    ("seam ref", 9),
+    ("div cond", 9),
+    ("div gen", 8),
+    ("div ref", 8),
+    ("genre ok", 8),
 )
 LEGEND = (
     "FD, KID: distance of generated from reference frame statistics (lower is closer; 0 = same distribution).\n"
@@ -43,10 +54,20 @@ def _row(name: str, m: Mapping[str, Any]) -> list[str]:
     kid = {k: None if v is None else v["mean"] for k, v in m["kid"].items()}
     loops, div = m["loops"], m["diversity"]
     return [
-        name, f"{m['clips']['generated']}/{m['clips']['reference']}", _num(m["fd"]["logmel"]), _num(m["fd"]["mfcc"]),
-        _num(kid["logmel"]), _num(kid["mfcc"]), _tempo(loops["generated"]), _tempo(loops["reference"]),
-        _seam(loops["generated"]), _seam(loops["reference"]), _num(div["generated_same_condition"]),
-        _num(div["generated_same_genre"]), _num(div["reference_same_genre"]), _percent(m.get("genre_adherence")),
+        name,
+        f"{m['clips']['generated']}/{m['clips']['reference']}",
+        _num(m["fd"]["logmel"]),
+        _num(m["fd"]["mfcc"]),
+        _num(kid["logmel"]),
+        _num(kid["mfcc"]),
+        _tempo(loops["generated"]),
+        _tempo(loops["reference"]),
+        _seam(loops["generated"]),
+        _seam(loops["reference"]),
+        _num(div["generated_same_condition"]),
+        _num(div["generated_same_genre"]),
+        _num(div["reference_same_genre"]),
+        _percent(m.get("genre_adherence")),
     ]
 
 
@@ -54,8 +75,10 @@ def _header(report: Mapping[str, Any]) -> list[str]:
     lines = []
     if "checkpoint" in report:
         s = report["settings"]
-        lines.append(f"{report['checkpoint']}: {s['n']} loops ({s['per_condition']} per condition), {s['steps']} steps "
-                     f"{s['sampler']} ({s['schedule']}), cfg {s['cfg_scale']:g}")
+        lines.append(
+            f"{report['checkpoint']}: {s['n']} loops ({s['per_condition']} per condition), {s['steps']} steps "
+            f"{s['sampler']} ({s['schedule']}), cfg {s['cfg_scale']:g}"
+        )
         lines.append(f"reference: {report['reference']} (split {report['split']})")
     else:
         lines.append(f"generated: {report['generated']}")
@@ -63,11 +86,14 @@ def _header(report: Mapping[str, Any]) -> list[str]:
     judge = report.get("classifier")
     if judge is not None:
         if judge.get("accuracy") is None:
-            lines.append(f"genre classifier {judge['checkpoint']}: its val accuracy is unknown, so read 'genre ok' "
-                         "with care")
+            lines.append(
+                f"genre classifier {judge['checkpoint']}: its val accuracy is unknown, so read 'genre ok' with care"
+            )
         else:
-            lines.append(f"genre classifier: {judge['accuracy']:.0%} right on {judge['samples']} val clips "
-                         f"(chance {judge['chance']:.0%}): 'genre ok' is its verdict")
+            lines.append(
+                f"genre classifier: {judge['accuracy']:.0%} right on {judge['samples']} val clips "
+                f"(chance {judge['chance']:.0%}): 'genre ok' is its verdict"
+            )
     return lines
 
 
@@ -76,8 +102,9 @@ def format_report(report: Mapping[str, Any]) -> str:
     rows = [_row("overall", report["overall"])] + [_row(g, m) for g, m in report["genres"].items()]
     table = [[name for name, _ in COLUMNS]] + rows
     widths = [max(width, *(len(r[i]) for r in table)) for i, (_, width) in enumerate(COLUMNS)]
-    text = [" ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-            for r in table]
+    text = [
+        " ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in table
+    ]
     lines = _header(report) + [""] + text + [""] + LEGEND.splitlines()
     for key, label in (("genres_only_generated", "generated only"), ("genres_only_reference", "reference only")):
         if report.get(key):

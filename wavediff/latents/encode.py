@@ -6,58 +6,35 @@ itself), in batches of samples of equal length, so no sample is padded by its
 neighbours. Output shards keep their input's name, which lets several processes encode
 disjoint shard ranges into one folder: each publishes its shards and a partial manifest,
 and `merge_latent_manifests` joins them into the manifest a full run would have written.
-Everything is built in a staging folder and published only when complete (wavediff.shards).
+Everything is built in a staging folder and published only when complete (wavediff.shards.format).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
-from wavediff import audio
-from wavediff.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    CheckpointError,
-    build_model,
-    load_checkpoint,
-    load_weights,
-    resolve_checkpoint,
-)
-from wavediff.config import AERecipe, from_dict
-from wavediff.files import atomic_write_json, read_json_object
+from wavediff.errors import UserError
+from wavediff.io.files import atomic_write_json, read_json_object
 from wavediff.models.autoencoder import Autoencoder
-from wavediff.shards import (
-    MANIFEST_NAME,
-    MANIFEST_VERSION,
-    SPLITS,
-    TarWriter,
-    is_shard,
-    json_bytes,
-    make_staging,
-    publish,
-    read_manifest,
-    shard_paths,
-)
+from wavediff.models.factory import load_autoencoder
+from wavediff.shards.format import MANIFEST_NAME, MANIFEST_VERSION, SPLITS, is_shard, shard_paths
+from wavediff.shards.reader import audio_samples, check_audio_shards, equal_length_batches
+from wavediff.shards.writer import TarWriter, json_bytes, make_staging, publish
 
-T = TypeVar("T")
 PART_NAME = re.compile(r"^manifest\.part-(\d+)-(\d+)\.json$")
-_PENDING_BATCHES = 4  # samples waiting for a full batch are bounded to this many batches
 
 
 def part_name(start: int, stop: int) -> str:
@@ -67,54 +44,10 @@ def part_name(start: int, stop: int) -> str:
 def part_range(index: int, count: int, shards: int) -> tuple[int, int]:
     """The shard range of array task `index` of `count`: contiguous, disjoint, together all `shards`."""
     if not 0 <= index < count:
-        raise ValueError(f"part {index}/{count}: the index must be in 0…{count - 1}")
+        raise UserError(f"part {index}/{count}: the index must be in 0…{count - 1}")
     if count > shards:
-        raise ValueError(f"part {index}/{count}: only {shards} input shards to split, so use at most {shards} tasks")
+        raise UserError(f"part {index}/{count}: only {shards} input shards to split, so use at most {shards} tasks")
     return index * shards // count, (index + 1) * shards // count
-
-
-# --------------------------------------------------------------------------- the autoencoder
-
-
-def autoencoder_id(checkpoint: str | os.PathLike) -> str:
-    """What latents record about the model that made them: its weights' hash, so two
-    checkpoints with the same config are still told apart."""
-    digest = hashlib.sha256()
-    with open(resolve_checkpoint(checkpoint) / MODEL_FILE, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def load_autoencoder(
-    checkpoint: str | os.PathLike, device: str | torch.device | None = None
-) -> tuple[Autoencoder, AERecipe, str]:
-    """(model in eval mode on `device`, its recipe, its id) from a checkpoint or run folder;
-    the device defaults to the GPU when there is one."""
-    folder = resolve_checkpoint(checkpoint)
-    config, state = load_checkpoint(folder)
-    if config["kind"] != "autoencoder":
-        raise CheckpointError(f"{folder / CONFIG_FILE}: a {config['kind']} checkpoint, not an autoencoder")
-    model = build_model(config)
-    load_weights(model, state, folder / MODEL_FILE)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), from_dict(AERecipe, config["recipe"]), autoencoder_id(folder)
-
-
-def check_audio_shards(folder: str | os.PathLike, model: Autoencoder, sample_rate: int) -> dict[str, Any]:
-    """The audio manifest of `folder`, refused when its audio is not what the model takes."""
-    manifest = read_manifest(folder, "audio")
-    path = Path(folder) / MANIFEST_NAME
-    if manifest["sample_rate"] != sample_rate:
-        raise ValueError(f"{path}: shards are {manifest['sample_rate']} Hz, the autoencoder takes {sample_rate} Hz")
-    if manifest["channels"] != model.cfg.channels:
-        raise ValueError(
-            f"{path}: shards have {manifest['channels']} channels, the autoencoder takes {model.cfg.channels}"
-        )
-    return manifest
-
-
-# --------------------------------------------------------------------------- reading and batching
 
 
 @dataclass(frozen=True)
@@ -134,45 +67,6 @@ class AudioVariant:
 
     def apply(self, wav: torch.Tensor) -> torch.Tensor:
         return wav * (10 ** (self.gain_db / 20)) * (-1 if self.invert else 1)
-
-
-def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
-    """(key, json, audio) of each sample of an audio shard, in file order; a sample that is
-    not usable is an error naming shard and key (an audio shard we wrote never has one)."""
-    for sample in wds.tarfile_samples([{"url": str(shard)}]):
-        where = f"{shard}: sample {sample['__key__']}"
-        if "flac" not in sample or "json" not in sample:
-            raise ValueError(f"{where}: not an audio shard sample (needs .flac and .json members)")
-        try:
-            info = json.loads(sample["json"])
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{where}: json member does not parse ({e})") from None
-        wav, sr = audio.decode(sample["flac"], where)
-        if sr != sample_rate:
-            raise ValueError(f"{where}: audio at {sr} Hz, the autoencoder takes {sample_rate} Hz")
-        yield sample["__key__"], info, wav
-
-
-def equal_length_batches(
-    items: Iterable[tuple[T, torch.Tensor]], batch_size: int
-) -> Iterator[tuple[list[T], torch.Tensor]]:
-    """Stack (tag, audio) items into batches of one length, so every sample is processed
-    whole; at most `_PENDING_BATCHES` batches' worth wait (the biggest group goes first)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    pending: dict[int, list[tuple[T, torch.Tensor]]] = {}
-    waiting = 0
-    for tag, wav in items:
-        group = pending.setdefault(wav.shape[-1], [])
-        group.append((tag, wav))
-        waiting += 1
-        if len(group) == batch_size or waiting >= _PENDING_BATCHES * batch_size:
-            length = wav.shape[-1] if len(group) == batch_size else max(pending, key=lambda n: len(pending[n]))
-            batch = pending.pop(length)
-            waiting -= len(batch)
-            yield [t for t, _ in batch], torch.stack([w for _, w in batch])
-    for batch in pending.values():
-        yield [t for t, _ in batch], torch.stack([w for _, w in batch])
 
 
 # --------------------------------------------------------------------------- statistics
@@ -242,11 +136,11 @@ def encode_shards(
     variant encoded from the changed audio (see AudioVariant); val samples stay as they are.
     """
     model, recipe, ae_id = load_autoencoder(ae_ckpt, device)
-    source = check_audio_shards(shards_folder, model, recipe.sample_rate)
+    source = check_audio_shards(shards_folder, recipe.sample_rate, model.cfg.channels)
     shards = [(split, path) for split in SPLITS for path in shard_paths(shards_folder, source, split)]
     if part is not None:
         if shard_range is not None:
-            raise ValueError("give a shard range or a part, not both")
+            raise UserError("give a shard range or a part, not both")
         shard_range = part_range(*part, len(shards))
     start, stop = _check_range(shard_range, len(shards), Path(shards_folder) / MANIFEST_NAME)
     hop = model.hop_length
@@ -255,8 +149,9 @@ def encode_shards(
     out = Path(out)
     staging = make_staging(out)
     try:
-        splits, moments = _encode_all(model, shards[start:stop], staging, recipe.sample_rate, extra, batch_size,
-                                      variants, progress)
+        splits, moments = _encode_all(
+            model, shards[start:stop], staging, recipe.sample_rate, extra, batch_size, variants, progress
+        )
         for entry in splits.values():
             entry["seconds"] = round(entry["seconds"], 3)
         manifest = {
@@ -288,12 +183,12 @@ def encode_shards(
 
 def _check_range(shard_range: tuple[int, int] | None, count: int, manifest: Path) -> tuple[int, int]:
     if count == 0:
-        raise ValueError(f"{manifest}: lists no shards to encode")
+        raise UserError(f"{manifest}: lists no shards to encode")
     if shard_range is None:
         return 0, count
     start, stop = shard_range
     if not 0 <= start < stop <= count:
-        raise ValueError(f"{manifest}: shard range {start}:{stop} is outside its {count} shards (0:{count})")
+        raise UserError(f"{manifest}: shard range {start}:{stop} is outside its {count} shards (0:{count})")
     return start, stop
 
 
@@ -357,7 +252,7 @@ def _encode_shard(
     for tags, x in equal_length_batches(tagged(), batch_size):
         z = model.encode(x.to(device)).float().cpu().numpy().astype(np.float16)  # eval mode: the VAE mean
         if not np.isfinite(z).all():
-            raise ValueError(f"{path}: the autoencoder gave non-finite latents (or they overflow float16)")
+            raise UserError(f"{path}: the autoencoder gave non-finite latents (or they overflow float16)")
         latents.update(zip(tags, z))
     return [(key, info, latents[i]) for i, (key, info) in enumerate(infos)]
 
@@ -385,13 +280,15 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
         start, stop = _range_of(path)
         if start != covered:
             what = "overlaps the previous part" if start < covered else f"leaves shards {covered}:{start} unencoded"
-            raise ValueError(f"{path}: shard range {start}:{stop} {what}")
+            raise UserError(f"{path}: shard range {start}:{stop} {what}")
         for field in ("autoencoder", "source", "source_shards", "sample_rate", "latent_dim", "hop_length"):
             if part.get(field) != first.get(field):
-                raise ValueError(f"{path}: {field} {part.get(field)!r} differs from {paths[0].name}'s {first.get(field)!r}")
+                raise UserError(
+                    f"{path}: {field} {part.get(field)!r} differs from {paths[0].name}'s {first.get(field)!r}"
+                )
         covered = stop
     if covered != first["source_shards"]:
-        raise ValueError(f"{out}: shards {covered}:{first['source_shards']} are not encoded yet")
+        raise UserError(f"{out}: shards {covered}:{first['source_shards']} are not encoded yet")
     merged = {k: v for k, v in first.items() if k not in ("shard_range", "source_shards", "splits", "stats")}
     merged["splits"] = {
         split: {
@@ -410,7 +307,7 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
 def _read_part(path: Path) -> dict[str, Any]:
     part = read_json_object(path, "partial manifest")
     if part.get("kind") != "latent" or not isinstance(part.get("splits"), dict):
-        raise ValueError(f"{path}: not a partial latent manifest")
+        raise UserError(f"{path}: not a partial latent manifest")
     return part
 
 

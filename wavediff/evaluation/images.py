@@ -2,9 +2,10 @@
 report's grid) and PNG files.
 
 matplotlib and Pillow are not dependencies: a spectrogram is coloured here through a small
-magma-like palette, and a PNG of 8-bit RGB rows is a few lines of zlib. The grid has one row per genre: generated loops on the left, reference loops on the
-right of a wider gap, every spectrogram from the same analysis (mono at the features'
-analysis rate, so sets made at different rates line up) squeezed to one width.
+magma-like palette, and a PNG of 8-bit RGB rows is a few lines of zlib. The grid has one
+row per genre: generated loops on the left, reference loops on the right of a wider gap,
+every spectrogram from the same analysis (mono at the features' analysis rate, so sets made
+at different rates line up) squeezed to one width.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wavediff.audio import conform
-from wavediff.features import ANALYSIS_RATE
-from wavediff.files import atomic_write_bytes
+from wavediff.io.audio import conform
+from wavediff.io.files import atomic_write_bytes
+from wavediff.models.features import ANALYSIS_RATE
 
 CELL_WIDTH = 256
 SPECTROGRAM_FFT = 256  # 129 frequency rows at the analysis rate
@@ -30,9 +31,12 @@ BACKGROUND, EMPTY = 255, 128  # white around cells; grey for a missing loop
 
 
 # magma, sampled at six points: dark purple (silence) to pale yellow (loud)
-_PALETTE = np.array(
-    [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], dtype=np.float32
-) / 255.0
+_PALETTE = (
+    np.array(
+        [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]], dtype=np.float32
+    )
+    / 255.0
+)
 DYNAMIC_RANGE_DB = 80.0
 
 
@@ -101,4 +105,3 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, png_bytes(rgb))
     return path
-

@@ -45,19 +45,15 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import make_seed, pytorch_worker_info
 
-from wavediff.audio import AudioError, EncodedAudio, convert_channels
 from wavediff.config import AugmentConfig, DataConfig
-from wavediff.shards import read_manifest, shard_paths
+from wavediff.errors import AudioError, DataError, UserError
+from wavediff.io.audio import EncodedAudio, convert_channels
+from wavediff.shards.format import read_manifest, shard_paths
 
 Kind = Literal["audio", "latent"]
 _MEMBER = {"audio": "flac", "latent": "latent.npy"}
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")  # webdataset's metadata members, not samples
-
-
-class DataError(ValueError):
-    """Data that cannot be trained on as configured (missing shards, wrong sample rate,
-    latents of another autoencoder): stops the run, since skipping would hide it."""
 
 
 class CorruptSample(ValueError):
@@ -92,7 +88,7 @@ def resolve_urls(cfg: DataConfig, split: str) -> list[str]:
     lists, `pipe:` URLs; plain relative paths are taken inside `cfg.path`), else the
     manifest's list. Local shards must exist, so a typo fails here, not mid-training."""
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        raise UserError(f"split must be 'train' or 'val', got {split!r}")
     explicit = cfg.train if split == "train" else cfg.val
     if explicit:
         urls = [_inside(cfg.path, url) for url in expand_urls(explicit)]
@@ -360,7 +356,12 @@ class ShardDataset(IterableDataset):
         if not isinstance(hop, int) or not isinstance(sr, int) or hop <= 0 or sr <= 0:
             raise CorruptSample(f"{where}: latent json needs positive integer 'hop_length' and 'sample_rate'")
         x = torch.from_numpy(latent)
-        yield (lambda start, out: out.copy_(x[:, start : start + len(out)].T)), latent.shape[1], latent.shape[0], sr / hop
+        yield (
+            (lambda start, out: out.copy_(x[:, start : start + len(out)].T)),
+            latent.shape[1],
+            latent.shape[0],
+            sr / hop,
+        )
 
 
 def _augment(wav: torch.Tensor, augment: AugmentConfig, rng: random.Random) -> torch.Tensor:
@@ -430,20 +431,30 @@ def build_dataset(
     torch.distributed (or RANK/WORLD_SIZE) values; tests pass them to simulate ranks.
     """
     if kind not in _MEMBER:
-        raise ValueError(f"kind must be 'audio' or 'latent', got {kind!r}")
+        raise UserError(f"kind must be 'audio' or 'latent', got {kind!r}")
     if sample_size <= 0 or shuffle_buffer <= 0:
-        raise ValueError(f"sample_size and shuffle_buffer must be positive, got {sample_size}, {shuffle_buffer}")
+        raise UserError(f"sample_size and shuffle_buffer must be positive, got {sample_size}, {shuffle_buffer}")
     urls = expand_urls(urls) if isinstance(urls, str) else list(urls)
     if not urls:
         raise DataError("no shard URLs given")
     if rank is None or world_size is None:
         rank, world_size, _, _ = pytorch_worker_info()
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world size {world_size}")
+        raise UserError(f"rank {rank} is outside world size {world_size}")
     return ShardDataset(
-        urls, kind=kind, sample_size=sample_size, sample_rate=sample_rate, channels=channels,
-        genres=GenreVocab(genres), augment=augment, training=training, seed=seed,
-        shuffle_buffer=shuffle_buffer, autoencoder=autoencoder, rank=rank, world_size=world_size,
+        urls,
+        kind=kind,
+        sample_size=sample_size,
+        sample_rate=sample_rate,
+        channels=channels,
+        genres=GenreVocab(genres),
+        augment=augment,
+        training=training,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        autoencoder=autoencoder,
+        rank=rank,
+        world_size=world_size,
     )
 
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchaudio.functional import melscale_fbanks
 
-from wavediff.config import AELossConfig, ConfigError
+from wavediff.config import AELossConfig
+from wavediff.errors import ConfigError
 
 # Fixed settings for the reported metrics, so numbers compare across runs whatever the training loss was.
 METRIC_FFT_SIZES = (2048, 1024, 512, 256, 128, 64, 32)

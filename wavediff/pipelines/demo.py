@@ -2,9 +2,10 @@
 
 Synthesize the pack → shard → inspect → train the tiny autoencoder → encode latents →
 check the autoencoder → train the tiny denoiser → write one loop per genre → the eval
-suite's report (Fréchet distances, tempo, genre, seam, diversity) against the pack. Each stage writes into its own folder
-under OUT and is skipped when its output is already complete, so an interrupted demo picks
-up where it stopped. `minutes` scales both training budgets (15 is the recipes' own).
+suite's report (Fréchet distances, tempo, genre, seam, diversity) against the pack. Each
+stage writes into its own folder under OUT and is skipped when its output is already
+complete, so an interrupted demo picks up where it stopped. `minutes` scales both training
+budgets (15 is the recipes' own).
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from pathlib import Path
 
 import torch
 
-from data_tools.inspect import format_manifest, inspect_shards
-from data_tools.shard import ShardOptions, shard
-from data_tools.synth import GENRES, synthesize_pack
-from wavediff.checkpoint import CONFIG_FILE, latest_checkpoint
 from wavediff.config import AERecipe, ClassifierRecipe, DiffusionRecipe, load_recipe
-from wavediff.encode import autoencoder_id, encode_shards
-from wavediff.eval_table import format_report
-from wavediff.evaluate import evaluate_autoencoder, evaluate_model, reconstruct_file
-from wavediff.files import atomic_write_json
-from wavediff.sampling import generate, load_denoiser, save_loops
-from wavediff.shards import MANIFEST_NAME, read_manifest
+from wavediff.errors import UserError
+from wavediff.evaluation.reconstruction import evaluate_autoencoder, reconstruct_file
+from wavediff.evaluation.report import format_report
+from wavediff.evaluation.suite import evaluate_model
+from wavediff.generation.generate import generate
+from wavediff.generation.save import save_loops
+from wavediff.io.files import atomic_write_json
+from wavediff.latents.encode import encode_shards
+from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint, weights_hash
+from wavediff.models.factory import load_denoiser
+from wavediff.shards.format import MANIFEST_NAME, read_manifest
 from wavediff.training.autoencoder import train_autoencoder
 from wavediff.training.classifier import train_classifier
 from wavediff.training.diffusion import train_diffusion
@@ -48,6 +50,9 @@ def _stage(title: str) -> None:
 
 def make_demo_shards(out: Path, progress: bool = True) -> Path:
     """Synthesize the pack and shard it; returns the shard folder."""
+    from data_tools.shard import ShardOptions, shard
+    from data_tools.synth import synthesize_pack
+
     pack, shards = out / "pack", out / "shards"
     if (shards / MANIFEST_NAME).exists():
         _stage(f"shards already in {shards}")
@@ -96,8 +101,9 @@ def train_demo_autoencoder(out: Path, shards: Path, steps: int | None, progress:
     overrides = [f"data.path={json.dumps(str(shards))}"] + ([f"train.steps={steps}"] if steps is not None else [])
     recipe = load_recipe(AE_RECIPE, AERecipe, overrides)
     run = out / "ae"
-    return _training_stage("autoencoder", AE_RECIPE, run, recipe.train.steps,
-                           lambda: train_autoencoder(recipe, run, progress=progress))
+    return _training_stage(
+        "autoencoder", AE_RECIPE, run, recipe.train.steps, lambda: train_autoencoder(recipe, run, progress=progress)
+    )
 
 
 def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True) -> Path | None:
@@ -105,19 +111,23 @@ def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, p
     overrides = [f"data.path={json.dumps(str(latents))}", f"autoencoder={json.dumps(str(ae))}"]
     recipe = load_recipe(DENOISER_RECIPE, DiffusionRecipe, overrides + ([f"train.steps={steps}"] if steps else []))
     run = out / "denoiser"
-    return _training_stage("denoiser", DENOISER_RECIPE, run, recipe.train.steps,
-                           lambda: train_diffusion(recipe, run, progress=progress))
+    return _training_stage(
+        "denoiser", DENOISER_RECIPE, run, recipe.train.steps, lambda: train_diffusion(recipe, run, progress=progress)
+    )
 
 
 def write_demo_loops(out: Path, denoiser: Path, progress: bool = True) -> list[Path]:
     """One 4-bar loop per genre, at the middle of the genre's tempo range in the built-in pack."""
+    from data_tools.synth import GENRES
+
     _stage(f"writing one {DEMO_BARS}-bar loop per genre into {out / 'loops'}")
     model = load_denoiser(denoiser, "cpu")
     written = []
     for i, genre in enumerate(model.conditioner.genres):
         low, high = GENRES[genre].bpm if genre in GENRES else (120, 120)
-        loops, info = generate(model, genre=genre, bpm=round((low + high) / 2), bars=DEMO_BARS, seed=i,
-                               progress=progress)
+        loops, info = generate(
+            model, genre=genre, bpm=round((low + high) / 2), bars=DEMO_BARS, seed=i, progress=progress
+        )
         info["checkpoint"] = str(denoiser)
         written += save_loops(loops, info, out / "loops")
         print(written[-1])
@@ -134,8 +144,16 @@ def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True
         recipe.data.path, recipe.train.cpu = str(shards), True
         train_classifier(recipe, classifier, progress=progress)
     _stage(f"evaluating {EVAL_LOOPS} generated loops against the pack ({EVAL_STEPS} sampler steps)")
-    report = evaluate_model(denoiser, shards, n=EVAL_LOOPS, steps=EVAL_STEPS, classifier=classifier, device="cpu",
-                            grid=out / "eval" / "spectrograms.png", progress=progress)
+    report = evaluate_model(
+        denoiser,
+        shards,
+        n=EVAL_LOOPS,
+        steps=EVAL_STEPS,
+        classifier=classifier,
+        device="cpu",
+        grid=out / "eval" / "spectrograms.png",
+        progress=progress,
+    )
     atomic_write_json(out / "eval" / "report.json", report)
     print(format_report(report))
     print(f"report: {out / 'eval' / 'report.json'}")
@@ -143,16 +161,21 @@ def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True
 
 
 def run_demo(
-    out: str | Path, ae_steps: int | None = None, minutes: float = DEFAULT_MINUTES,
-    denoiser_steps: int | None = None, progress: bool = True,
+    out: str | Path,
+    ae_steps: int | None = None,
+    minutes: float = DEFAULT_MINUTES,
+    denoiser_steps: int | None = None,
+    progress: bool = True,
 ) -> Path:
     """Run every stage of the demo into `out`; returns `out`.
 
     `minutes` scales the recipes' step counts; `ae_steps` / `denoiser_steps` set them
     outright (tests use a few).
     """
+    from data_tools.inspect import format_manifest, inspect_shards
+
     if minutes <= 0:
-        raise ValueError(f"minutes must be positive, got {minutes}")
+        raise UserError(f"minutes must be positive, got {minutes}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Two threads train the tiny models 1.1–1.5× faster than one on a 2-core CPU (measured);
@@ -163,7 +186,7 @@ def run_demo(
     report = inspect_shards(shards, progress=progress)
     print(format_manifest(read_manifest(shards), report))
     if not report["ok"]:
-        raise ValueError(f"{shards}: the demo's own shards failed inspection")
+        raise UserError(f"{shards}: the demo's own shards failed inspection")
 
     if ae_steps is None and minutes != DEFAULT_MINUTES:
         ae_steps = _steps(load_recipe(AE_RECIPE, AERecipe).train.steps, minutes)
@@ -173,7 +196,7 @@ def run_demo(
     if ae is None:
         return out
     latents = out / "latents"
-    if (latents / MANIFEST_NAME).exists() and read_manifest(latents, "latent")["autoencoder"] == autoencoder_id(ae):
+    if (latents / MANIFEST_NAME).exists() and read_manifest(latents, "latent")["autoencoder"] == weights_hash(ae):
         _stage(f"latents already in {latents}")
     else:
         _stage(f"encoding {shards} into latent shards")

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import ConditioningConfig, ConfigError
+from wavediff.config import ConditioningConfig
+from wavediff.errors import ConfigError, UserError
 
 FOURIER_BANDS = 8  # sin/cos pairs per scalar
 TEMPO_REFERENCE = 120.0  # BPM at which the tempo features are centred
@@ -82,7 +83,9 @@ class Conditioner(nn.Module):
         self.cfg = cfg
         self.names = [name for name in CONDITIONS if getattr(cfg, name)]
         if not self.names:
-            raise ConfigError("conditioning: every condition is off; leave one on or build the U-Net without a conditioner")
+            raise ConfigError(
+                "conditioning: every condition is off; leave one on or build the U-Net without a conditioner"
+            )
         self.dim = cfg.dim
         self.null = nn.Parameter(torch.randn(len(self.names), cfg.dim) * 0.02)
         if cfg.genre:
@@ -102,7 +105,7 @@ class Conditioner(nn.Module):
             return -1
         if name not in self.cfg.genres:
             known = ", ".join(self.cfg.genres) or "none: the model has no genre vocabulary"
-            raise ValueError(f"unknown genre {name!r}; this model knows: {known}")
+            raise UserError(f"unknown genre {name!r}; this model knows: {known}")
         return self.cfg.genres.index(name)
 
     def _token(self, name: str, c: Conditions) -> tuple[Tensor, Tensor]:

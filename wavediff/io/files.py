@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from wavediff.errors import UserError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside the target, fsync, then rename over it."""
@@ -42,7 +44,7 @@ def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable {what} ({e})") from None
+        raise UserError(f"{path}: unreadable {what} ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: {what} must be a JSON object")
+        raise UserError(f"{path}: {what} must be a JSON object")
     return data

@@ -1,4 +1,4 @@
-"""Tempo: the bar arithmetic every loop obeys, and tempo estimation from audio.
+"""Tempo estimation from audio, for judging loops.
 
 Estimation is onset-strength autocorrelation, as librosa's beat tracker does it, so it
 needs no pretrained model: a log-mel spectral-flux envelope rises at every hit, and its
@@ -15,14 +15,11 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from wavediff.errors import UserError
+
 # Width of the log-normal tempo prior: half an octave either side of prior_bpm is one
 # standard deviation (measured on the synth loop pack: wider picks half-time for house).
 PRIOR_OCTAVES = 0.5
-
-
-def loop_samples(bpm: float, bars: int, sample_rate: int, beats_per_bar: int = 4) -> int:
-    """Length in samples of `bars` whole bars: the one rounding every loop length uses."""
-    return round(bars * beats_per_bar * 60 / bpm * sample_rate)
 
 
 def onset_strength(wav: torch.Tensor, sr: int) -> tuple[np.ndarray, float]:
@@ -34,8 +31,11 @@ def onset_strength(wav: torch.Tensor, sr: int) -> tuple[np.ndarray, float]:
     mono = wav.to(torch.float64).mean(0) if wav.dim() == 2 else wav.to(torch.float64)
     n_fft = 2 ** round(math.log2(sr * 0.046))
     hop = n_fft // 4
-    spec = torch.stft(mono, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64),
-                      return_complex=True).abs().pow(2)
+    spec = (
+        torch.stft(mono, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), return_complex=True)
+        .abs()
+        .pow(2)
+    )
     fbank = AF.melscale_fbanks(n_fft // 2 + 1, 30.0, sr / 2, 40, sr).to(torch.float64)
     db = 10 * torch.log10((fbank.T @ spec).clamp_min(1e-10))
     db = db.clamp_min(db.max() - 80.0)
@@ -68,7 +68,7 @@ def estimate_tempo(
     max_lag = int(math.ceil(60.0 * fps / min_bpm)) + 1
     if len(env) < 2 * max_lag:
         have, need = wav.shape[-1] / sr, 2 * 60.0 / min_bpm
-        raise ValueError(f"audio too short to estimate tempo: {have:.2f} s, need ≥ {need:.2f} s")
+        raise UserError(f"audio too short to estimate tempo: {have:.2f} s, need ≥ {need:.2f} s")
     env = env - env.mean()
     if not np.any(np.abs(env) > 1e-9):
         return math.nan

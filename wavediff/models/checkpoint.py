@@ -1,4 +1,4 @@
-"""Checkpoint folders: save, find, load, and rebuild the model from config.json alone.
+"""Checkpoint folders: save, find and read them (models/factory rebuilds the model).
 
     RUN/checkpoints/step-000100/
         model.safetensors   the exported (EMA) weights, for inference: never pickled
@@ -14,6 +14,7 @@ readers that find it missing or stale fall back to the highest complete step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,11 +28,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wavediff.config import AERecipe, ClassifierRecipe, ConfigError, DiffusionRecipe, from_dict
-from wavediff.diffusion import LoopDiffusion
-from wavediff.files import atomic_write_bytes, atomic_write_json
-from wavediff.models.autoencoder import Autoencoder
-from wavediff.models.classifier import GenreClassifier
+from wavediff.errors import CheckpointError, ConfigError
+from wavediff.io.files import atomic_write_bytes, atomic_write_json
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -40,34 +38,6 @@ STATE_DIR = "accelerate"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 _STAGING = re.compile(r"^step-\d{6,}\.(tmp|old)-")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, incomplete, or does not fit its model; the message names it."""
-
-
-def _build_autoencoder(config: Mapping[str, Any]) -> nn.Module:
-    return Autoencoder(from_dict(AERecipe, config["recipe"]).model)
-
-
-def _build_diffusion(config: Mapping[str, Any]) -> nn.Module:
-    """The denoiser with its embedded autoencoder (config["autoencoder"]["recipe"]), if it has one."""
-    recipe = from_dict(DiffusionRecipe, config["recipe"])
-    embedded = config.get("autoencoder")
-    autoencoder = _build_autoencoder(embedded) if embedded else None
-    return LoopDiffusion(recipe, autoencoder)
-
-
-def _build_classifier(config: Mapping[str, Any]) -> nn.Module:
-    return GenreClassifier(from_dict(ClassifierRecipe, config["recipe"]))
-
-
-# kind → builder from a checkpoint's config.json; each trainable kind registers here.
-BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
-    "autoencoder": _build_autoencoder,
-    "diffusion": _build_diffusion,
-    "classifier": _build_classifier,
-}
 
 
 def checkpoint_name(step: int) -> str:
@@ -198,8 +168,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------- loading
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config.json, EMA state dict) of a checkpoint; `path` as for resolve_checkpoint."""
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a checkpoint; `path` as for resolve_checkpoint."""
     folder = resolve_checkpoint(path)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -207,6 +177,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"{folder / CONFIG_FILE}: unreadable ({e})") from None
     if not isinstance(config, dict) or not isinstance(config.get("kind"), str) or "recipe" not in config:
         raise CheckpointError(f"{folder / CONFIG_FILE}: not a wavediff checkpoint config (needs 'kind' and 'recipe')")
+    return config
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json, EMA state dict) of a checkpoint; `path` as for resolve_checkpoint."""
+    folder = resolve_checkpoint(path)
+    config = read_config(folder)
     try:
         state = load_file(str(folder / MODEL_FILE))
     except (OSError, SafetensorError) as e:
@@ -245,24 +222,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], where
     model.load_state_dict(state_dict)
 
 
-def build_model(config: Mapping[str, Any]) -> nn.Module:
-    """The untrained model a checkpoint config describes."""
-    kind = config.get("kind")
-    if kind not in BUILDERS:
-        raise CheckpointError(f"checkpoint kind {kind!r} is not one of {sorted(BUILDERS)}")
-    try:
-        return BUILDERS[kind](config)
-    except ConfigError as e:
-        raise CheckpointError(f"checkpoint config: {e}") from None
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The exported (EMA) model of a checkpoint or run folder, rebuilt from config.json, in eval mode."""
-    folder = resolve_checkpoint(path)
-    config, state = load_checkpoint(folder)
-    try:
-        model = build_model(config)
-    except CheckpointError as e:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: {e}") from None
-    load_weights(model, state, folder / MODEL_FILE)
-    return model.to(device).eval()
+def weights_hash(checkpoint: str | os.PathLike) -> str:
+    """A checkpoint's model.safetensors, hashed: latents record it of the autoencoder that made
+    them and a LoRA adapter of its base, so two checkpoints with the same config are told apart."""
+    digest = hashlib.sha256()
+    with open(resolve_checkpoint(checkpoint) / MODEL_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -22,13 +22,15 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from wavediff.conditioning import Conditioner, Conditions
-from wavediff.config import ConfigError, DiffusionRecipe
+from wavediff.config import DiffusionRecipe
+from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.blocks import pad1d
+from wavediff.models.conditioning import Conditioner, Conditions
 from wavediff.models.unet import UNet1D
 
 CLOCK_CHANNELS = 4  # sin/cos of the beat phase and of the bar phase
+
 
 def _preconditioners() -> tuple[type, type]:
     with warnings.catch_warnings():  # k-diffusion's dependencies warn about their own imports
@@ -143,7 +145,12 @@ class LoopDiffusion(nn.Module):
         return self.precond.sigma_to_t(sigma) if self.v_objective else sigma.log() / 4
 
     def _network(
-        self, x: Tensor, sigma: Tensor, cond: Conditions | None, drop: Tensor | None, circular: bool,
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: Conditions | None,
+        drop: Tensor | None,
+        circular: bool,
         period: int | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(network output, c_skip, c_out) for input x at noise σ (B,); x may be `period`-long copies of a loop."""
@@ -161,8 +168,14 @@ class LoopDiffusion(nn.Module):
                 if drop is not None:
                     known = known & ~drop[:, self.conditioner.names.index("tempo")]
                 frames = period or x.shape[-1]
-                clock = tempo_clock(frames, cond.bpm, self.sample_rate / self.hop_length,
-                                    self.recipe.conditioning.beats_per_bar, circular, cond.start)
+                clock = tempo_clock(
+                    frames,
+                    cond.bpm,
+                    self.sample_rate / self.hop_length,
+                    self.recipe.conditioning.beats_per_bar,
+                    circular,
+                    cond.start,
+                )
                 clock = (clock * known[:, None, None]).to(x.dtype).repeat(1, 1, x.shape[-1] // frames)
                 inputs = torch.cat([inputs, clock], dim=1)
         out = self.unet(inputs, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)

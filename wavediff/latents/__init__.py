@@ -1,0 +1,1 @@
+"""Audio shards to latent shards with a trained autoencoder (`wavediff encode`)."""

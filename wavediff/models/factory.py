@@ -1,0 +1,176 @@
+"""Every checkpoint kind rebuilt from its config.json alone: autoencoder, denoiser, classifier,
+and LoRA adapter (applied to its base, or baked into an ordinary checkpoint).
+
+A LoRA checkpoint (kind "lora") holds the adapter tensors and a config naming its base: the
+base's path when trained and the hash of its model.safetensors, which must match the base it
+is applied to (an adapter on other weights would add its deltas to the wrong thing). Its
+recipe is the fine-tune's, so its genre vocabulary is the base's plus any genre the pack
+added; applying it grows the base's vocabulary first (wavediff.models.genres).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wavediff.config import AERecipe, ClassifierRecipe, DiffusionRecipe, from_dict
+from wavediff.errors import CheckpointError, ConfigError
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    load_checkpoint,
+    load_weights,
+    read_config,
+    resolve_checkpoint,
+    save_checkpoint,
+    weights_hash,
+)
+from wavediff.models.classifier import GenreClassifier
+from wavediff.models.diffusion import LoopDiffusion
+from wavediff.models.genres import with_genres
+from wavediff.models.lora import LoraAdapters, merge_adapters
+
+
+def _build_autoencoder(config: Mapping[str, Any]) -> nn.Module:
+    return Autoencoder(from_dict(AERecipe, config["recipe"]).model)
+
+
+def _build_diffusion(config: Mapping[str, Any]) -> nn.Module:
+    """The denoiser with its embedded autoencoder (config["autoencoder"]["recipe"]), if it has one."""
+    recipe = from_dict(DiffusionRecipe, config["recipe"])
+    embedded = config.get("autoencoder")
+    autoencoder = _build_autoencoder(embedded) if embedded else None
+    return LoopDiffusion(recipe, autoencoder)
+
+
+def _build_classifier(config: Mapping[str, Any]) -> nn.Module:
+    return GenreClassifier(from_dict(ClassifierRecipe, config["recipe"]))
+
+
+# kind → builder from a checkpoint's config.json; each trainable kind registers here.
+BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "autoencoder": _build_autoencoder,
+    "diffusion": _build_diffusion,
+    "classifier": _build_classifier,
+}
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """The untrained model a checkpoint config describes."""
+    kind = config.get("kind")
+    if kind not in BUILDERS:
+        raise CheckpointError(f"checkpoint kind {kind!r} is not one of {sorted(BUILDERS)}")
+    try:
+        return BUILDERS[kind](config)
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint config: {e}") from None
+
+
+# What each kind is, for the error that names a checkpoint of the wrong kind.
+_KIND_NAMES = {
+    "autoencoder": "an autoencoder (wavediff train-ae)",
+    "diffusion": "a denoiser (wavediff train)",
+    "classifier": "a genre classifier (wavediff train-classifier)",
+}
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
+    """The exported (EMA) model of a checkpoint or run folder, rebuilt from config.json, in eval
+    mode; with `kind`, a checkpoint of another kind is refused before anything is built."""
+    folder = resolve_checkpoint(path)
+    config, state = load_checkpoint(folder)
+    if kind is not None and config["kind"] != kind:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: a {config['kind']} checkpoint, not {_KIND_NAMES[kind]}")
+    try:
+        model = build_model(config)
+    except CheckpointError as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {e}") from None
+    load_weights(model, state, folder / MODEL_FILE)
+    return model.to(device).eval()
+
+
+def load_autoencoder(
+    checkpoint: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[Autoencoder, AERecipe, str]:
+    """(model in eval mode on `device`, its recipe, its weights' hash) from a checkpoint or run
+    folder; the device defaults to the GPU when there is one."""
+    folder = resolve_checkpoint(checkpoint)
+    model = load_model(folder, device or _default_device(), "autoencoder")
+    return model, from_dict(AERecipe, read_config(folder)["recipe"]), weights_hash(folder)
+
+
+def load_denoiser(checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> LoopDiffusion:
+    """The EMA denoiser of a checkpoint or run folder, on `device` (default: a GPU when there is one)."""
+    return load_model(checkpoint, device or _default_device(), "diffusion")
+
+
+def load_classifier(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> GenreClassifier:
+    """The genre classifier of a checkpoint or run folder (`wavediff train-classifier`)."""
+    return load_model(checkpoint, device, "classifier")
+
+
+# --------------------------------------------------------------------------- LoRA adapters
+
+
+def load_lora(path: str | os.PathLike) -> tuple[LoraAdapters, dict[str, Any]]:
+    """(adapters, config.json) of a LoRA checkpoint or run folder."""
+    folder = resolve_checkpoint(path)
+    config, state = load_checkpoint(folder)
+    if config["kind"] != "lora" or "lora" not in config or "base" not in config:
+        raise CheckpointError(f"{folder}: a {config['kind']} checkpoint, not a LoRA adapter (wavediff finetune --lora)")
+    adapters = LoraAdapters.from_config(config["lora"])
+    # the run exports its LoraModel, whose only submodule is `adapters`
+    load_weights(adapters, {k.removeprefix("adapters."): v for k, v in state.items()}, folder / MODEL_FILE)
+    return adapters, config
+
+
+def apply_lora(
+    model: LoopDiffusion, adapters: LoraAdapters, config: dict[str, Any], scale: float = 1.0
+) -> LoopDiffusion:
+    """The base `model` with the adapters added at `scale` (1: as trained, 0: the base with the grown vocabulary)."""
+    grown = with_genres(model, config["recipe"]["conditioning"]["genres"])
+    return merge_adapters(grown, adapters, scale)
+
+
+def load_with_lora(
+    checkpoint: str | os.PathLike, lora: str | os.PathLike, scale: float = 1.0, device: str | torch.device | None = None
+) -> LoopDiffusion:
+    """The denoiser of `checkpoint` with the adapter `lora` applied; refuses an adapter trained on other weights."""
+    base = resolve_checkpoint(checkpoint)
+    adapters, config = load_lora(lora)
+    have, want = weights_hash(base), config["base"]["hash"]
+    if have != want:
+        raise CheckpointError(
+            f"{lora}: adapter trained on base {config['base']['path']} (weights {want}), "
+            f"but {checkpoint} has weights {have}"
+        )
+    model = load_denoiser(base, "cpu")
+    return (
+        apply_lora(model, adapters, config, scale).to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    )
+
+
+def merge_lora(
+    checkpoint: str | os.PathLike, lora: str | os.PathLike, out: str | os.PathLike, scale: float = 1.0
+) -> Path:
+    """Write base + adapter as an ordinary denoiser checkpoint in run folder `out`; returns its folder."""
+    model = load_with_lora(checkpoint, lora, scale, "cpu")
+    base_config, _ = load_checkpoint(checkpoint)
+    _, config = load_lora(lora)
+    merged = {
+        "kind": "diffusion",
+        "recipe": config["recipe"],
+        "autoencoder": base_config.get("autoencoder"),
+        "merged": {"base": str(resolve_checkpoint(checkpoint)), "lora": str(resolve_checkpoint(lora)), "scale": scale},
+    }
+    return save_checkpoint(out, int(config.get("step", 0)), model.state_dict(), merged)
