@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import AERecipe, OptimizerConfig, to_dict
+from wavediff.config import AERecipe, OptimizerConfig
 from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.discriminator import MultiScaleSTFTDiscriminator
@@ -30,7 +29,7 @@ from wavediff.models.losses import (
 from wavediff.shards.format import read_manifest
 from wavediff.training.batches import shard_batches
 from wavediff.training.engine import train
-from wavediff.training.objective import Batch
+from wavediff.training.objective import Batch, ObjectiveBase
 
 
 def _check(recipe: AERecipe) -> None:
@@ -44,7 +43,7 @@ def _check(recipe: AERecipe) -> None:
             raise ConfigError(f"data.sample_size {size} is shorter than the largest of {key} ({max(sizes)})")
 
 
-class AutoencoderObjective:
+class AutoencoderObjective(ObjectiveBase):
     """The Objective for an Autoencoder; see the module docstring."""
 
     kind = "autoencoder"
@@ -52,9 +51,7 @@ class AutoencoderObjective:
 
     def __init__(self, recipe: AERecipe) -> None:
         _check(recipe)
-        self.recipe = recipe
-        self.sample_rate = recipe.sample_rate
-        self.model = Autoencoder(recipe.model)
+        super().__init__(recipe, Autoencoder(recipe.model))
         cfg = recipe.loss
         adversarial = cfg.adversarial_weight > 0 or cfg.feature_weight > 0
         channels = recipe.model.channels
@@ -110,18 +107,12 @@ class AutoencoderObjective:
             total = total + cfg.feature_weight * terms["feature_matching"]
         return total, {f"ae/{k}": v.detach() for k, v in terms.items()}
 
-    def batch_seconds(self, batch: Batch) -> float:
-        return float(batch["seconds"].sum())
-
     def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """The first clip and its reconstruction; metrics over the whole batch (clips of ≥ 2048 samples)."""
         x = batch["audio"].float()
         recon, _ = model(x)
         metrics = self.metrics(recon, x) if x.shape[-1] >= max(METRIC_FFT_SIZES) else {}
         return {"input": x[0], "reconstruction": recon[0]}, metrics
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "recipe": to_dict(self.recipe)}
 
 
 def train_autoencoder(

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from wavediff.config import ClassifierRecipe, OptimizerConfig, to_dict
+from wavediff.config import ClassifierRecipe
 from wavediff.errors import ConfigError
 from wavediff.evaluation.suite import VAL_REPORT, classifier_report
 from wavediff.io.files import atomic_write_json
@@ -26,7 +25,7 @@ from wavediff.models.factory import load_classifier
 from wavediff.shards.format import read_manifest
 from wavediff.training.batches import shard_batches
 from wavediff.training.engine import train
-from wavediff.training.objective import Batch
+from wavediff.training.objective import Batch, ObjectiveBase
 
 
 def resolve(recipe: ClassifierRecipe) -> ClassifierRecipe:
@@ -43,28 +42,14 @@ def resolve(recipe: ClassifierRecipe) -> ClassifierRecipe:
     return dataclasses.replace(recipe, sample_rate=manifest["sample_rate"], genres=list(genres))
 
 
-class ClassifierObjective:
+class ClassifierObjective(ObjectiveBase):
     """Cross-entropy on the genre of each window; windows without a known genre do not count."""
 
     kind = "classifier"
     exported = "classifier"
 
     def __init__(self, recipe: ClassifierRecipe) -> None:
-        self.recipe = recipe
-        self.sample_rate = recipe.sample_rate
-        self.model = GenreClassifier(recipe)
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"classifier": self.model}
-
-    def optimizers(self) -> dict[str, tuple[str, OptimizerConfig]]:
-        return {"classifier": ("classifier", self.recipe.train.optimizer)}
-
-    def to(self, device: torch.device) -> None:
-        """Nothing outside the network."""
-
-    def optimizer_for(self, step: int) -> str:
-        return "classifier"
+        super().__init__(recipe, GenreClassifier(recipe))
 
     def loss(
         self, optimizer: str, nets: Mapping[str, nn.Module], batch: Batch, step: int
@@ -78,17 +63,11 @@ class ClassifierObjective:
         accuracy = (logits.argmax(-1)[known] == labels[known]).float().mean()
         return loss, {"classifier/loss": loss.detach(), "classifier/train_accuracy": accuracy.detach()}
 
-    def batch_seconds(self, batch: Batch) -> float:
-        return float(batch["seconds"].sum())
-
     def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """No audio; the EMA model's accuracy on the batch."""
         known = batch["genre"] >= 0
         predicted = model(batch["audio"].float()).argmax(-1)
         return {}, {"classifier_batch_accuracy": float((predicted[known] == batch["genre"][known]).float().mean())}
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "recipe": to_dict(self.recipe)}
 
 
 def train_classifier(

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from wavediff.config import DiffusionRecipe, OptimizerConfig, to_dict
+from wavediff.config import DiffusionRecipe, to_dict
 from wavediff.errors import ConfigError, DataError
 from wavediff.generation.generate import generate
 from wavediff.models.autoencoder import Autoencoder
@@ -30,7 +29,7 @@ from wavediff.shards.format import read_manifest
 from wavediff.shards.loader import make_loader
 from wavediff.training.batches import shard_batches
 from wavediff.training.engine import train
-from wavediff.training.objective import Batch
+from wavediff.training.objective import Batch, ObjectiveBase
 
 SIGMA_DATA_CLIPS = 32  # waveform models: clips measured for sigma_data
 EXAMPLE_STEPS = 25  # sampler steps of the examples written to TensorBoard
@@ -96,29 +95,16 @@ def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | Non
     return resolved, autoencoder, ae_info
 
 
-class DiffusionObjective:
+class DiffusionObjective(ObjectiveBase):
     """The Objective for a LoopDiffusion denoiser; see the module docstring."""
 
     kind = "diffusion"
     exported = "denoiser"
 
     def __init__(self, recipe: DiffusionRecipe, autoencoder: Autoencoder | None, ae_info: dict[str, Any] | None):
-        self.recipe, self.ae_info = recipe, ae_info
-        self.sample_rate = recipe.sample_rate
+        super().__init__(recipe, LoopDiffusion(recipe, autoencoder))
+        self.ae_info = ae_info
         self.member = recipe.data_kind
-        self.model = LoopDiffusion(recipe, autoencoder)
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"denoiser": self.model}
-
-    def optimizers(self) -> dict[str, tuple[str, OptimizerConfig]]:
-        return {"denoiser": ("denoiser", self.recipe.train.optimizer)}
-
-    def to(self, device: torch.device) -> None:
-        """Nothing outside the networks."""
-
-    def optimizer_for(self, step: int) -> str:
-        return "denoiser"
 
     def loss(
         self, optimizer: str, nets: Mapping[str, nn.Module], batch: Batch, step: int
@@ -126,9 +112,6 @@ class DiffusionObjective:
         losses = nets["denoiser"](batch[self.member], batch_conditions(batch), batch["frames"])
         loss = losses.mean()
         return loss, {"diffusion/loss": loss.detach()}
-
-    def batch_seconds(self, batch: Batch) -> float:
-        return float(batch["seconds"].sum())
 
     def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """One loop per genre (one unconditional loop without genres), at a tempo that genre has in the batch."""
@@ -146,7 +129,7 @@ class DiffusionObjective:
         return audio, {}
 
     def checkpoint_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "recipe": to_dict(self.recipe), "autoencoder": self.ae_info}
+        return {**super().checkpoint_config(), "autoencoder": self.ae_info}
 
 
 def train_diffusion(

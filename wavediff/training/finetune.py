@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from wavediff.config import DiffusionRecipe, FinetuneConfig, OptimizerConfig, to_dict
+from wavediff.config import DiffusionRecipe, FinetuneConfig
 from wavediff.errors import UserError
 from wavediff.generation.generate import generate
 from wavediff.io.files import atomic_write_json
@@ -33,7 +33,7 @@ from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.lora import LoraAdapters, LoraModel, lora_shapes
 from wavediff.training.diffusion import EXAMPLE_STEPS, batch_conditions
-from wavediff.training.objective import Batch
+from wavediff.training.objective import Batch, ObjectiveBase
 
 HISTORY_FILE = "finetune.json"
 SCORE_SEED = 1234  # the fixed noise of every validation check
@@ -82,7 +82,7 @@ def overfit_warning(history: Sequence[Mapping[str, float]], tolerance: float) ->
     return None
 
 
-class FinetuneObjective:
+class FinetuneObjective(ObjectiveBase):
     """The Objective of a fine-tune; see the module docstring."""
 
     exported = "denoiser"
@@ -98,41 +98,30 @@ class FinetuneObjective:
         probe: Sequence[Batch],
         run_dir: Path,
     ) -> None:
-        self.recipe, self.settings, self.genre = recipe, settings, genre
-        self.sample_rate = recipe.sample_rate
+        self.base = base.train()
+        model: nn.Module = base
+        if settings.method == "lora":
+            low, full = lora_shapes(base)
+            model = LoraModel(base, LoraAdapters(low, full, settings.lora_rank, settings.lora_alpha))
+        elif settings.method == "frozen":
+            for name, param in base.named_parameters():
+                param.requires_grad_(trains_when_frozen(name))
+        elif settings.method != "full":
+            raise UserError(f"finetune.method must be full, frozen or lora, got {settings.method!r}")
+        super().__init__(recipe, model)
+        self.kind = "lora" if settings.method == "lora" else "diffusion"
+        self.settings, self.genre = settings, genre
         self.member = recipe.data_kind
         self.genre_id = recipe.conditioning.genres.index(genre) if genre is not None else -1
         self.extra, self.val, self.probe, self.run_dir = dict(checkpoint_extra), val, probe, run_dir
-        self.base = base.train()
         self.step = 0
-        if settings.method == "lora":
-            self.kind = "lora"
-            low, full = lora_shapes(base)
-            self.model: nn.Module = LoraModel(base, LoraAdapters(low, full, settings.lora_rank, settings.lora_alpha))
-        elif settings.method in ("full", "frozen"):
-            self.kind = "diffusion"
-            self.model = base
-            if settings.method == "frozen":
-                for name, param in base.named_parameters():
-                    param.requires_grad_(trains_when_frozen(name))
-        else:
-            raise UserError(f"finetune.method must be full, frozen or lora, got {settings.method!r}")
 
     def trainable(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def networks(self) -> dict[str, nn.Module]:
-        return {"denoiser": self.model}
-
-    def optimizers(self) -> dict[str, tuple[str, OptimizerConfig]]:
-        return {"denoiser": ("denoiser", self.recipe.train.optimizer)}
-
     def to(self, device: torch.device) -> None:
         """The frozen base of a LoRA run is outside the trained module."""
         self.base.to(device)
-
-    def optimizer_for(self, step: int) -> str:
-        return "denoiser"
 
     def loss(
         self, optimizer: str, nets: Mapping[str, nn.Module], batch: Batch, step: int
@@ -141,9 +130,6 @@ class FinetuneObjective:
         losses = nets["denoiser"](batch[self.member], labelled(batch, self.genre_id), batch["frames"])
         loss = losses.mean()
         return loss, {"diffusion/loss": loss.detach()}
-
-    def batch_seconds(self, batch: Batch) -> float:
-        return float(batch["seconds"].sum())
 
     def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Val and train-side loss with fixed noise, the over-fitting check, and one loop of the pack's genre."""
@@ -175,7 +161,7 @@ class FinetuneObjective:
             tqdm.write(f"warning: {warning}")
 
     def checkpoint_config(self) -> dict[str, Any]:
-        config = {"kind": self.kind, "recipe": to_dict(self.recipe), **self.extra}
+        config = {**super().checkpoint_config(), **self.extra}
         if isinstance(self.model, LoraModel):
             config["lora"] = self.model.adapters.config()
         return config

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import OptimizerConfig
+from wavediff.config import OptimizerConfig, to_dict
 
 Batch = Mapping[str, Any]
 
@@ -61,3 +61,36 @@ class Objective(Protocol):
     def checkpoint_config(self) -> dict[str, Any]:
         """{"kind", "recipe", ...}: what config.json needs to rebuild the exported model."""
         ...
+
+
+class ObjectiveBase:
+    """What objectives share: one trained network (`model`, exported under `exported`) updated by
+    the recipe's one optimizer, audio seconds from the batch's "seconds", and a checkpoint config
+    of the kind and the whole recipe. An objective overrides what differs (the autoencoder adds
+    its discriminator, the denoiser its autoencoder's id) and supplies `loss` and `examples`."""
+
+    kind: str
+    exported: str
+
+    def __init__(self, recipe: Any, model: nn.Module) -> None:
+        self.recipe = recipe  # a recipe dataclass: .sample_rate and .train.optimizer
+        self.sample_rate: int = recipe.sample_rate
+        self.model = model
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {self.exported: self.model}
+
+    def optimizers(self) -> dict[str, tuple[str, OptimizerConfig]]:
+        return {self.exported: (self.exported, self.recipe.train.optimizer)}
+
+    def to(self, device: torch.device) -> None:
+        """Nothing outside the network."""
+
+    def optimizer_for(self, step: int) -> str:
+        return self.exported
+
+    def batch_seconds(self, batch: Batch) -> float:
+        return float(batch["seconds"].sum())
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "recipe": to_dict(self.recipe)}
