@@ -184,7 +184,7 @@ def main() -> None:
     torch.set_num_threads(1)
     ae = resolve_checkpoint(args.ae)  # a clear error when the demo has not been run
     ae_config, _ = load_checkpoint(ae)
-    if ae_config["recipe"]["sample_rate"] != SAMPLE_RATE or ae_config["recipe"]["model"]["channels"] != 1:
+    if ae_config.recipe.sample_rate != SAMPLE_RATE or ae_config.recipe.model.channels != 1:
         raise SystemExit(f"{args.ae}: the benchmark needs a {SAMPLE_RATE} Hz mono autoencoder (the demo's)")
     base_steps = args.base_steps or (30 if args.quick else 800)
     steps = args.steps or (20 if args.quick else 200)

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from wavediff.config import AERecipe, AutoencoderConfig, from_dict, to_dict
+from wavediff.config import AERecipe, AutoencoderConfig, to_dict
 from wavediff.errors import CheckpointError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
+    read_config,
     resolve_checkpoint,
     save_checkpoint,
     stage_checkpoint,
@@ -45,8 +46,8 @@ def test_folder_layout_config_and_latest(tmp_path: Path, model: Autoencoder) -> 
     assert ckpt == tmp_path / "checkpoints" / "step-000100"
     assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
     config, state = load_checkpoint(ckpt)
-    assert config["kind"] == "autoencoder" and config["step"] == 100
-    assert from_dict(AERecipe, config["recipe"]) == recipe()
+    assert config.kind == "autoencoder" and config.step == 100
+    assert config.recipe == recipe()
     assert state.keys() == model.state_dict().keys()
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-000100\n"
 
@@ -152,7 +153,7 @@ def test_bad_configs_are_named(tmp_path: Path, model: Autoencoder) -> None:
     with pytest.raises(CheckpointError, match=r"config.json: checkpoint kind 'vocoder' is not one of"):
         load_model(ckpt)
     (ckpt / "config.json").write_text(json.dumps({**config, "recipe": {**config["recipe"], "typo": 1}}))
-    with pytest.raises(CheckpointError, match=r"unknown key 'typo'"):
+    with pytest.raises(CheckpointError, match=r"config.json: unknown key 'recipe.typo'"):
         load_model(ckpt)
     (ckpt / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"config.json: unreadable"):
@@ -161,3 +162,18 @@ def test_bad_configs_are_named(tmp_path: Path, model: Autoencoder) -> None:
     (ckpt / "model.safetensors").write_bytes(b"\x00" * 4)
     with pytest.raises(CheckpointError, match=r"model.safetensors: unreadable"):
         load_checkpoint(ckpt)
+
+
+def test_a_config_reads_typed_and_its_recipe_must_match_its_kind(tmp_path: Path, model: Autoencoder) -> None:
+    ckpt = save(tmp_path, 7, model, recipe())
+    config = read_config(ckpt)
+    assert isinstance(config.recipe, AERecipe) and config.recipe.model == MODEL and config.autoencoder is None
+    raw = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**raw, "kind": "diffusion"}))
+    with pytest.raises(
+        CheckpointError, match=r"config.json: a diffusion checkpoint whose recipe is of kind 'autoencoder'"
+    ):
+        read_config(ckpt)
+    (ckpt / "config.json").write_text(json.dumps({**raw, "step": "seven"}))
+    with pytest.raises(CheckpointError, match=r"config.json: 'step' must be an integer"):
+        read_config(ckpt)

@@ -17,7 +17,7 @@ from torch import nn
 from wavediff.config import OptimizerConfig, TrainConfig
 from wavediff.errors import ConfigError
 from wavediff.evaluation.images import spectrogram_image
-from wavediff.models.checkpoint import latest_checkpoint, load_checkpoint
+from wavediff.models.checkpoint import latest_checkpoint, read_raw_config, read_weights
 from wavediff.training.engine import TrainingError, lr_at, train
 
 SR = 8000
@@ -178,7 +178,7 @@ def test_too_many_bad_steps_in_a_row_stop_with_last_checkpoint_intact(tmp_path: 
         run(tmp_path, Toy(opt(), nan_steps=range(3, 100)), cfg(steps=50, checkpoint_every=2, max_bad_steps=3))
     last = latest_checkpoint(tmp_path)
     assert last.name == "step-000004"
-    config, state = load_checkpoint(last)
+    config, state = read_raw_config(last), read_weights(last)
     assert config["step"] == 4 and all(torch.isfinite(t).all() for t in state.values())
 
 

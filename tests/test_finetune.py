@@ -97,8 +97,8 @@ def test_new_genre_is_learnt_and_old_ones_still_work(setup, tmp_path):
 def test_embedded_autoencoder_is_exported_with_the_same_id(setup, latent_pack):
     base_config, _ = load_checkpoint(setup["base"])
     config, _ = load_checkpoint(setup["full"])
-    assert config["autoencoder"]["id"] == base_config["autoencoder"]["id"]
-    assert config["base"]["genres"] == ["dubstep", "techno"] and config["finetune"]["genre"] == "house"
+    assert config.autoencoder.id == base_config.autoencoder.id
+    assert config.base.genres == ["dubstep", "techno"] and config.finetune["genre"] == "house"
 
 
 def test_second_run_reuses_the_shard_cache(setup, capsys):

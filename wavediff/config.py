@@ -319,6 +319,53 @@ class FinetuneRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# --------------------------------------------------------------------------- checkpoint configs
+
+
+@dataclass
+class EmbeddedAutoencoder:
+    """The autoencoder a denoiser's latents came from: its weights' hash and its recipe (its
+    weights sit in the denoiser's own model.safetensors, under `autoencoder.`)."""
+
+    id: str
+    recipe: AERecipe
+
+
+@dataclass
+class FinetuneBase:
+    """The checkpoint a fine-tune (or LoRA adapter) started from: an adapter applies only to
+    weights with this hash."""
+
+    path: str
+    hash: str
+    genres: list[str]
+
+
+@dataclass
+class MergedFrom:
+    """Where a merged LoRA checkpoint came from (`wavediff merge-lora`)."""
+
+    base: str
+    lora: str
+    scale: float
+
+
+@dataclass
+class CheckpointConfig:
+    """A checkpoint's config.json: the kind, the whole resolved recipe, and what else rebuilding
+    or applying the model needs. The recipe's class follows its `kind`."""
+
+    kind: Literal["autoencoder", "diffusion", "classifier", "lora"]
+    recipe: AERecipe | DiffusionRecipe | ClassifierRecipe
+    step: int = 0
+    autoencoder: EmbeddedAutoencoder | None = None  # a latent denoiser's
+    base: FinetuneBase | None = None  # a fine-tune's or adapter's
+    finetune: dict[str, Any] | None = None  # the fine-tune's settings, as trained (for people)
+    lora: dict[str, Any] | None = None  # an adapter's shapes (models.lora.LoraAdapters.config)
+    merged: MergedFrom | None = None
+    exported_from: str = ""  # an autoencoder exported from a denoiser checkpoint
+
+
 # --------------------------------------------------------------------------- machinery
 
 
@@ -346,6 +393,9 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        tagged = _tagged_arm(args, value)
+        if tagged is not None:  # recipes say which they are: the error names the key, not the union
+            return from_dict(tagged, value, f"{name}.")
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
@@ -385,6 +435,19 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             raise ConfigError(f"'{name}' must be a string, got {value!r}")
         return value
     raise ConfigError(f"'{name}': unsupported config type {tp}")
+
+
+def _tagged_arm(args: tuple[Any, ...], value: Any) -> type | None:
+    """The one dataclass of a union whose `kind` default is the table's "kind", if any."""
+    if not isinstance(value, Mapping) or "kind" not in value:
+        return None
+    arms = [
+        a
+        for a in args
+        if dataclasses.is_dataclass(a)
+        and any(f.name == "kind" and f.default == value["kind"] for f in dataclasses.fields(a))
+    ]
+    return arms[0] if len(arms) == 1 else None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wavediff.config import CheckpointConfig, from_dict
 from wavediff.errors import CheckpointError, ConfigError
 from wavediff.io.files import atomic_write_bytes, atomic_write_json
 
@@ -168,27 +169,64 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------- loading
 
 
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The config.json of a checkpoint; `path` as for resolve_checkpoint."""
-    folder = resolve_checkpoint(path)
+# The kinds a config.json may name, and the recipe kind each carries (an adapter carries the
+# fine-tune's denoiser recipe).
+RECIPE_KINDS = {"autoencoder": "autoencoder", "diffusion": "diffusion", "classifier": "classifier", "lora": "diffusion"}
+# What each kind is, for the error that names a checkpoint of the wrong kind.
+KIND_NAMES = {
+    "autoencoder": "an autoencoder (wavediff train-ae)",
+    "diffusion": "a denoiser (wavediff train)",
+    "classifier": "a genre classifier (wavediff train-classifier)",
+    "lora": "a LoRA adapter (wavediff finetune --lora)",
+}
+
+
+def read_raw_config(path: str | os.PathLike) -> dict[str, Any]:
+    """config.json as the objective that wrote it made it ({"kind", "recipe", ...}): what the
+    engine, which trains any objective, compares on resume. Everything else reads read_config."""
+    where = resolve_checkpoint(path) / CONFIG_FILE
     try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        raw = json.loads(where.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: unreadable ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("kind"), str) or "recipe" not in config:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: not a wavediff checkpoint config (needs 'kind' and 'recipe')")
+        raise CheckpointError(f"{where}: unreadable ({e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str) or "recipe" not in raw:
+        raise CheckpointError(f"{where}: not a wavediff checkpoint config (needs 'kind' and 'recipe')")
+    return raw
+
+
+def read_config(path: str | os.PathLike, kind: str | None = None) -> CheckpointConfig:
+    """The typed config.json of a checkpoint (`path` as for resolve_checkpoint); with `kind`, a
+    checkpoint of another kind is refused first, with an error that says what it is."""
+    where = resolve_checkpoint(path) / CONFIG_FILE
+    raw = read_raw_config(where.parent)
+    if kind is not None and raw["kind"] != kind:
+        raise CheckpointError(f"{where}: a {raw['kind']} checkpoint, not {KIND_NAMES.get(kind, kind)}")
+    if raw["kind"] not in RECIPE_KINDS:
+        raise CheckpointError(f"{where}: checkpoint kind {raw['kind']!r} is not one of {sorted(RECIPE_KINDS)}")
+    try:
+        config = from_dict(CheckpointConfig, raw)
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    if config.recipe.kind != RECIPE_KINDS[config.kind]:
+        raise CheckpointError(f"{where}: a {config.kind} checkpoint whose recipe is of kind {config.recipe.kind!r}")
     return config
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config.json, EMA state dict) of a checkpoint; `path` as for resolve_checkpoint."""
+def load_checkpoint(
+    path: str | os.PathLike, kind: str | None = None
+) -> tuple[CheckpointConfig, dict[str, torch.Tensor]]:
+    """(config.json, EMA state dict) of a checkpoint; `path` and `kind` as for read_config."""
     folder = resolve_checkpoint(path)
-    config = read_config(folder)
+    return read_config(folder, kind), read_weights(folder)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The exported (EMA) state dict of a checkpoint; `path` as for resolve_checkpoint."""
+    where = resolve_checkpoint(path) / MODEL_FILE
     try:
-        state = load_file(str(folder / MODEL_FILE))
+        return load_file(str(where))
     except (OSError, SafetensorError) as e:
-        raise CheckpointError(f"{folder / MODEL_FILE}: unreadable ({e})") from None
-    return config, state
+        raise CheckpointError(f"{where}: unreadable ({e})") from None
 
 
 def _listing(names: list[str], limit: int = 5) -> str:

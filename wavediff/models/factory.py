@@ -11,14 +11,13 @@ added; applying it grows the base's vocabulary first (wavediff.models.genres).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from wavediff.config import AERecipe, ClassifierRecipe, DiffusionRecipe, from_dict
+from wavediff.config import AERecipe, CheckpointConfig, MergedFrom, to_dict
 from wavediff.errors import CheckpointError, ConfigError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.checkpoint import (
@@ -37,47 +36,36 @@ from wavediff.models.genres import with_genres
 from wavediff.models.lora import LoraAdapters, merge_adapters
 
 
-def _build_autoencoder(config: Mapping[str, Any]) -> nn.Module:
-    return Autoencoder(from_dict(AERecipe, config["recipe"]).model)
+def _build_autoencoder(config: CheckpointConfig) -> nn.Module:
+    return Autoencoder(config.recipe.model)
 
 
-def _build_diffusion(config: Mapping[str, Any]) -> nn.Module:
-    """The denoiser with its embedded autoencoder (config["autoencoder"]["recipe"]), if it has one."""
-    recipe = from_dict(DiffusionRecipe, config["recipe"])
-    embedded = config.get("autoencoder")
-    autoencoder = _build_autoencoder(embedded) if embedded else None
-    return LoopDiffusion(recipe, autoencoder)
+def _build_diffusion(config: CheckpointConfig) -> nn.Module:
+    """The denoiser with its embedded autoencoder, if it has one."""
+    embedded = config.autoencoder
+    return LoopDiffusion(config.recipe, Autoencoder(embedded.recipe.model) if embedded else None)
 
 
-def _build_classifier(config: Mapping[str, Any]) -> nn.Module:
-    return GenreClassifier(from_dict(ClassifierRecipe, config["recipe"]))
+def _build_classifier(config: CheckpointConfig) -> nn.Module:
+    return GenreClassifier(config.recipe)
 
 
 # kind → builder from a checkpoint's config.json; each trainable kind registers here.
-BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+BUILDERS: dict[str, Callable[[CheckpointConfig], nn.Module]] = {
     "autoencoder": _build_autoencoder,
     "diffusion": _build_diffusion,
     "classifier": _build_classifier,
 }
 
 
-def build_model(config: Mapping[str, Any]) -> nn.Module:
+def build_model(config: CheckpointConfig) -> nn.Module:
     """The untrained model a checkpoint config describes."""
-    kind = config.get("kind")
-    if kind not in BUILDERS:
-        raise CheckpointError(f"checkpoint kind {kind!r} is not one of {sorted(BUILDERS)}")
+    if config.kind not in BUILDERS:
+        raise CheckpointError(f"a {config.kind} checkpoint holds no whole model (kinds: {sorted(BUILDERS)})")
     try:
-        return BUILDERS[kind](config)
+        return BUILDERS[config.kind](config)
     except ConfigError as e:
         raise CheckpointError(f"checkpoint config: {e}") from None
-
-
-# What each kind is, for the error that names a checkpoint of the wrong kind.
-_KIND_NAMES = {
-    "autoencoder": "an autoencoder (wavediff train-ae)",
-    "diffusion": "a denoiser (wavediff train)",
-    "classifier": "a genre classifier (wavediff train-classifier)",
-}
 
 
 def _default_device() -> str:
@@ -88,9 +76,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", kind
     """The exported (EMA) model of a checkpoint or run folder, rebuilt from config.json, in eval
     mode; with `kind`, a checkpoint of another kind is refused before anything is built."""
     folder = resolve_checkpoint(path)
-    config, state = load_checkpoint(folder)
-    if kind is not None and config["kind"] != kind:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: a {config['kind']} checkpoint, not {_KIND_NAMES[kind]}")
+    config, state = load_checkpoint(folder, kind)
     try:
         model = build_model(config)
     except CheckpointError as e:
@@ -106,7 +92,7 @@ def load_autoencoder(
     folder; the device defaults to the GPU when there is one."""
     folder = resolve_checkpoint(checkpoint)
     model = load_model(folder, device or _default_device(), "autoencoder")
-    return model, from_dict(AERecipe, read_config(folder)["recipe"]), weights_hash(folder)
+    return model, read_config(folder).recipe, weights_hash(folder)
 
 
 def load_denoiser(checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> LoopDiffusion:
@@ -122,23 +108,23 @@ def load_classifier(checkpoint: str | os.PathLike, device: str | torch.device = 
 # --------------------------------------------------------------------------- LoRA adapters
 
 
-def load_lora(path: str | os.PathLike) -> tuple[LoraAdapters, dict[str, Any]]:
+def load_lora(path: str | os.PathLike) -> tuple[LoraAdapters, CheckpointConfig]:
     """(adapters, config.json) of a LoRA checkpoint or run folder."""
     folder = resolve_checkpoint(path)
-    config, state = load_checkpoint(folder)
-    if config["kind"] != "lora" or "lora" not in config or "base" not in config:
-        raise CheckpointError(f"{folder}: a {config['kind']} checkpoint, not a LoRA adapter (wavediff finetune --lora)")
-    adapters = LoraAdapters.from_config(config["lora"])
+    config, state = load_checkpoint(folder, "lora")
+    if config.lora is None or config.base is None:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: a LoRA checkpoint needs 'lora' and 'base'")
+    adapters = LoraAdapters.from_config(config.lora)
     # the run exports its LoraModel, whose only submodule is `adapters`
     load_weights(adapters, {k.removeprefix("adapters."): v for k, v in state.items()}, folder / MODEL_FILE)
     return adapters, config
 
 
 def apply_lora(
-    model: LoopDiffusion, adapters: LoraAdapters, config: dict[str, Any], scale: float = 1.0
+    model: LoopDiffusion, adapters: LoraAdapters, config: CheckpointConfig, scale: float = 1.0
 ) -> LoopDiffusion:
     """The base `model` with the adapters added at `scale` (1: as trained, 0: the base with the grown vocabulary)."""
-    grown = with_genres(model, config["recipe"]["conditioning"]["genres"])
+    grown = with_genres(model, config.recipe.conditioning.genres)
     return merge_adapters(grown, adapters, scale)
 
 
@@ -148,16 +134,13 @@ def load_with_lora(
     """The denoiser of `checkpoint` with the adapter `lora` applied; refuses an adapter trained on other weights."""
     base = resolve_checkpoint(checkpoint)
     adapters, config = load_lora(lora)
-    have, want = weights_hash(base), config["base"]["hash"]
+    have, want = weights_hash(base), config.base.hash
     if have != want:
         raise CheckpointError(
-            f"{lora}: adapter trained on base {config['base']['path']} (weights {want}), "
-            f"but {checkpoint} has weights {have}"
+            f"{lora}: adapter trained on base {config.base.path} (weights {want}), but {checkpoint} has weights {have}"
         )
     model = load_denoiser(base, "cpu")
-    return (
-        apply_lora(model, adapters, config, scale).to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    )
+    return apply_lora(model, adapters, config, scale).to(device or _default_device()).eval()
 
 
 def merge_lora(
@@ -165,12 +148,12 @@ def merge_lora(
 ) -> Path:
     """Write base + adapter as an ordinary denoiser checkpoint in run folder `out`; returns its folder."""
     model = load_with_lora(checkpoint, lora, scale, "cpu")
-    base_config, _ = load_checkpoint(checkpoint)
+    base_config = read_config(checkpoint)
     _, config = load_lora(lora)
-    merged = {
-        "kind": "diffusion",
-        "recipe": config["recipe"],
-        "autoencoder": base_config.get("autoencoder"),
-        "merged": {"base": str(resolve_checkpoint(checkpoint)), "lora": str(resolve_checkpoint(lora)), "scale": scale},
-    }
-    return save_checkpoint(out, int(config.get("step", 0)), model.state_dict(), merged)
+    merged = CheckpointConfig(
+        kind="diffusion",
+        recipe=config.recipe,
+        autoencoder=base_config.autoencoder,
+        merged=MergedFrom(str(resolve_checkpoint(checkpoint)), str(resolve_checkpoint(lora)), scale),
+    )
+    return save_checkpoint(out, config.step, model.state_dict(), to_dict(merged))

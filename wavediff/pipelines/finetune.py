@@ -26,13 +26,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wavediff.config import DiffusionRecipe, FinetuneRecipe, from_dict, load_recipe
-from wavediff.errors import CheckpointError, ConfigError, UserError
+from wavediff.config import CheckpointConfig, DiffusionRecipe, FinetuneRecipe, load_recipe, to_dict
+from wavediff.errors import ConfigError, UserError
 from wavediff.io.audio import is_audio_file
 from wavediff.io.files import atomic_write_json
 from wavediff.latents.encode import AudioVariant, encode_shards
 from wavediff.models.checkpoint import (
-    CONFIG_FILE,
     latest_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
@@ -66,15 +65,15 @@ def pack_hash(pack: Path, options: ShardOptions) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_autoencoder(base: Path, config: dict[str, Any], state: dict[str, Any], out: Path) -> Path:
+def export_autoencoder(base: Path, config: CheckpointConfig, state: dict[str, Any], out: Path) -> Path:
     """The base's embedded autoencoder as an AE checkpoint in `out` (written once); returns `out`."""
     if latest_checkpoint(out) is None:
         weights = {k.removeprefix("autoencoder."): v for k, v in state.items() if k.startswith("autoencoder.")}
         save_checkpoint(
             out,
-            int(config.get("step", 0)),
+            config.step,
             weights,
-            {"kind": "autoencoder", "recipe": config["autoencoder"]["recipe"], "exported_from": str(base)},
+            to_dict(CheckpointConfig(kind="autoencoder", recipe=config.autoencoder.recipe, exported_from=str(base))),
         )
     return out
 
@@ -112,7 +111,7 @@ def _probe(recipe: DiffusionRecipe, split: str, genres: Sequence[str], limit: in
 
 def prepare_data(
     base: Path,
-    config: dict[str, Any],
+    config: CheckpointConfig,
     state: dict[str, Any],
     pack: Path,
     run_dir: Path,
@@ -126,9 +125,9 @@ def prepare_data(
         raise FileNotFoundError(f"{pack}: no such pack folder")
     if not any(is_audio_file(p) for p in pack.rglob("*")):
         raise UserError(f"{pack}: the pack folder holds no audio files")
-    recipe = from_dict(DiffusionRecipe, config["recipe"])
-    embedded = config.get("autoencoder")
-    channels = embedded["recipe"]["model"]["channels"] if embedded else recipe.channels
+    recipe = config.recipe
+    embedded = config.autoencoder
+    channels = embedded.recipe.model.channels if embedded else recipe.channels
     options = ShardOptions(
         sample_rate=recipe.sample_rate,
         channels=channels,
@@ -192,9 +191,7 @@ def finetune(
         raise ConfigError(f"finetune.val_fraction must be in [0, 1), got {settings.val_fraction}")
 
     base = resolve_checkpoint(base_ckpt)
-    config, state = load_checkpoint(base)
-    if config["kind"] != "diffusion":
-        raise CheckpointError(f"{base / CONFIG_FILE}: a {config['kind']} checkpoint, not a denoiser to fine-tune")
+    config, state = load_checkpoint(base, "diffusion")
     model = load_denoiser(base, "cpu")  # a base whose weights do not fit its config fails here, naming the keys
     data_path, ae = prepare_data(base, config, state, pack, run_dir, ft, progress)
     base_recipe = model.recipe

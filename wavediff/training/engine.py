@@ -80,9 +80,10 @@ from wavediff.models.checkpoint import (
     STATE_DIR,
     check_weights,
     latest_checkpoint,
-    load_checkpoint,
     load_weights,
     publish_checkpoint,
+    read_raw_config,
+    read_weights,
     stage_checkpoint,
     write_model,
 )
@@ -289,7 +290,7 @@ class _Run:
             found = broadcast_object_list([found])[0]  # every process resumes from the same one
         if found is None:
             return
-        config, state = load_checkpoint(found)
+        config = read_raw_config(found)  # the objective's own config: the engine trains any kind
         if config["kind"] != self.objective.kind:
             raise TrainingError(f"{found}: a {config['kind']} checkpoint, but this run trains a {self.objective.kind}")
         if not (found / STATE_DIR / ENGINE_STATE).is_file():
@@ -303,7 +304,7 @@ class _Run:
                 else f"{found}: written without FSDP, so it cannot resume under FSDP: resume it as it was trained"
             )
         self._report_changes(config["recipe"], self.objective.checkpoint_config()["recipe"])
-        self._load_ema(state, found / MODEL_FILE)
+        self._load_ema(read_weights(found), found / MODEL_FILE)
         self.acc.load_state(str(found / STATE_DIR))
         self.step, self.skipped = engine["step"], engine["skipped_steps"]
         self.ema_schedule.load_state_dict(engine["ema"])
