@@ -44,7 +44,14 @@ from data_tools import metadata as md
 from wavediff.errors import AudioError, UserError
 from wavediff.io import audio
 from wavediff.io.files import atomic_write_json
-from wavediff.shards.format import MANIFEST_NAME, MANIFEST_VERSION, SPLITS, read_manifest, shard_name
+from wavediff.shards.format import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    SPLITS,
+    read_manifest,
+    shard_counts,
+    shard_name,
+)
 from wavediff.shards.writer import TarWriter, json_bytes, make_staging, publish
 
 PARTS = "parts"  # OUT/parts/part-I-of-N: the array tasks' folders until merge_parts
@@ -273,6 +280,7 @@ class _SplitWriter:
     def __init__(self, folder: Path, split: str, limit: int):
         self.folder, self.split, self.limit = folder, split, limit
         self.shards: list[str] = []
+        self.counts: list[int] = []  # samples in each shard
         self.samples = 0
         self.seconds = 0.0
         self._tar: TarWriter | None = None
@@ -286,6 +294,7 @@ class _SplitWriter:
         for name, data in members:
             self._tar.add(name, data)
         self._size += size
+        self.counts[-1] += 1
         self.samples += 1
         self.seconds += sample.info["duration_s"]
 
@@ -295,6 +304,7 @@ class _SplitWriter:
         self._tar = TarWriter(self.folder / name)
         self._size = 0
         self.shards.append(name)
+        self.counts.append(0)
 
     def close(self) -> None:
         if self._tar is not None:
@@ -406,7 +416,7 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
             writer.close()
     return {
         "splits": {
-            split: {"shards": w.shards, "samples": w.samples, "seconds": round(w.seconds, 3)}
+            split: {"shards": w.shards, "samples": w.samples, "seconds": round(w.seconds, 3), "shard_samples": w.counts}
             for split, w in writers.items()
         },
         "files": len(kept),
@@ -454,11 +464,14 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
                     names.append(shard_name(split, len(names)))
                     _link(part_folder(out, i, count) / name, staging / names[-1])
             entries = [m["splits"][split] for m in parts]
+            counts = [shard_counts(m, split) for m in parts]
             splits[split] = {
                 "shards": names,
                 "samples": sum(e["samples"] for e in entries),
                 "seconds": round(sum(e["seconds"] for e in entries), 3),
             }
+            if None not in counts:
+                splits[split]["shard_samples"] = [n for c in counts for n in c]
         bpms = [m["bpm"] for m in parts if m["bpm"]]
         merged = {
             **{

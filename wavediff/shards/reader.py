@@ -31,10 +31,16 @@ def check_audio_shards(folder: str | os.PathLike, sample_rate: int, channels: in
     return manifest
 
 
-def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
+def audio_samples(
+    shard: Path, sample_rate: int, expected: int | None = None
+) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
     """(key, json, audio) of each sample of an audio shard, in file order; a sample that is
-    not usable is an error naming shard and key (an audio shard we wrote never has one)."""
+    not usable is an error naming shard and key (an audio shard we wrote never has one), and
+    so is a shard that ends before the `expected` samples its manifest counts (tarfile takes
+    a damaged header for the end of the archive)."""
+    read = 0
     for sample in wds.tarfile_samples([{"url": str(shard)}]):
+        read += 1
         where = f"{shard}: sample {sample['__key__']}"
         if "flac" not in sample or "json" not in sample:
             raise UserError(f"{where}: not an audio shard sample (needs .flac and .json members)")
@@ -46,6 +52,8 @@ def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str
         if sr != sample_rate:
             raise UserError(f"{where}: audio at {sr} Hz, the autoencoder takes {sample_rate} Hz")
         yield sample["__key__"], info, wav
+    if expected is not None and read < expected:
+        raise UserError(f"{shard}: read {read} of the {expected} samples the manifest counts: the shard is damaged")
 
 
 def equal_length_batches(
