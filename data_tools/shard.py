@@ -10,8 +10,9 @@ chunk is the most whole 4/4 bars that fit, otherwise `max_seconds`. A last, shor
 chunk is kept when it is at least half a chunk (cut to whole bars when the tempo is
 known); anything shorter is dropped, since a training crop would be mostly padding.
 
-Everything is built in `OUT/.staging-<host>-<pid>` and moved in only when complete,
-manifest last, so a killed job leaves the previous dataset as it was.
+Everything is built in `OUT/.staging-<host>-<pid>` and swapped in only when complete
+(wavediff.shards.swap), so a job killed at any instant leaves the previous dataset whole (or,
+past the final rename, the new one).
 
 One job can be split across the tasks of a job array: task I of N (`part=(I, N)`) takes
 every N-th file of the sorted list and writes a complete shard folder of its own,

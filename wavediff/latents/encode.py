@@ -40,6 +40,7 @@ from wavediff.shards.format import (
     shard_samples,
 )
 from wavediff.shards.reader import audio_samples, check_audio_shards, equal_length_batches
+from wavediff.shards.swap import recover
 from wavediff.shards.writer import TarWriter, json_bytes, make_staging, publish
 
 PART_NAME = re.compile(r"^manifest\.part-(\d+)-(\d+)\.json$")
@@ -285,6 +286,7 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
     """Join the partial manifests of `out` into manifest.json (shards, counts and
     frame-weighted statistics), once they cover every input shard exactly once."""
     out = Path(out)
+    recover(out)  # a part killed while publishing: its previous files come back first
     paths = sorted((p for p in out.iterdir() if PART_NAME.match(p.name)), key=lambda p: _range_of(p)[0])
     if not paths:
         raise FileNotFoundError(f"{out}: no partial manifests (manifest.part-<start>-<stop>.json) to merge")

@@ -6,6 +6,7 @@ shards.reader, inspection) import this, so the folder layout is spelled out in o
     OUT/train-000000.tar …   WebDataset shards, KEY.flac + KEY.json per sample
     OUT/val-000000.tar …
     OUT/manifest.json        written last: a folder without it is not a finished dataset
+    OUT/.swap-<host>-<pid>/  only while a job swaps a new set in (wavediff.shards.swap)
 
 Each split of the manifest lists its `shards`, its `samples` and, since the count became part
 of the contract, `shard_samples`: the samples in each shard, so a reader notices a shard that
@@ -22,6 +23,7 @@ from typing import Any
 
 from wavediff.errors import UserError
 from wavediff.io.files import read_json_object
+from wavediff.shards.swap import recover, unsettled
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -44,7 +46,17 @@ def read_manifest(folder: str | os.PathLike, kind: str | None = None) -> dict[st
     each naming the file.
     """
     path = Path(folder) / MANIFEST_NAME
+    try:
+        recover(folder)  # a job was killed swapping a new set in: the previous set comes back
+    except OSError:
+        pass  # a folder we may not write: with a manifest its set is whole anyway, without one see below
     if not path.is_file():
+        swaps = unsettled(folder)
+        if swaps:
+            raise FileNotFoundError(
+                f"{path}: no manifest while a job swaps new shards in, or was killed doing so on another host "
+                f"(the previous set is in {swaps[0]}; the next job writing into {folder} on that host restores it)"
+            )
         raise FileNotFoundError(
             f"{path}: no manifest — not a finished shard folder (write one with `wavediff data shard`)"
         )
