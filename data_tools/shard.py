@@ -27,6 +27,7 @@ import hashlib
 import math
 import os
 import shutil
+import stat
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -245,30 +246,87 @@ def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int
 # --------------------------------------------------------------------------- finding files
 
 
-def _walk(source: Path) -> tuple[Path, list[Path], int]:
-    """(root, sorted audio files, count of ignored files) of one source folder or file.
+def _walk(source: Path) -> tuple[Path, list[Path], int, list[dict[str, str]]]:
+    """(root, sorted audio files, count of ignored files, skipped entries) of one source
+    folder or file.
 
     Hidden files and folders (`.DS_Store`, macOS `._x.wav` forks, our staging folders)
-    are skipped without counting; metadata tables and sidecars are not "ignored".
+    are skipped without counting; metadata tables and sidecars are not "ignored". Symlinked
+    folders are followed, each real folder once (a symlink loop ends there); folders that
+    cannot be read, folders met again and audio names that are not regular files (a FIFO
+    would block the read forever) are skipped, each with its reason.
     """
     if not source.exists():
         raise FileNotFoundError(f"{source}: source does not exist")
     if source.is_file():
         if not audio.is_audio_file(source):
             raise UserError(f"{source}: not an audio file ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
-        return source.parent, [source], 0
+        return source.parent, [source], 0, []
+    if not source.is_dir():
+        raise UserError(f"{source}: {_not_regular(source.stat().st_mode)}, not an audio file or a folder")
     found: list[Path] = []
     others: list[Path] = []
-    for folder, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    skipped: list[dict[str, str]] = []
+    walked = {_identity(source): source}
+
+    def unreadable(e: OSError) -> None:
+        skipped.append({"path": str(e.filename), "reason": f"cannot read folder ({e.strerror})"})
+
+    for folder, dirs, files in os.walk(source, onerror=unreadable, followlinks=True):
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            path = Path(folder) / name
+            try:
+                first = walked.setdefault(_identity(path), path)
+            except OSError as e:
+                unreadable(e)
+                continue
+            if first is path:
+                kept.append(name)
+            else:
+                loop = ": a symlink loop" if Path(folder).resolve().is_relative_to(path.resolve()) else ""
+                skipped.append({"path": str(path), "reason": f"folder walked already (as {first}){loop}"})
+        dirs[:] = kept
         for name in sorted(files):
-            if not name.startswith("."):
-                (found if audio.is_audio_file(name) else others).append(Path(folder) / name)
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue
+            if not audio.is_audio_file(name):
+                others.append(path)
+                continue
+            kind = _not_regular(path.stat().st_mode) if path.exists() else None  # a broken link fails its read
+            if kind is None:
+                found.append(path)
+            else:
+                skipped.append({"path": str(path), "reason": kind})
     if not found:
         raise UserError(f"{source}: no audio files found ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
     sidecars = {md.sidecar_path(f) for f in found}
     ignored = sum(1 for f in others if f not in sidecars and f.name not in md.TABLE_NAMES)
-    return source, found, ignored
+    return source, found, ignored, skipped
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    """What makes two paths one folder, links followed."""
+    st = folder.stat()
+    return st.st_dev, st.st_ino
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a path of this mode cannot be read as a file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in _FILE_KINDS if test(mode)), "of an unknown kind")
+    return f"not a regular file ({kind})"
 
 
 # --------------------------------------------------------------------------- writing
@@ -346,13 +404,15 @@ def shard(
     walked = [_walk(Path(s)) for s in sources]
     jobs: list[_Job] = []
     warnings: list[str] = []
-    for root, files, _ in walked:
+    for root, files, _, _ in walked:
         metas, found = md.collect(root, files)
         warnings += found
         jobs += [_Job(f, f.relative_to(root).as_posix(), metas[f], options) for f in files]
-    ignored = sum(n for _, _, n in walked)
+    ignored = sum(n for _, _, n, _ in walked)
+    unusable = [entry for *_, entries in walked for entry in entries]  # folders and files the walk could not use
     if part is not None:
         jobs = jobs[part[0] :: part[1]]
+        unusable = unusable if part[0] == 0 else []  # listed once when the parts are merged
         out = part_folder(out, *part)
 
     out = Path(out)
@@ -367,7 +427,7 @@ def shard(
             # workers is left out: it changes the speed, never the data
             "options": {k: v for k, v in asdict(options).items() if k != "workers"},
             "sources": [str(s) for s in sources],
-            **_write(jobs, staging, options, progress),
+            **_write(jobs, staging, options, progress, unusable),
             "ignored_files": ignored,
             "warnings": warnings,
         }
@@ -380,12 +440,15 @@ def shard(
     return manifest
 
 
-def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: bool) -> dict[str, Any]:
-    """Process the files and write the tars; returns the manifest's account of them."""
+def _write(
+    jobs: list[_Job], staging: Path, options: ShardOptions, progress: bool, skipped: list[dict[str, str]]
+) -> dict[str, Any]:
+    """Process the files and write the tars; returns the manifest's account of them, its
+    skipped list starting with `skipped` (what the walk could not use)."""
     limit = int(options.shard_size_mb * 1024 * 1024)
     writers = {split: _SplitWriter(staging, split, limit) for split in SPLITS}
     kept: dict[str, str] = {}  # sha1 → path of the file that was sharded
-    skipped: list[dict[str, str]] = []
+    skipped = list(skipped)
     genres, tags, keys = Counter(), Counter(), Counter()
     bpms: list[float] = []
     duplicates = silent_chunks = 0

@@ -24,7 +24,10 @@ from wavediff.shards.writer import make_staging, publish
 
 SR = 8000
 STRACE = shutil.which("strace")
-needs_strace = pytest.mark.skipif(STRACE is None, reason="strace is not installed (apt-get install strace)")
+TRACES = STRACE is not None and subprocess.run([STRACE, "-qq", "-o", os.devnull, "true"]).returncode == 0
+needs_strace = pytest.mark.skipif(
+    not TRACES, reason="strace is not installed (apt-get install strace) or may not trace"
+)
 
 
 def tone(seconds: float, freq: float, amp: float = 0.3) -> np.ndarray:
@@ -191,3 +194,97 @@ def test_a_real_data_shard_killed_at_each_rename_keeps_the_previous_dataset(data
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert files(out) == new
+
+
+# --------------------------------------------------------------------------- what the walk meets
+
+
+def _shard_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "wavediff.cli", "data", "shard", "-q", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_fifo_named_like_audio_is_skipped_not_waited_on(tmp_path):
+    src = write_pack(tmp_path / "src", [300, 400])
+    os.mkfifo(src / "pipe.wav")  # nothing ever writes to it: reading it waits forever
+    (src / "sub").mkdir()
+    os.symlink(src / "pipe.wav", src / "sub" / "link.flac")
+    done = _shard_cli(str(src), str(tmp_path / "out"), "--sample-rate", str(SR), "--workers", "1", timeout=60)
+    assert done.returncode == 0, done.stderr
+    manifest = read_manifest(tmp_path / "out")
+    reasons = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {"pipe.wav": "not a regular file (a FIFO)", "link.flac": "not a regular file (a FIFO)"}
+    assert manifest["files"] == 2
+
+
+def test_symlinked_folders_are_followed_and_a_symlink_loop_ends(tmp_path):
+    write_pack(tmp_path / "src" / "own", [300, 400])
+    elsewhere = write_pack(tmp_path / "elsewhere" / "drums", [500, 600])
+    os.symlink(elsewhere, tmp_path / "src" / "linked")
+    os.symlink(tmp_path / "src", tmp_path / "src" / "own" / "loop")  # back up to the source: a loop
+    os.symlink(elsewhere, tmp_path / "src" / "own" / "again")  # the same folder a second time
+    manifest = shard([tmp_path / "src"], tmp_path / "out", _options(val_fraction=0.0), progress=False)
+    sources = sorted(p["source"] for p in _infos(tmp_path / "out"))
+    assert sources == ["linked/t500.wav", "linked/t600.wav", "own/t300.wav", "own/t400.wav"]
+    assert manifest["files"] == 4 and manifest["duplicates"] == 0
+    reasons = {Path(s["path"]).relative_to(tmp_path / "src").as_posix(): s["reason"] for s in manifest["skipped"]}
+    assert reasons == {
+        "own/again": f"folder walked already (as {tmp_path / 'src' / 'linked'})",
+        "own/loop": f"folder walked already (as {tmp_path / 'src'}): a symlink loop",
+    }
+
+
+def _infos(out: Path) -> list[dict]:
+    import json
+    import tarfile
+
+    manifest = read_manifest(out)
+    found = []
+    for split in manifest["splits"]:
+        for name in manifest["splits"][split]["shards"]:
+            with tarfile.open(out / name) as tar:
+                found += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
+    return found
+
+
+# Shards as the unprivileged user `nobody` (root reads any folder, so the test cannot use root),
+# after importing as root: the interpreter may live in a folder nobody cannot enter.
+AS_NOBODY = textwrap.dedent(
+    """
+    import json, os, sys
+    from data_tools.shard import ShardOptions, shard
+    os.setgid(65534)
+    os.setuid(65534)
+    options = ShardOptions(sample_rate=8000, channels=1, workers=1, val_fraction=0.0)
+    print(json.dumps(shard([sys.argv[1]], sys.argv[2], options, progress=False)["skipped"]))
+    """
+)
+
+
+def test_an_unreadable_folder_is_listed_with_its_reason(tmp_path):
+    import json
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="wavediff-unreadable-"))  # outside root's private pytest folder
+    try:
+        base.chmod(0o777)
+        src = write_pack(base / "src", [300])
+        write_pack(base / "src" / "locked", [400])
+        (base / "src" / "locked").chmod(0)
+        for path in (src, src / "t300.wav"):
+            path.chmod(0o755)
+        if os.geteuid() == 0:
+            done = subprocess.run(
+                [sys.executable, "-c", AS_NOBODY, str(src), str(base / "out")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            skipped = json.loads(done.stdout)
+        else:
+            skipped = shard([src], base / "out", _options(val_fraction=0.0), progress=False)["skipped"]
+        assert skipped == [{"path": str(src / "locked"), "reason": "cannot read folder (Permission denied)"}]
+    finally:
+        (base / "src" / "locked").chmod(0o755)
+        shutil.rmtree(base)
