@@ -115,6 +115,7 @@ class _Outcome:
     samples: list[_Sample] = field(default_factory=list)
     skipped: str | None = None  # the reason, when the file gives no samples
     silent_chunks: int = 0
+    warning: str | None = None  # kept, but not as it was
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -170,6 +171,8 @@ def _process(job: _Job) -> _Outcome:
 def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
     opts, meta = job.options, job.meta
     wav, sr = audio.decode(data, str(job.path))
+    peak = float(wav.abs().max())  # float files can go over full scale; FLAC shards clip at it
+    clipped = peak > 1.0 and opts.loudness is None  # levelling brings the peak under full scale
     rate = opts.sample_rate
     wav = audio.conform(wav, sr, rate, opts.channels)
     duration = wav.shape[-1] / rate
@@ -184,6 +187,8 @@ def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
     whole_file = len(spans) == 1
     is_loop = meta.loop if meta.loop is not None else md.whole_bars(duration, meta.bpm) is not None
     outcome = _Outcome(sha1)
+    if clipped:
+        outcome.warning = f"{job.path}: peaks at {20 * math.log10(peak):+.1f} dBFS; clipped to full scale in the shards"
     for chunk, (start_s, end_s) in enumerate(spans):
         start, end = round(start_s * rate), min(round(end_s * rate), wav.shape[-1])
         piece = wav[:, start:end]
@@ -427,7 +432,7 @@ def shard(
             # workers is left out: it changes the speed, never the data
             "options": {k: v for k, v in asdict(options).items() if k != "workers"},
             "sources": [str(s) for s in sources],
-            **_write(jobs, staging, options, progress, unusable),
+            **_write(jobs, staging, options, progress, unusable, warnings),
             "ignored_files": ignored,
             "warnings": warnings,
         }
@@ -441,10 +446,16 @@ def shard(
 
 
 def _write(
-    jobs: list[_Job], staging: Path, options: ShardOptions, progress: bool, skipped: list[dict[str, str]]
+    jobs: list[_Job],
+    staging: Path,
+    options: ShardOptions,
+    progress: bool,
+    skipped: list[dict[str, str]],
+    warnings: list[str],
 ) -> dict[str, Any]:
     """Process the files and write the tars; returns the manifest's account of them, its
-    skipped list starting with `skipped` (what the walk could not use)."""
+    skipped list starting with `skipped` (what the walk could not use). What a kept file lost
+    (clipping) is added to `warnings`."""
     limit = int(options.shard_size_mb * 1024 * 1024)
     writers = {split: _SplitWriter(staging, split, limit) for split in SPLITS}
     kept: dict[str, str] = {}  # sha1 → path of the file that was sharded
@@ -463,6 +474,8 @@ def _write(
                 skipped.append({"path": str(job.path), "reason": outcome.skipped})
             else:
                 kept[outcome.sha1] = str(job.path)
+                if outcome.warning:
+                    warnings.append(outcome.warning)
                 writer = writers[split_of(outcome.sha1, options.val_fraction)]
                 for sample in outcome.samples:
                     writer.add(sample)

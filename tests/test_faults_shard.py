@@ -288,3 +288,19 @@ def test_an_unreadable_folder_is_listed_with_its_reason(tmp_path):
     finally:
         (base / "src" / "locked").chmod(0o755)
         shutil.rmtree(base)
+
+
+# --------------------------------------------------------------------------- levels
+
+
+def test_float_audio_far_over_full_scale_is_skipped_and_clipping_is_reported(tmp_path):
+    src = write_pack(tmp_path / "src", [300])
+    sf.write(src / "absurd.wav", tone(0.5, 440, amp=1e30), SR, subtype="FLOAT")
+    sf.write(src / "hot.wav", tone(0.5, 550, amp=2.0), SR, subtype="FLOAT")  # +6 dBFS
+    manifest = shard([src], tmp_path / "out", _options(val_fraction=0.0), progress=False)
+    reasons = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {"absurd.wav": "peaks at +600 dBFS: not audio (float samples far beyond full scale)"}
+    assert manifest["files"] == 2
+    assert manifest["warnings"] == [f"{src / 'hot.wav'}: peaks at +6.0 dBFS; clipped to full scale in the shards"]
+    levelled = shard([src], tmp_path / "levelled", _options(val_fraction=0.0, loudness=-20.0), progress=False)
+    assert levelled["warnings"] == [] and levelled["files"] == 2  # levelling brings it under full scale
