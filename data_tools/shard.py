@@ -23,10 +23,12 @@ part only: the same file in two parts is kept twice.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
 import shutil
+import signal
 import stat
 import sys
 from collections import Counter, deque
@@ -219,10 +221,24 @@ def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
     return outcome
 
 
-def _init_worker() -> None:
+def _init_worker(job: int) -> None:
     # Parallelism comes from processes; threads would oversubscribe. One thread also keeps a
     # forked worker out of the OpenMP thread pool it inherits from the parent, unusable there.
     torch.set_num_threads(1)
+    _die_with(job)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(job: int) -> None:
+    """Have the kernel kill this worker when the job process `job` dies. A SIGKILLed job (the
+    OOM killer, a scheduler) would otherwise leave forked workers waiting for work forever:
+    each holds the task queue open for the others."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != job:  # the job died before the request took effect
+            os._exit(1)
 
 
 # Forked workers start in milliseconds with the parent's modules already imported; spawned
@@ -236,7 +252,8 @@ def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=get_context(_START_METHOD), initializer=_init_worker)
+    context = get_context(_START_METHOD)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         todo = iter(jobs)
         pending = deque(pool.submit(fn, job) for job in islice(todo, 4 * workers))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +306,57 @@ def test_float_audio_far_over_full_scale_is_skipped_and_clipping_is_reported(tmp
     assert manifest["warnings"] == [f"{src / 'hot.wav'}: peaks at +6.0 dBFS; clipped to full scale in the shards"]
     levelled = shard([src], tmp_path / "levelled", _options(val_fraction=0.0, loudness=-20.0), progress=False)
     assert levelled["warnings"] == [] and levelled["files"] == 2  # levelling brings it under full scale
+
+
+# --------------------------------------------------------------------------- a killed job's workers
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie is dead, only not yet reaped
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
+def test_workers_die_with_a_killed_job(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):  # work for a few seconds: the kill comes as soon as both workers are up
+        sf.write(src / f"n{i:02d}.wav", 0.1 * rng.standard_normal((2 * 48000, 2)).astype(np.float32), 48000)
+    command = [sys.executable, "-m", "wavediff.cli", "data", "shard", "-q", str(src), str(tmp_path / "out")]
+    job = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        for _ in range(1200):  # up to 60 s for the job to start its workers
+            workers = _children(job.pid)
+            if len(workers) >= 2 or job.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert job.poll() is None and len(workers) >= 2, "the job ended before its workers could be seen"
+        job.kill()
+        job.wait()
+        for _ in range(50):
+            if not any(_running(w) for w in workers):
+                break
+            time.sleep(0.1)
+        assert not [w for w in workers if _running(w)], "workers outlived their killed job"
+    finally:  # whatever happened, leave no process behind
+        job.kill()
+        for w in workers:
+            if _running(w):
+                os.kill(w, signal.SIGKILL)
