@@ -82,10 +82,15 @@ class ShardOptions:
             problems.append(f"sample_rate must be positive, got {self.sample_rate}")
         if self.channels not in (1, 2):
             problems.append(f"channels must be 1 or 2, got {self.channels}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
+        if self.max_seconds is not None and not self.max_seconds > 0:  # NaN too
             problems.append(f"max_seconds must be positive or None, got {self.max_seconds}")
         if self.min_seconds < 0:
             problems.append(f"min_seconds must not be negative, got {self.min_seconds}")
+        elif self.max_seconds is not None and 0 < self.max_seconds < self.min_seconds:
+            problems.append(
+                f"max_seconds {self.max_seconds:g} is shorter than min_seconds {self.min_seconds:g}: "
+                "chunks would be shorter than the shortest file kept"
+            )
         if not 0.0 <= self.val_fraction <= 1.0:
             problems.append(f"val_fraction must be in [0, 1], got {self.val_fraction}")
         if self.workers < 1:

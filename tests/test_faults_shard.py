@@ -20,6 +20,8 @@ import soundfile as sf
 from data_tools.inspect import inspect_shards
 from data_tools.shard import ShardOptions, shard
 from wavediff.cli import main as cli
+from wavediff.errors import AudioError
+from wavediff.io import audio
 from wavediff.shards.format import MANIFEST_NAME, read_manifest
 from wavediff.shards.swap import recover
 from wavediff.shards.writer import make_staging, publish
@@ -360,3 +362,84 @@ def test_workers_die_with_a_killed_job(tmp_path):
         for w in workers:
             if _running(w):
                 os.kill(w, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- one-line errors
+
+# Runs `data shard` into a copy of the old dataset on a small tmpfs of its own (a private mount
+# namespace: nothing leaks), then copies what it left there back out for the test to look at.
+FULL_DISK = textwrap.dedent(
+    """
+    set -u
+    mount -t tmpfs -o size=160k tmpfs "$MNT" || exit 77
+    cp -a "$OLD" "$MNT/out"
+    "$PYTHON" -m wavediff.cli data shard -q "$SRC" "$MNT/out" --sample-rate 8000 --workers 1 2>"$RES/stderr"
+    echo $? >"$RES/rc"
+    cp -a "$MNT/out" "$RES/out"
+    """
+)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_dataset(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
+    old = tmp_path / "old"
+    shard([write_pack(tmp_path / "old-src", [300, 400])], old, _options(val_fraction=0.0), progress=False)
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):  # noise compresses badly: far more than the disk holds
+        sf.write(src / f"n{i:02d}.wav", 0.3 * rng.standard_normal(SR).astype(np.float32), SR)
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "res").mkdir()
+    env = {**os.environ, "MNT": str(tmp_path / "mnt"), "OLD": str(old), "SRC": str(src), "RES": str(tmp_path / "res")}
+    env["PYTHON"] = sys.executable
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", FULL_DISK], env=env, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode == 77 or (done.returncode != 0 and "unshare" in done.stderr):
+        pytest.skip(f"may not mount a tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    stderr = (tmp_path / "res" / "stderr").read_text()
+    assert (tmp_path / "res" / "rc").read_text().strip() == "2"
+    assert len(stderr.splitlines()) == 1 and "No space left on device" in stderr, stderr
+    assert ".tar" in stderr  # names the file it could not write
+    out = tmp_path / "res" / "out"
+    assert files(out) == files(old)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # staging and swap folders gone
+    assert inspect_shards(out, progress=False)["ok"]
+
+
+def test_out_being_a_file_is_a_one_line_error(tmp_path, capsys):
+    src = write_pack(tmp_path / "src", [300])
+    (tmp_path / "out").write_text("mine")
+    assert cli(["data", "shard", "-q", str(src), str(tmp_path / "out")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"wavediff: error: {tmp_path / 'out'}: exists and is not a folder; give a folder for the shards\n"
+    )
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_max_seconds_zero_or_below_the_shortest_chunk_is_refused(tmp_path, capsys):
+    src = write_pack(tmp_path / "src", [300])
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as e:
+        cli(["data", "shard", "-q", str(src), out, "--max-seconds", "0"])
+    assert e.value.code == 2 and "--max-seconds: must be positive or 'none', got 0" in capsys.readouterr().err
+    assert cli(["data", "shard", "-q", str(src), out, "--max-seconds", "0.1"]) == 2
+    assert "max_seconds 0.1 is shorter than min_seconds 0.2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert cli(["data", "shard", "-q", str(src), out, "--max-seconds", "none", "--sample-rate", str(SR)]) == 0
+
+
+def test_a_text_file_named_mp3_says_it_is_not_decodable(tmp_path):
+    src = write_pack(tmp_path / "src", [300])
+    (src / "notes.mp3").write_text("these are my notes, not audio\n" * 20)
+    manifest = shard([src], tmp_path / "out", _options(), progress=False)
+    (skip,) = manifest["skipped"]
+    reason = "cannot decode audio (format not recognised: no audio header or MPEG frames found)"
+    assert skip["reason"] == reason
+    with pytest.raises(AudioError) as e:  # read by path, libsndfile blamed a pipe
+        audio.load(src / "notes.mp3")
+    assert e.value.reason == reason

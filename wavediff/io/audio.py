@@ -156,9 +156,16 @@ def _chunks(f: BinaryIO, order: str, end: int) -> Iterator[tuple[bytes, int, int
         pos += 8 + size + (size & 1)
 
 
+# libsndfile's words for bytes in no format it knows. Opening a file by path whose name ends
+# in .mp3, it blames a pipe: its MPEG reader found no frames in what is a plain file.
+_UNRECOGNISED = ("Format not recognised.", "File does not exist or is not a regular file (possibly a pipe?).")
+
+
 def _clean(e: Exception) -> str:
     # libsndfile's message repeats the path (or a BytesIO repr); the caller names the file.
     text = e.error_string if isinstance(e, sf.LibsndfileError) else str(e)
+    if text in _UNRECOGNISED:
+        return "format not recognised: no audio header or MPEG frames found"
     return " ".join(text.split()) or type(e).__name__
 
 

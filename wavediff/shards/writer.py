@@ -5,12 +5,13 @@ or the new one, whole), so every job that writes shards gives the same guarantee
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,37 @@ def json_bytes(obj: Any) -> bytes:
 
 
 class TarWriter:
-    """One shard file being written; members carry fixed metadata, and close() fsyncs."""
+    """One shard file being written; members carry fixed metadata, and close() fsyncs. A
+    failed write (a full disk) is an OSError naming the shard, and leaves the file closed."""
 
     def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
         self._file = open(path, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
 
     def add(self, name: str, data: bytes) -> None:
         member = tarfile.TarInfo(name)
         member.size, member.mtime, member.mode = len(data), TAR_MTIME, 0o644
-        self._tar.addfile(member, io.BytesIO(data))
+        with self._naming_errors():
+            self._tar.addfile(member, io.BytesIO(data))
 
     def close(self) -> None:
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._file.closed:
+            return
+        with self._naming_errors():
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    @contextlib.contextmanager
+    def _naming_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            with contextlib.suppress(OSError):  # its buffer cannot be written either
+                self._file.close()
+            raise OSError(e.errno, f"{e.strerror} (writing {self.path})") from None
 
 
 def make_staging(out: str | os.PathLike) -> Path:
