@@ -443,3 +443,10 @@ def test_a_text_file_named_mp3_says_it_is_not_decodable(tmp_path):
     with pytest.raises(AudioError) as e:  # read by path, libsndfile blamed a pipe
         audio.load(src / "notes.mp3")
     assert e.value.reason == reason
+
+
+def test_a_swap_left_by_another_host_is_named_when_the_manifest_is_missing(tmp_path):
+    (tmp_path / ".swap-elsewhere-123").mkdir()  # this host cannot tell whether that job still runs
+    with pytest.raises(FileNotFoundError, match=r"no manifest while a job swaps .*\.swap-elsewhere-123"):
+        read_manifest(tmp_path)
+    assert (tmp_path / ".swap-elsewhere-123").is_dir()

@@ -16,6 +16,7 @@ file moved (the old one) or after the commit (the new one).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -90,29 +91,37 @@ def unsettled(out: str | os.PathLike) -> list[Path]:
 
 def _settle(out: Path, aside: Path) -> None:
     """Finish the swap that `aside` records: roll it back if its manifest was not committed,
-    then drop the folder. Safe to repeat, and to run twice at once, after a kill at any point."""
-    journal = aside / JOURNAL
-    if journal.is_file():
-        plan = read_json_object(journal, "swap journal")
-        manifest, incoming, outgoing = plan.get("manifest"), plan.get("incoming"), plan.get("outgoing")
-        if not (isinstance(manifest, str) and isinstance(incoming, list) and isinstance(outgoing, list)):
-            raise UserError(f"{journal}: not a swap journal; the files it moved aside are in {aside}")
-        committed = (out / manifest).is_file() and (manifest not in outgoing or (aside / manifest).is_file())
-        if not committed:
-            for name in set(incoming) - set(outgoing):
-                (out / name).unlink(missing_ok=True)
-            for name in sorted(outgoing, key=lambda name: name == manifest):  # the manifest last
-                _move(aside / name, out / name)
-            _fsync(out)
-        journal.unlink(missing_ok=True)  # first: without it, what is left aside is only old files
-    shutil.rmtree(aside, ignore_errors=True)
+    then drop the folder. Safe to repeat after a kill at any point; recoveries running at once
+    (a reader and the next job) take turns, and the later one finds the work done."""
+    try:
+        fd = os.open(aside, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        journal = aside / JOURNAL
+        if journal.is_file():
+            _roll_back_uncommitted(out, aside, journal)
+            journal.unlink()  # first: without it, what is left aside is only old files
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
-def _move(source: Path, target: Path) -> None:
-    """A file moved aside goes back; one never moved, or moved back by a recovery running
-    beside this one, is where it belongs already."""
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(source, target)
+def _roll_back_uncommitted(out: Path, aside: Path, journal: Path) -> None:
+    """Unless the swap's manifest was committed: the new files out, the old ones back, the manifest last."""
+    plan = read_json_object(journal, "swap journal")
+    manifest, incoming, outgoing = plan.get("manifest"), plan.get("incoming"), plan.get("outgoing")
+    if not (isinstance(manifest, str) and isinstance(incoming, list) and isinstance(outgoing, list)):
+        raise UserError(f"{journal}: not a swap journal; the files it moved aside are in {aside}")
+    if (out / manifest).is_file() and (manifest not in outgoing or (aside / manifest).is_file()):
+        return  # committed: the new set is whole, what is aside is the old one
+    for name in set(incoming) - set(outgoing):
+        (out / name).unlink(missing_ok=True)
+    for name in sorted(outgoing, key=lambda name: name == manifest):  # the manifest last
+        with contextlib.suppress(FileNotFoundError):  # never moved aside: still in place
+            os.replace(aside / name, out / name)
+    _fsync(out)
 
 
 def _fsync(folder: Path) -> None:
