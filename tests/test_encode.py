@@ -286,9 +286,13 @@ def test_a_shard_damaged_mid_way_stops_encode_naming_it(pack, tmp_path):
     tar = tmp_path / "shards" / "train-000000.tar"
     with tarfile.open(tar) as t:
         offset = t.getmembers()[2 * 5].offset  # the 6th sample's header
+        flac = t.getmembers()[2 * 4]  # the 5th sample's audio
     data = bytearray(tar.read_bytes())
     data[offset : offset + 512] = b"\x07" * 512  # tarfile takes a bad header for the end of the archive
     tar.write_bytes(bytes(data))
     with pytest.raises(UserError, match=r"train-000000\.tar: read 5 of the 11 samples"):
         encode_shards(pack["ckpt"], tmp_path / "shards", tmp_path / "latents", progress=False)
     assert not (tmp_path / "latents" / MANIFEST_NAME).exists()
+    tar.write_bytes(tar.read_bytes()[: flac.offset_data + flac.size // 2])  # cut inside a member: tarfile raises
+    with pytest.raises(UserError, match=r"train-000000\.tar: damaged tar \(unexpected end of data"):
+        encode_shards(pack["ckpt"], tmp_path / "shards", tmp_path / "latents", progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +40,7 @@ def audio_samples(
     so is a shard that ends before the `expected` samples its manifest counts (tarfile takes
     a damaged header for the end of the archive)."""
     read = 0
-    for sample in wds.tarfile_samples([{"url": str(shard)}]):
+    for sample in _tar_samples(shard):
         read += 1
         where = f"{shard}: sample {sample['__key__']}"
         if "flac" not in sample or "json" not in sample:
@@ -54,6 +55,19 @@ def audio_samples(
         yield sample["__key__"], info, wav
     if expected is not None and read < expected:
         raise UserError(f"{shard}: read {read} of the {expected} samples the manifest counts: the shard is damaged")
+
+
+def _tar_samples(shard: Path) -> Iterator[dict[str, Any]]:
+    """webdataset's samples of one shard; a tar that breaks off is a UserError naming it."""
+    samples = wds.tarfile_samples([{"url": str(shard)}])
+    while True:
+        try:
+            sample = next(samples)
+        except StopIteration:
+            return
+        except tarfile.TarError as e:
+            raise UserError(f"{shard}: damaged tar ({e.args[0] if e.args else type(e).__name__})") from None
+        yield sample
 
 
 def equal_length_batches(
