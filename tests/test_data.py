@@ -472,6 +472,11 @@ def test_a_shard_cut_at_a_member_boundary_is_a_warning_from_the_manifest_count(e
     tar.write_bytes(tar.read_bytes()[:offset])  # tarfile sees a clean end after 7 samples
     with pytest.warns(RuntimeWarning, match=r"train-000000\.tar: read 7 of the 11 samples"):
         assert len(_samples(make_loader(_cfg(eleven), training=False))) == 7
+    manifest = json.loads((eleven / "manifest.json").read_text())
+    del manifest["splits"]["train"]["shard_samples"]  # as written before the per-shard count
+    (eleven / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(RuntimeWarning, match=r"train-000000\.tar: read 7 of the 11 samples"):
+        _samples(make_loader(_cfg(eleven), training=False))  # a split of one shard: its count is the split's
 
 
 def test_manifests_without_per_shard_counts_still_load(data, tmp_path):
