@@ -10,8 +10,9 @@ chunk is the most whole 4/4 bars that fit, otherwise `max_seconds`. A last, shor
 chunk is kept when it is at least half a chunk (cut to whole bars when the tempo is
 known); anything shorter is dropped, since a training crop would be mostly padding.
 
-Everything is built in `OUT/.staging-<host>-<pid>` and moved in only when complete,
-manifest last, so a killed job leaves the previous dataset as it was.
+Everything is built in `OUT/.staging-<host>-<pid>` and swapped in only when complete
+(wavediff.shards.swap), so a job killed at any instant leaves the previous dataset whole (or,
+past the final rename, the new one).
 
 One job can be split across the tasks of a job array: task I of N (`part=(I, N)`) takes
 every N-th file of the sorted list and writes a complete shard folder of its own,
@@ -22,10 +23,13 @@ part only: the same file in two parts is kept twice.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
 import shutil
+import signal
+import stat
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +48,14 @@ from data_tools import metadata as md
 from wavediff.errors import AudioError, UserError
 from wavediff.io import audio
 from wavediff.io.files import atomic_write_json
-from wavediff.shards.format import MANIFEST_NAME, MANIFEST_VERSION, SPLITS, read_manifest, shard_name
+from wavediff.shards.format import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    SPLITS,
+    read_manifest,
+    shard_counts,
+    shard_name,
+)
 from wavediff.shards.writer import TarWriter, json_bytes, make_staging, publish
 
 PARTS = "parts"  # OUT/parts/part-I-of-N: the array tasks' folders until merge_parts
@@ -71,10 +82,15 @@ class ShardOptions:
             problems.append(f"sample_rate must be positive, got {self.sample_rate}")
         if self.channels not in (1, 2):
             problems.append(f"channels must be 1 or 2, got {self.channels}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
+        if self.max_seconds is not None and not self.max_seconds > 0:  # NaN too
             problems.append(f"max_seconds must be positive or None, got {self.max_seconds}")
         if self.min_seconds < 0:
             problems.append(f"min_seconds must not be negative, got {self.min_seconds}")
+        elif self.max_seconds is not None and 0 < self.max_seconds < self.min_seconds:
+            problems.append(
+                f"max_seconds {self.max_seconds:g} is shorter than min_seconds {self.min_seconds:g}: "
+                "chunks would be shorter than the shortest file kept"
+            )
         if not 0.0 <= self.val_fraction <= 1.0:
             problems.append(f"val_fraction must be in [0, 1], got {self.val_fraction}")
         if self.workers < 1:
@@ -106,6 +122,7 @@ class _Outcome:
     samples: list[_Sample] = field(default_factory=list)
     skipped: str | None = None  # the reason, when the file gives no samples
     silent_chunks: int = 0
+    warning: str | None = None  # kept, but not as it was
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -161,6 +178,8 @@ def _process(job: _Job) -> _Outcome:
 def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
     opts, meta = job.options, job.meta
     wav, sr = audio.decode(data, str(job.path))
+    peak = float(wav.abs().max())  # float files can go over full scale; FLAC shards clip at it
+    clipped = peak > 1.0 and opts.loudness is None  # levelling brings the peak under full scale
     rate = opts.sample_rate
     wav = audio.conform(wav, sr, rate, opts.channels)
     duration = wav.shape[-1] / rate
@@ -175,6 +194,8 @@ def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
     whole_file = len(spans) == 1
     is_loop = meta.loop if meta.loop is not None else md.whole_bars(duration, meta.bpm) is not None
     outcome = _Outcome(sha1)
+    if clipped:
+        outcome.warning = f"{job.path}: peaks at {20 * math.log10(peak):+.1f} dBFS; clipped to full scale in the shards"
     for chunk, (start_s, end_s) in enumerate(spans):
         start, end = round(start_s * rate), min(round(end_s * rate), wav.shape[-1])
         piece = wav[:, start:end]
@@ -205,10 +226,24 @@ def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
     return outcome
 
 
-def _init_worker() -> None:
+def _init_worker(job: int) -> None:
     # Parallelism comes from processes; threads would oversubscribe. One thread also keeps a
     # forked worker out of the OpenMP thread pool it inherits from the parent, unusable there.
     torch.set_num_threads(1)
+    _die_with(job)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(job: int) -> None:
+    """Have the kernel kill this worker when the job process `job` dies. A SIGKILLed job (the
+    OOM killer, a scheduler) would otherwise leave forked workers waiting for work forever:
+    each holds the task queue open for the others."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != job:  # the job died before the request took effect
+            os._exit(1)
 
 
 # Forked workers start in milliseconds with the parent's modules already imported; spawned
@@ -222,7 +257,8 @@ def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int
     if workers <= 1:
         yield from map(fn, jobs)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=get_context(_START_METHOD), initializer=_init_worker)
+    context = get_context(_START_METHOD)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         todo = iter(jobs)
         pending = deque(pool.submit(fn, job) for job in islice(todo, 4 * workers))
@@ -237,30 +273,87 @@ def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int
 # --------------------------------------------------------------------------- finding files
 
 
-def _walk(source: Path) -> tuple[Path, list[Path], int]:
-    """(root, sorted audio files, count of ignored files) of one source folder or file.
+def _walk(source: Path) -> tuple[Path, list[Path], int, list[dict[str, str]]]:
+    """(root, sorted audio files, count of ignored files, skipped entries) of one source
+    folder or file.
 
     Hidden files and folders (`.DS_Store`, macOS `._x.wav` forks, our staging folders)
-    are skipped without counting; metadata tables and sidecars are not "ignored".
+    are skipped without counting; metadata tables and sidecars are not "ignored". Symlinked
+    folders are followed, each real folder once (a symlink loop ends there); folders that
+    cannot be read, folders met again and audio names that are not regular files (a FIFO
+    would block the read forever) are skipped, each with its reason.
     """
     if not source.exists():
         raise FileNotFoundError(f"{source}: source does not exist")
     if source.is_file():
         if not audio.is_audio_file(source):
             raise UserError(f"{source}: not an audio file ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
-        return source.parent, [source], 0
+        return source.parent, [source], 0, []
+    if not source.is_dir():
+        raise UserError(f"{source}: {_not_regular(source.stat().st_mode)}, not an audio file or a folder")
     found: list[Path] = []
     others: list[Path] = []
-    for folder, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    skipped: list[dict[str, str]] = []
+    walked = {_identity(source): source}
+
+    def unreadable(e: OSError) -> None:
+        skipped.append({"path": str(e.filename), "reason": f"cannot read folder ({e.strerror})"})
+
+    for folder, dirs, files in os.walk(source, onerror=unreadable, followlinks=True):
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            path = Path(folder) / name
+            try:
+                first = walked.setdefault(_identity(path), path)
+            except OSError as e:
+                unreadable(e)
+                continue
+            if first is path:
+                kept.append(name)
+            else:
+                loop = ": a symlink loop" if Path(folder).resolve().is_relative_to(path.resolve()) else ""
+                skipped.append({"path": str(path), "reason": f"folder walked already (as {first}){loop}"})
+        dirs[:] = kept
         for name in sorted(files):
-            if not name.startswith("."):
-                (found if audio.is_audio_file(name) else others).append(Path(folder) / name)
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue
+            if not audio.is_audio_file(name):
+                others.append(path)
+                continue
+            kind = _not_regular(path.stat().st_mode) if path.exists() else None  # a broken link fails its read
+            if kind is None:
+                found.append(path)
+            else:
+                skipped.append({"path": str(path), "reason": kind})
     if not found:
         raise UserError(f"{source}: no audio files found ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
     sidecars = {md.sidecar_path(f) for f in found}
     ignored = sum(1 for f in others if f not in sidecars and f.name not in md.TABLE_NAMES)
-    return source, found, ignored
+    return source, found, ignored, skipped
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    """What makes two paths one folder, links followed."""
+    st = folder.stat()
+    return st.st_dev, st.st_ino
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a path of this mode cannot be read as a file (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in _FILE_KINDS if test(mode)), "of an unknown kind")
+    return f"not a regular file ({kind})"
 
 
 # --------------------------------------------------------------------------- writing
@@ -273,6 +366,7 @@ class _SplitWriter:
     def __init__(self, folder: Path, split: str, limit: int):
         self.folder, self.split, self.limit = folder, split, limit
         self.shards: list[str] = []
+        self.counts: list[int] = []  # samples in each shard
         self.samples = 0
         self.seconds = 0.0
         self._tar: TarWriter | None = None
@@ -286,6 +380,7 @@ class _SplitWriter:
         for name, data in members:
             self._tar.add(name, data)
         self._size += size
+        self.counts[-1] += 1
         self.samples += 1
         self.seconds += sample.info["duration_s"]
 
@@ -295,6 +390,7 @@ class _SplitWriter:
         self._tar = TarWriter(self.folder / name)
         self._size = 0
         self.shards.append(name)
+        self.counts.append(0)
 
     def close(self) -> None:
         if self._tar is not None:
@@ -335,13 +431,15 @@ def shard(
     walked = [_walk(Path(s)) for s in sources]
     jobs: list[_Job] = []
     warnings: list[str] = []
-    for root, files, _ in walked:
+    for root, files, _, _ in walked:
         metas, found = md.collect(root, files)
         warnings += found
         jobs += [_Job(f, f.relative_to(root).as_posix(), metas[f], options) for f in files]
-    ignored = sum(n for _, _, n in walked)
+    ignored = sum(n for _, _, n, _ in walked)
+    unusable = [entry for *_, entries in walked for entry in entries]  # folders and files the walk could not use
     if part is not None:
         jobs = jobs[part[0] :: part[1]]
+        unusable = unusable if part[0] == 0 else []  # listed once when the parts are merged
         out = part_folder(out, *part)
 
     out = Path(out)
@@ -356,7 +454,7 @@ def shard(
             # workers is left out: it changes the speed, never the data
             "options": {k: v for k, v in asdict(options).items() if k != "workers"},
             "sources": [str(s) for s in sources],
-            **_write(jobs, staging, options, progress),
+            **_write(jobs, staging, options, progress, unusable, warnings),
             "ignored_files": ignored,
             "warnings": warnings,
         }
@@ -369,12 +467,21 @@ def shard(
     return manifest
 
 
-def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: bool) -> dict[str, Any]:
-    """Process the files and write the tars; returns the manifest's account of them."""
+def _write(
+    jobs: list[_Job],
+    staging: Path,
+    options: ShardOptions,
+    progress: bool,
+    skipped: list[dict[str, str]],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Process the files and write the tars; returns the manifest's account of them, its
+    skipped list starting with `skipped` (what the walk could not use). What a kept file lost
+    (clipping) is added to `warnings`."""
     limit = int(options.shard_size_mb * 1024 * 1024)
     writers = {split: _SplitWriter(staging, split, limit) for split in SPLITS}
     kept: dict[str, str] = {}  # sha1 → path of the file that was sharded
-    skipped: list[dict[str, str]] = []
+    skipped = list(skipped)
     genres, tags, keys = Counter(), Counter(), Counter()
     bpms: list[float] = []
     duplicates = silent_chunks = 0
@@ -389,6 +496,8 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
                 skipped.append({"path": str(job.path), "reason": outcome.skipped})
             else:
                 kept[outcome.sha1] = str(job.path)
+                if outcome.warning:
+                    warnings.append(outcome.warning)
                 writer = writers[split_of(outcome.sha1, options.val_fraction)]
                 for sample in outcome.samples:
                     writer.add(sample)
@@ -406,7 +515,7 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
             writer.close()
     return {
         "splits": {
-            split: {"shards": w.shards, "samples": w.samples, "seconds": round(w.seconds, 3)}
+            split: {"shards": w.shards, "samples": w.samples, "seconds": round(w.seconds, 3), "shard_samples": w.counts}
             for split, w in writers.items()
         },
         "files": len(kept),
@@ -454,11 +563,14 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
                     names.append(shard_name(split, len(names)))
                     _link(part_folder(out, i, count) / name, staging / names[-1])
             entries = [m["splits"][split] for m in parts]
+            counts = [shard_counts(m, split) for m in parts]
             splits[split] = {
                 "shards": names,
                 "samples": sum(e["samples"] for e in entries),
                 "seconds": round(sum(e["seconds"] for e in entries), 3),
             }
+            if None not in counts:
+                splits[split]["shard_samples"] = [n for c in counts for n in c]
         bpms = [m["bpm"] for m in parts if m["bpm"]]
         merged = {
             **{

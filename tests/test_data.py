@@ -433,3 +433,61 @@ def test_brace_patterns_and_pipe_urls_reach_the_same_samples(data):
     assert [s["key"] for s in build_dataset(piped, sample_size=T, training=False)] == direct
     assert len(direct) == 4
     assert len(list(tarfile.open(urls[0]))) == 2  # one sample: .flac + .json
+
+
+def _damage_header(tar: Path, member: int) -> None:
+    """Overwrite the header block of the tar's `member`-th member: tarfile takes it for the end."""
+    with tarfile.open(tar) as t:
+        offset = t.getmembers()[member].offset
+    data = bytearray(tar.read_bytes())
+    data[offset : offset + 512] = b"\x07" * 512
+    tar.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def eleven(tmp_path):
+    """A real shard folder of one shard holding 11 samples."""
+    gen = torch.Generator().manual_seed(3)
+    for i in range(11):
+        save(tmp_path / "src" / f"c{i:02d}.wav", 0.2 * torch.randn(2, 2000, generator=gen), SR)
+    options = ShardOptions(sample_rate=SR, workers=1, val_fraction=0.0)
+    manifest = shard([tmp_path / "src"], tmp_path / "out", options, progress=False)
+    assert manifest["splits"]["train"]["shards"] == ["train-000000.tar"]
+    return tmp_path / "out"
+
+
+def test_a_damaged_tar_header_mid_shard_is_a_warning_naming_shard_and_shortfall(eleven):
+    _damage_header(eleven / "train-000000.tar", 2 * 5)  # the 6th sample's first member
+    with pytest.warns(RuntimeWarning, match=r"train-000000\.tar: .*read 5 of the 11 samples"):
+        evaluated = _samples(make_loader(_cfg(eleven), training=False))
+    assert len(evaluated) == 5
+    with pytest.warns(RuntimeWarning, match=r"train-000000\.tar: .*read 5 of the 11 samples"):
+        _samples(make_loader(_cfg(eleven), training=True), 12)
+
+
+def test_a_shard_cut_at_a_member_boundary_is_a_warning_from_the_manifest_count(eleven):
+    tar = eleven / "train-000000.tar"
+    with tarfile.open(tar) as t:
+        offset = t.getmembers()[2 * 7].offset
+    tar.write_bytes(tar.read_bytes()[:offset])  # tarfile sees a clean end after 7 samples
+    with pytest.warns(RuntimeWarning, match=r"train-000000\.tar: read 7 of the 11 samples"):
+        assert len(_samples(make_loader(_cfg(eleven), training=False))) == 7
+    manifest = json.loads((eleven / "manifest.json").read_text())
+    del manifest["splits"]["train"]["shard_samples"]  # as written before the per-shard count
+    (eleven / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(RuntimeWarning, match=r"train-000000\.tar: read 7 of the 11 samples"):
+        _samples(make_loader(_cfg(eleven), training=False))  # a split of one shard: its count is the split's
+
+
+def test_manifests_without_per_shard_counts_still_load(data, tmp_path):
+    manifest = json.loads((data["many"] / "manifest.json").read_text())
+    for entry in manifest["splits"].values():
+        entry.pop("shard_samples", None)
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in manifest["splits"]["train"]["shards"]:
+        (old / name).write_bytes((data["many"] / name).read_bytes())
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(_samples(make_loader(_cfg(old), training=False))) == len(CLIPS)

@@ -14,7 +14,7 @@ import torch
 
 from data_tools.shard import ShardOptions, shard
 from wavediff.config import AERecipe, AutoencoderConfig, DataConfig, to_dict
-from wavediff.errors import CheckpointError
+from wavediff.errors import CheckpointError, UserError
 from wavediff.io import audio
 from wavediff.latents.encode import encode_shards, merge_latent_manifests
 from wavediff.models.autoencoder import Autoencoder
@@ -199,7 +199,7 @@ def test_disjoint_ranges_merged_equal_one_full_run(pack, tmp_path) -> None:
     np.testing.assert_allclose(stats["std"], want["std"], rtol=1e-9)
     assert stats["overall_std"] == pytest.approx(want["overall_std"], rel=1e-9)
     for split in ("train", "val"):
-        for field in ("shards", "samples", "frames"):
+        for field in ("shards", "samples", "frames", "shard_samples"):
             assert merged["splits"][split][field] == full["splits"][split][field]
         assert merged["splits"][split]["seconds"] == pytest.approx(full["splits"][split]["seconds"], abs=2e-3)
     assert {k: v for k, v in merged.items() if k not in ("splits", "stats")} == {
@@ -275,3 +275,24 @@ def test_variants_add_changed_copies_of_train_samples_only(pack, tmp_path):
     with torch.no_grad():  # the copy is the encoding of the changed audio, not a changed latent
         expected = pack["model"].encode(-source[original][None])[0].numpy()
     np.testing.assert_allclose(samples[key].astype(np.float32), expected, atol=2e-3)
+
+
+def test_a_shard_damaged_mid_way_stops_encode_naming_it(pack, tmp_path):
+    (tmp_path / "src").mkdir()
+    for i in range(11):
+        sf.write(tmp_path / "src" / f"s{i:02d}.wav", signal(LOOP, 20 + i), SR)
+    options = ShardOptions(sample_rate=SR, channels=1, max_seconds=None, val_fraction=0.0, workers=1)
+    shard([tmp_path / "src"], tmp_path / "shards", options, progress=False)
+    tar = tmp_path / "shards" / "train-000000.tar"
+    with tarfile.open(tar) as t:
+        offset = t.getmembers()[2 * 5].offset  # the 6th sample's header
+        flac = t.getmembers()[2 * 4]  # the 5th sample's audio
+    data = bytearray(tar.read_bytes())
+    data[offset : offset + 512] = b"\x07" * 512  # tarfile takes a bad header for the end of the archive
+    tar.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"train-000000\.tar: read 5 of the 11 samples"):
+        encode_shards(pack["ckpt"], tmp_path / "shards", tmp_path / "latents", progress=False)
+    assert not (tmp_path / "latents" / MANIFEST_NAME).exists()
+    tar.write_bytes(tar.read_bytes()[: flac.offset_data + flac.size // 2])  # cut inside a member: tarfile raises
+    with pytest.raises(UserError, match=r"train-000000\.tar: damaged tar \(unexpected end of data"):
+        encode_shards(pack["ckpt"], tmp_path / "shards", tmp_path / "latents", progress=False)

@@ -205,6 +205,8 @@ def test_manifest_counts_and_read_back(pack):
     for split, items in samples.items():
         entry = manifest["splits"][split]
         assert entry["samples"] == len(items)
+        paths = shard_paths(out, manifest, split)
+        assert entry["shard_samples"] == [sum(m.name.endswith(".json") for m in tarfile.open(p)) for p in paths]
         assert entry["seconds"] == pytest.approx(sum(info["duration_s"] for _, info, _ in items), abs=1e-3)
     assert (manifest["sample_rate"], manifest["channels"], manifest["kind"]) == (SR, 2, "audio")
     assert "workers" not in manifest["options"]

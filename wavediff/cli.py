@@ -19,10 +19,10 @@ USER_ERRORS = (UserError, OSError)
 
 
 def _optional_seconds(text: str) -> float | None:
-    if text.lower() in ("none", "0", "off"):
+    if text.lower() in ("none", "off"):
         return None
     value = float(text)
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be positive or 'none', got {text}")
     return value
 

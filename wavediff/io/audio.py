@@ -69,11 +69,22 @@ def _open(source, name: str) -> sf.SoundFile:
         raise AudioError(name, f"cannot decode audio ({_clean(e)})") from None
 
 
-def _check_finite(data: np.ndarray, f: sf.SoundFile, name: str) -> None:
-    """Float and lossy codecs can decode to NaN or infinity; integer PCM (every FLAC, most
-    WAV) cannot, so it skips the scan."""
-    if not f.subtype.startswith("PCM_") and not np.isfinite(data).all():
+# Float samples past this are not a hot master but a broken file (1e30 in a float WAV): clipped,
+# they would train as a full-scale square wave.
+MAX_PEAK_DB = 40.0
+
+
+def _check_samples(data: np.ndarray, f: sf.SoundFile, name: str) -> None:
+    """Float and lossy codecs can decode to NaN, infinity or absurd levels; integer PCM (every
+    FLAC, most WAV) cannot, so it skips the scan."""
+    if f.subtype.startswith("PCM_") or data.size == 0:
+        return
+    if not np.isfinite(data).all():
         raise AudioError(name, "decodes to NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > 10 ** (MAX_PEAK_DB / 20):
+        level = f"peaks at {20 * math.log10(peak):+.0f} dBFS"
+        raise AudioError(name, f"{level}: not audio (float samples far beyond full scale)")
 
 
 def _read(source, name: str) -> tuple[torch.Tensor, int]:
@@ -88,7 +99,7 @@ def _read(source, name: str) -> tuple[torch.Tensor, int]:
             raise AudioError(name, "holds no audio samples")
         if declared > 0 and data.shape[0] < declared:
             raise AudioError(name, f"truncated: header declares {declared} frames, only {data.shape[0]} decode")
-        _check_finite(data, f, name)
+        _check_samples(data, f, name)
     return torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate
 
 
@@ -145,9 +156,16 @@ def _chunks(f: BinaryIO, order: str, end: int) -> Iterator[tuple[bytes, int, int
         pos += 8 + size + (size & 1)
 
 
+# libsndfile's words for bytes in no format it knows. Opening a file by path whose name ends
+# in .mp3, it blames a pipe: its MPEG reader found no frames in what is a plain file.
+_UNRECOGNISED = ("Format not recognised.", "File does not exist or is not a regular file (possibly a pipe?).")
+
+
 def _clean(e: Exception) -> str:
     # libsndfile's message repeats the path (or a BytesIO repr); the caller names the file.
     text = e.error_string if isinstance(e, sf.LibsndfileError) else str(e)
+    if text in _UNRECOGNISED:
+        return "format not recognised: no audio header or MPEG frames found"
     return " ".join(text.split()) or type(e).__name__
 
 
@@ -238,7 +256,7 @@ class EncodedAudio:
                 self.name,
                 f"truncated or corrupt: decoding stops at frame {start + got} of the {self.frames} its header declares",
             )
-        _check_finite(out.numpy(), self._file, self.name)
+        _check_samples(out.numpy(), self._file, self.name)
 
     def _check_span(self, start: int, frames: int) -> None:
         if frames < 1 or not 0 <= start <= self.frames - frames:

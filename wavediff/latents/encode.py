@@ -30,8 +30,17 @@ from wavediff.errors import UserError
 from wavediff.io.files import atomic_write_json, read_json_object
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.factory import load_autoencoder
-from wavediff.shards.format import MANIFEST_NAME, MANIFEST_VERSION, SPLITS, is_shard, shard_paths
+from wavediff.shards.format import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    SPLITS,
+    is_shard,
+    shard_counts,
+    shard_paths,
+    shard_samples,
+)
 from wavediff.shards.reader import audio_samples, check_audio_shards, equal_length_batches
+from wavediff.shards.swap import recover
 from wavediff.shards.writer import TarWriter, json_bytes, make_staging, publish
 
 PART_NAME = re.compile(r"^manifest\.part-(\d+)-(\d+)\.json$")
@@ -149,8 +158,9 @@ def encode_shards(
     out = Path(out)
     staging = make_staging(out)
     try:
+        expected = shard_samples(shards_folder, source)
         splits, moments = _encode_all(
-            model, shards[start:stop], staging, recipe.sample_rate, extra, batch_size, variants, progress
+            model, shards[start:stop], expected, staging, recipe.sample_rate, extra, batch_size, variants, progress
         )
         for entry in splits.values():
             entry["seconds"] = round(entry["seconds"], 3)
@@ -195,6 +205,7 @@ def _check_range(shard_range: tuple[int, int] | None, count: int, manifest: Path
 def _encode_all(
     model: Autoencoder,
     shards: list[tuple[str, Path]],
+    expected: dict[Path, int],
     staging: Path,
     sample_rate: int,
     extra: dict[str, Any],
@@ -202,20 +213,24 @@ def _encode_all(
     variants: Sequence[AudioVariant],
     progress: bool,
 ) -> tuple[dict[str, dict[str, Any]], _Moments]:
-    """Write one latent shard per (split, audio shard) into `staging`; returns the splits' account and train moments."""
-    splits = {split: {"shards": [], "samples": 0, "seconds": 0.0, "frames": 0} for split in SPLITS}
+    """Write one latent shard per (split, audio shard) into `staging`; returns the splits' account
+    and train moments. `expected` holds the samples the source manifest counts in each shard."""
+    splits = {split: {"shards": [], "samples": 0, "seconds": 0.0, "frames": 0, "shard_samples": []} for split in SPLITS}
     moments = _Moments(model.latent_dim)
     device = next(model.parameters()).device
     with tqdm(shards, unit="shard", desc="encode", disable=not progress) as bar:
         for split, path in bar:
             entry = splits[split]
             writer = TarWriter(staging / path.name)
+            entry["shard_samples"].append(0)
             try:
                 changes = variants if split == "train" else ()
-                for key, info, latent in _encode_shard(model, path, sample_rate, batch_size, device, changes):
+                found = _encode_shard(model, path, sample_rate, batch_size, device, changes, expected.get(path))
+                for key, info, latent in found:
                     writer.add(f"{key}.latent.npy", _npy_bytes(latent))
                     writer.add(f"{key}.json", json_bytes({**info, **extra}))
                     entry["samples"] += 1
+                    entry["shard_samples"][-1] += 1
                     entry["seconds"] += info.get("duration_s", 0.0)
                     entry["frames"] += latent.shape[1]
                     if split == "train":
@@ -235,14 +250,15 @@ def _encode_shard(
     batch_size: int,
     device: torch.device,
     variants: Sequence[AudioVariant] = (),
+    expected: int | None = None,
 ) -> list[tuple[str, dict[str, Any], np.ndarray]]:
     """(key, json, float16 latent) of each sample of one shard, in the shard's order, each
-    followed by its variants."""
+    followed by its variants; a shard holding fewer than `expected` samples is a UserError."""
     infos: list[tuple[str, dict[str, Any]]] = []
     latents: dict[int, np.ndarray] = {}
 
     def tagged() -> Iterator[tuple[int, torch.Tensor]]:
-        for key, info, wav in audio_samples(path, sample_rate):
+        for key, info, wav in audio_samples(path, sample_rate, expected):
             infos.append((key, info))
             yield len(infos) - 1, wav
             for variant in variants:
@@ -270,6 +286,7 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
     """Join the partial manifests of `out` into manifest.json (shards, counts and
     frame-weighted statistics), once they cover every input shard exactly once."""
     out = Path(out)
+    recover(out)  # a part killed while publishing: its previous files come back first
     paths = sorted((p for p in out.iterdir() if PART_NAME.match(p.name)), key=lambda p: _range_of(p)[0])
     if not paths:
         raise FileNotFoundError(f"{out}: no partial manifests (manifest.part-<start>-<stop>.json) to merge")
@@ -299,6 +316,10 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
         }
         for split in SPLITS
     }
+    for split, entry in merged["splits"].items():
+        counts = [shard_counts(part, split) for part in parts]
+        if None not in counts:
+            entry["shard_samples"] = [n for c in counts for n in c]
     merged["stats"] = _merge_stats([part["stats"] for part in parts])
     atomic_write_json(out / MANIFEST_NAME, merged)
     return merged

@@ -42,13 +42,13 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import make_seed, pytorch_worker_info
 
 from wavediff.config import AugmentConfig, DataConfig
 from wavediff.errors import AudioError, DataError, UserError
 from wavediff.io.audio import EncodedAudio, convert_channels
-from wavediff.shards.format import read_manifest, shard_paths
+from wavediff.shards.format import read_manifest, shard_paths, shard_samples
 
 Kind = Literal["audio", "latent"]
 _MEMBER = {"audio": "flac", "latent": "latent.npy"}
@@ -143,21 +143,23 @@ def _skip_shard(exn: Exception) -> bool:
     return True
 
 
-def _tar_samples(urls: list[str]) -> Iterator[dict[str, Any]]:
+def _tar_samples(urls: list[str], expected: Mapping[str, int]) -> Iterator[dict[str, Any]]:
     """webdataset's samples of the shards, in order (members grouped by key, `__url__`
-    set); a shard that breaks is warned about and left.
+    set); a shard that breaks, or ends before the samples `expected` counts in it, is warned
+    about and left.
 
     Local shards (plain or compressed) are read with tarfile's random access, each member
     in one read: webdataset's stream mode pulls every member through Python in 10 KB
     pieces and took ~70 % longer. Other URLs (`pipe:`, `http:`) stream through webdataset."""
-    return group_by_keys(_tar_files(urls), handler=_skip_shard)
+    return group_by_keys(_tar_files(urls, expected), handler=_skip_shard)
 
 
-def _tar_files(urls: list[str]) -> Iterator[dict[str, Any]]:
+def _tar_files(urls: list[str], expected: Mapping[str, int]) -> Iterator[dict[str, Any]]:
     for url in urls:
         if _URL_SCHEME.match(url):
             yield from tar_file_expander(url_opener([{"url": url}], handler=_skip_shard), handler=_skip_shard)
             continue
+        read, last, reason = 0, None, None
         try:
             with tarfile.open(url, "r:*") as tar:
                 for info in iter(tar.next, None):
@@ -167,11 +169,25 @@ def _tar_files(urls: list[str]) -> Iterator[dict[str, Any]]:
                         data = tar.fileobj.read(info.size)
                         if len(data) != info.size:
                             raise tarfile.ReadError("unexpected end of data")
+                        key = base_plus_ext(info.name)[0]
+                        read, last = read + (key != last), key
                         yield {"fname": info.name, "data": data, "__url__": url}
+                _check_end(tar)
             yield {}  # webdataset's end-of-shard marker: no sample spans two shards
-        except Exception as exn:  # whatever breaks a shard, as webdataset's handler sees it
-            exn.args += (url,)
-            _skip_shard(exn)
+        except Exception as exn:  # whatever breaks a shard
+            reason = f"{type(exn).__name__}: {' '.join(str(exn).split())}"
+        if read < expected.get(url, 0):
+            counted = f"read {read} of the {expected[url]} samples the manifest counts"
+            reason = f"{counted} ({reason})" if reason else counted
+        if reason:
+            warnings.warn(f"skipped the rest of {url}: {reason}", RuntimeWarning, stacklevel=2)
+
+
+def _check_end(tar: tarfile.TarFile) -> None:
+    """tarfile ends an archive quietly at a damaged header; a real end is zeros or nothing."""
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+        raise tarfile.ReadError(f"damaged tar header at byte {tar.offset}")
 
 
 # --------------------------------------------------------------------------- samples
@@ -240,6 +256,7 @@ class ShardDataset(IterableDataset):
         autoencoder: str | None,
         rank: int,
         world_size: int,
+        expected: Mapping[str, int],
     ):
         super().__init__()
         self.urls, self.kind, self.sample_size = urls, kind, sample_size
@@ -247,6 +264,7 @@ class ShardDataset(IterableDataset):
         self.augment = augment if training else None
         self.training, self.seed, self.shuffle_buffer = training, seed, shuffle_buffer
         self.autoencoder, self.rank, self.world_size = autoencoder, rank, world_size
+        self.expected = dict(expected)  # url → samples its manifest counts
         self.epoch = 0  # the next epoch to start; persistent workers carry it across passes
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -267,7 +285,7 @@ class ShardDataset(IterableDataset):
             random.Random(make_seed(self.seed, epoch)).shuffle(shards)
         mine, offset, stride = _assign(shards, [(self.rank, self.world_size), (worker, workers)])
         rng = random.Random(make_seed(self.seed, epoch, self.rank, worker))
-        samples = _tar_samples(mine)
+        samples = _tar_samples(mine, self.expected)
         if stride > 1:
             samples = islice(samples, offset, None, stride)
         if self.training:
@@ -422,6 +440,7 @@ def build_dataset(
     autoencoder: str | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    expected_samples: Mapping[str, int] | None = None,
 ) -> ShardDataset:
     """A dataset of single samples over shard URLs (a brace pattern, `::` list or list).
 
@@ -429,6 +448,7 @@ def build_dataset(
     when given, must match every sample (a mismatch is a DataError naming shard and key);
     channels converts audio to that many channels. rank/world_size default to the
     torch.distributed (or RANK/WORLD_SIZE) values; tests pass them to simulate ranks.
+    expected_samples ({url: samples}, from the manifest) makes a shard that ends early a warning.
     """
     if kind not in _MEMBER:
         raise UserError(f"kind must be 'audio' or 'latent', got {kind!r}")
@@ -455,6 +475,7 @@ def build_dataset(
         autoencoder=autoencoder,
         rank=rank,
         world_size=world_size,
+        expected=expected_samples or {},
     )
 
 
@@ -502,6 +523,7 @@ def make_loader(
         autoencoder=autoencoder or manifest.get("autoencoder"),
         rank=rank,
         world_size=world_size,
+        expected_samples={str(path): n for path, n in shard_samples(cfg.path, manifest).items()} if manifest else None,
     )
     return ShardLoader(
         dataset,

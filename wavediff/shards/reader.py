@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,10 +32,16 @@ def check_audio_shards(folder: str | os.PathLike, sample_rate: int, channels: in
     return manifest
 
 
-def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
+def audio_samples(
+    shard: Path, sample_rate: int, expected: int | None = None
+) -> Iterator[tuple[str, dict[str, Any], torch.Tensor]]:
     """(key, json, audio) of each sample of an audio shard, in file order; a sample that is
-    not usable is an error naming shard and key (an audio shard we wrote never has one)."""
-    for sample in wds.tarfile_samples([{"url": str(shard)}]):
+    not usable is an error naming shard and key (an audio shard we wrote never has one), and
+    so is a shard that ends before the `expected` samples its manifest counts (tarfile takes
+    a damaged header for the end of the archive)."""
+    read = 0
+    for sample in _tar_samples(shard):
+        read += 1
         where = f"{shard}: sample {sample['__key__']}"
         if "flac" not in sample or "json" not in sample:
             raise UserError(f"{where}: not an audio shard sample (needs .flac and .json members)")
@@ -46,6 +53,21 @@ def audio_samples(shard: Path, sample_rate: int) -> Iterator[tuple[str, dict[str
         if sr != sample_rate:
             raise UserError(f"{where}: audio at {sr} Hz, the autoencoder takes {sample_rate} Hz")
         yield sample["__key__"], info, wav
+    if expected is not None and read < expected:
+        raise UserError(f"{shard}: read {read} of the {expected} samples the manifest counts: the shard is damaged")
+
+
+def _tar_samples(shard: Path) -> Iterator[dict[str, Any]]:
+    """webdataset's samples of one shard; a tar that breaks off is a UserError naming it."""
+    samples = wds.tarfile_samples([{"url": str(shard)}])
+    while True:
+        try:
+            sample = next(samples)
+        except StopIteration:
+            return
+        except tarfile.TarError as e:
+            raise UserError(f"{shard}: damaged tar ({e.args[0] if e.args else type(e).__name__})") from None
+        yield sample
 
 
 def equal_length_batches(

@@ -1,20 +1,23 @@
 """The one way shards are written (audio shards by data_tools.shard, latent shards by
 wavediff.latents.encode): deterministic tar members, a staging folder, and a publish step that
-swaps the finished set in, so every job that writes shards gives the same guarantees."""
+swaps the finished set in (wavediff.shards.swap: a kill at any instant leaves the previous set
+or the new one, whole), so every job that writes shards gives the same guarantees."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
-import socket
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from wavediff.errors import UserError
 from wavediff.shards.format import MANIFEST_NAME, TAR_MTIME, is_shard
+from wavediff.shards.swap import alive, host_tag, recover, swap_in
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -23,63 +26,58 @@ def json_bytes(obj: Any) -> bytes:
 
 
 class TarWriter:
-    """One shard file being written; members carry fixed metadata, and close() fsyncs."""
+    """One shard file being written; members carry fixed metadata, and close() fsyncs. A
+    failed write (a full disk) is an OSError naming the shard, and leaves the file closed."""
 
     def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
         self._file = open(path, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
 
     def add(self, name: str, data: bytes) -> None:
         member = tarfile.TarInfo(name)
         member.size, member.mtime, member.mode = len(data), TAR_MTIME, 0o644
-        self._tar.addfile(member, io.BytesIO(data))
+        with self._naming_errors():
+            self._tar.addfile(member, io.BytesIO(data))
 
     def close(self) -> None:
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._file.closed:
+            return
+        with self._naming_errors():
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    @contextlib.contextmanager
+    def _naming_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            with contextlib.suppress(OSError):  # its buffer cannot be written either
+                self._file.close()
+            raise OSError(e.errno, f"{e.strerror} (writing {self.path})") from None
 
 
 def make_staging(out: str | os.PathLike) -> Path:
-    """A fresh `OUT/.staging-<host>-<pid>` folder (creating OUT), after removing the staging
-    folders that killed jobs on this host left; jobs still running keep theirs."""
+    """A fresh `OUT/.staging-<host>-<pid>` folder (creating OUT), after settling the swaps and
+    removing the staging folders that killed jobs on this host left; jobs still running keep theirs."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give a folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname().replace("-", "_")
-    for folder in out.glob(f".staging-{host}-*"):
+    recover(out)
+    for folder in out.glob(f".staging-{host_tag()}-*"):
         pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-    staging = out / f".staging-{host}-{os.getpid()}"
+    staging = out / f".staging-{host_tag()}-{os.getpid()}"
     staging.mkdir()
     return staging
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def publish(staging: Path, out: Path, manifest: str = MANIFEST_NAME, stale: Callable[[str], bool] = is_shard) -> None:
-    """Swap the finished staging folder in: the old manifest goes first, then the files
-    `stale` names, and the staging folder's `manifest` comes last, so at no moment does a
-    manifest sit beside shards it does not describe."""
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for old in out.iterdir():
-        if old.is_file() and stale(old.name):
-            old.unlink()
-    for new in sorted(staging.iterdir()):
-        if new.name != manifest:
-            os.replace(new, out / new.name)
-    os.replace(staging / manifest, out / manifest)
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Swap the finished staging folder in: its files replace those of the same names and
+    those `stale` names, and its `manifest` comes last, so a reader finds the old set or the
+    new one, never a manifest beside shards it does not describe, and a kill loses neither."""
+    swap_in(staging, out, manifest, stale)
