@@ -139,10 +139,10 @@ def quality(recipe: AERecipe, steps: int, loops_per_genre: int, tmp: Path) -> di
     start = time.perf_counter()
     encoded = encode_shards(ckpt, tmp / "shards", tmp / "latents", device="cpu", progress=False)
     encode_s = time.perf_counter() - start
-    audio_s = sum(s["seconds"] for s in encoded["splits"].values())
+    audio_s = sum(s.seconds for s in encoded.splits.values())
     print(f"  encode: {audio_s:.0f} audio s in {encode_s:.1f} s", flush=True)
     return {
-        "splits": manifest["splits"],
+        "splits": {name: {"samples": s.samples} for name, s in manifest.splits.items()},
         "before": before,
         "after": after,
         "train_s": train_s,

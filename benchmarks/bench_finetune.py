@@ -49,6 +49,7 @@ from wavediff.models.factory import load_denoiser
 from wavediff.models.genres import with_genres
 from wavediff.models.lora import LoraAdapters, lora_shapes  # noqa: E402
 from wavediff.pipelines.finetune import finetune, prepare_data
+from wavediff.shards.format import read_manifest
 from wavediff.training.diffusion import train_diffusion  # noqa: E402
 from wavediff.training.finetune import HISTORY_FILE, trains_when_frozen  # noqa: E402
 
@@ -200,8 +201,8 @@ def main() -> None:
         start = time.perf_counter()
         prepare_data(base, config, state, tmp / "pack", tmp / "prep", ft, progress=False)
         prep_s = time.perf_counter() - start
-        manifest = json.loads(next((tmp / "prep" / "data").glob("pack-*/audio/manifest.json")).read_text())
-        split = {k: v["samples"] for k, v in manifest["splits"].items()}
+        manifest = read_manifest(next((tmp / "prep" / "data").glob("pack-*/audio")))
+        split = {k: v.samples for k, v in manifest.splits.items()}
         results = [
             run_method(base, tmp / "pack", tmp / "prep" / "data", name, recipe, rank, extra, steps, checks, tmp)
             for name, recipe, rank, extra in METHODS

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from wavediff.errors import AudioError
 from wavediff.io import audio
-from wavediff.shards.format import SHARD_NAME, read_manifest, shard_paths
+from wavediff.shards.format import SHARD_NAME, Manifest, read_manifest, shard_paths
 
 _EXTENSIONS = ("flac", "json")
 
@@ -27,14 +27,14 @@ def inspect_shards(out: str | os.PathLike, progress: bool = True) -> dict[str, A
     {split: {"shards", "samples", "seconds"}} as found}. A folder without a readable
     manifest raises (see wavediff.shards.format.read_manifest)."""
     manifest = read_manifest(out)
-    rate, channels = manifest["sample_rate"], manifest["channels"]
+    rate, channels = manifest.sample_rate, manifest.channels
     problems: list[str] = []
     found: dict[str, dict[str, Any]] = {}
     keys_seen: dict[str, str] = {}
-    listed = {name for entry in manifest["splits"].values() for name in entry["shards"]}
-    total = sum(len(entry["shards"]) for entry in manifest["splits"].values())
+    listed = {name for entry in manifest.splits.values() for name in entry.shards}
+    total = sum(len(entry.shards) for entry in manifest.splits.values())
     bar = tqdm(total=total, unit="shard", desc="inspect", disable=not progress)
-    for split, entry in manifest["splits"].items():
+    for split, entry in manifest.splits.items():
         samples, seconds = 0, 0.0
         for path in shard_paths(out, manifest, split):
             bar.update()
@@ -56,13 +56,11 @@ def inspect_shards(out: str | os.PathLike, progress: bool = True) -> dict[str, A
                 if duration is not None:
                     samples += 1
                     seconds += duration
-        found[split] = {"shards": len(entry["shards"]), "samples": samples, "seconds": round(seconds, 3)}
-        if samples != entry.get("samples"):
-            problems.append(
-                f"{split}: manifest says {entry.get('samples')} samples, the shards hold {samples} good ones"
-            )
-        elif abs(seconds - entry.get("seconds", 0.0)) > 0.01 + 1e-6 * samples:
-            problems.append(f"{split}: manifest says {entry.get('seconds')} s, the shards hold {seconds:.3f} s")
+        found[split] = {"shards": len(entry.shards), "samples": samples, "seconds": round(seconds, 3)}
+        if samples != entry.samples:
+            problems.append(f"{split}: manifest says {entry.samples} samples, the shards hold {samples} good ones")
+        elif abs(seconds - entry.seconds) > 0.01 + 1e-6 * samples:
+            problems.append(f"{split}: manifest says {entry.seconds} s, the shards hold {seconds:.3f} s")
     bar.close()
     for path in sorted(os.listdir(out)):
         if SHARD_NAME.match(path) and path not in listed:
@@ -108,35 +106,35 @@ def _check_sample(where: str, parts: dict[str, bytes], rate: int, channels: int,
     return duration
 
 
-def format_manifest(manifest: dict[str, Any], report: dict[str, Any] | None = None) -> str:
+def format_manifest(manifest: Manifest, report: dict[str, Any] | None = None) -> str:
     """A readable summary of a shard folder (and of its inspection, when given)."""
     lines = [
-        f"{manifest.get('kind', '?')} shards at {manifest['sample_rate']} Hz, {manifest['channels']} channel(s)"
-        f" — {manifest.get('created_by', 'unknown writer')}"
+        f"{manifest.kind} shards at {manifest.sample_rate} Hz, {manifest.channels} channel(s)"
+        f" — {manifest.created_by or 'unknown writer'}"
     ]
-    for split, entry in manifest["splits"].items():
-        shards = len(entry["shards"])
+    for split, entry in manifest.splits.items():
+        shards = len(entry.shards)
         lines.append(
-            f"  {split:<6}{entry.get('samples', '?'):>8} samples {entry.get('seconds', 0) / 3600:>9.2f} h"
+            f"  {split:<6}{entry.samples:>8} samples {entry.seconds / 3600:>9.2f} h"
             f" in {shards} shard{'s' if shards != 1 else ''}"
         )
-    skipped = manifest.get("skipped", [])
+    skipped = manifest.skipped
     lines.append(
-        f"files: {manifest.get('files', '?')} sharded, {len(skipped)} skipped"
-        f" ({manifest.get('duplicates', 0)} duplicates), {manifest.get('ignored_files', 0)} not audio (ignored)"
+        f"files: {manifest.files} sharded, {len(skipped)} skipped"
+        f" ({manifest.duplicates} duplicates), {manifest.ignored_files} not audio (ignored)"
     )
     for field in ("genres", "tags", "keys"):
-        counts = manifest.get(field) or {}
+        counts = getattr(manifest, field)
         if counts:
             lines.append(f"{field}: " + ", ".join(f"{name} ({n})" for name, n in counts.items()))
-    if manifest.get("bpm"):
-        lines.append(f"bpm: {manifest['bpm']['min']:g}–{manifest['bpm']['max']:g}")
+    if manifest.bpm:
+        lines.append(f"bpm: {manifest.bpm['min']:g}–{manifest.bpm['max']:g}")
     if skipped:
         lines.append("skipped:")
         lines += [f"  {s['path']}: {s['reason']}" for s in skipped]
-    if manifest.get("warnings"):
+    if manifest.warnings:
         lines.append("metadata warnings:")
-        lines += [f"  {w}" for w in manifest["warnings"]]
+        lines += [f"  {w}" for w in manifest.warnings]
     if report is not None:
         if report["ok"]:
             lines.append("check: OK — every shard opens and every sample decodes")

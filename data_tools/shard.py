@@ -52,6 +52,8 @@ from wavediff.shards.format import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     SPLITS,
+    Manifest,
+    parse_manifest,
     read_manifest,
     shard_counts,
     shard_name,
@@ -412,7 +414,7 @@ def shard(
     options: ShardOptions | None = None,
     progress: bool = True,
     part: tuple[int, int] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Shard every audio file under `sources` into `out`; returns the manifest.
 
     A missing source, a source without audio or a bad option raises before anything is
@@ -464,7 +466,7 @@ def shard(
         publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    return parse_manifest(manifest, out / MANIFEST_NAME)
 
 
 def _write(
@@ -532,7 +534,7 @@ def _write(
 # --------------------------------------------------------------------------- job arrays
 
 
-def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
+def merge_parts(out: str | os.PathLike) -> Manifest:
     """Join the part folders of `out` into one dataset in `out` (shards renumbered, manifests
     summed), once every part of the array has finished; returns the manifest. The parts'
     shards are hard-linked, so a merge killed midway loses nothing and can be run again;
@@ -551,7 +553,7 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
     parts = [read_manifest(part_folder(out, i, count), "audio") for i in range(count)]
     for i, manifest in enumerate(parts):
         for key in ("sample_rate", "channels", "options", "sources"):
-            if manifest.get(key) != parts[0].get(key):
+            if getattr(manifest, key) != getattr(parts[0], key):
                 raise UserError(f"{part_folder(out, i, count) / MANIFEST_NAME}: {key} differs from part 0's")
     staging = make_staging(out)
     try:
@@ -559,22 +561,22 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
         for split in SPLITS:
             names: list[str] = []
             for i, manifest in enumerate(parts):
-                for name in manifest["splits"][split]["shards"]:
+                for name in manifest.splits[split].shards:
                     names.append(shard_name(split, len(names)))
                     _link(part_folder(out, i, count) / name, staging / names[-1])
-            entries = [m["splits"][split] for m in parts]
+            entries = [m.splits[split] for m in parts]
             counts = [shard_counts(m, split) for m in parts]
             splits[split] = {
                 "shards": names,
-                "samples": sum(e["samples"] for e in entries),
-                "seconds": round(sum(e["seconds"] for e in entries), 3),
+                "samples": sum(e.samples for e in entries),
+                "seconds": round(sum(e.seconds for e in entries), 3),
             }
             if None not in counts:
                 splits[split]["shard_samples"] = [n for c in counts for n in c]
-        bpms = [m["bpm"] for m in parts if m["bpm"]]
+        bpms = [m.bpm for m in parts if m.bpm]
         merged = {
             **{
-                k: parts[0][k]
+                k: getattr(parts[0], k)
                 for k in (
                     "kind",
                     "version",
@@ -588,15 +590,15 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
                 )
             },
             "splits": splits,
-            "files": sum(m["files"] for m in parts),
+            "files": sum(m.files for m in parts),
             **{
-                k: dict(sorted(sum((Counter(m[k]) for m in parts), Counter()).items()))
+                k: dict(sorted(sum((Counter(getattr(m, k)) for m in parts), Counter()).items()))
                 for k in ("genres", "tags", "keys")
             },
             "bpm": {"min": min(b["min"] for b in bpms), "max": max(b["max"] for b in bpms)} if bpms else None,
-            "skipped": [s for m in parts for s in m["skipped"]],
-            "duplicates": sum(m["duplicates"] for m in parts),
-            "silent_chunks": sum(m["silent_chunks"] for m in parts),
+            "skipped": [s for m in parts for s in m.skipped],
+            "duplicates": sum(m.duplicates for m in parts),
+            "silent_chunks": sum(m.silent_chunks for m in parts),
             "parts": count,
         }
         atomic_write_json(staging / MANIFEST_NAME, merged)
@@ -604,7 +606,7 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(out / PARTS)
-    return merged
+    return parse_manifest(merged, out / MANIFEST_NAME)
 
 
 def _link(source: Path, target: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 
 from wavediff.cli import main
+from wavediff.shards.format import read_manifest
 
 
 def test_synth_shard_inspect_round_trip(tmp_path, capsys):
@@ -54,9 +54,9 @@ def test_synth_shard_inspect_round_trip(tmp_path, capsys):
         )
         == 0
     )
-    manifest = json.loads((shards / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["samples"] == 4
-    assert manifest["genres"] == {"house": 2, "techno": 2}
+    manifest = read_manifest(shards)
+    assert manifest.splits["train"].samples == 4
+    assert manifest.genres == {"house": 2, "techno": 2}
     assert main(["data", "inspect", str(shards), "-q"]) == 0
     out = capsys.readouterr().out
     assert "house (2)" in out and "OK" in out

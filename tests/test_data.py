@@ -20,6 +20,7 @@ from data_tools.shard import ShardOptions, sample_key, shard
 from wavediff.config import AugmentConfig, DataConfig
 from wavediff.errors import DataError
 from wavediff.io.audio import decode, encode, save
+from wavediff.shards.format import read_manifest
 from wavediff.shards.loader import GenreVocab, build_dataset, make_loader, resolve_urls
 
 SR = 8000
@@ -60,8 +61,8 @@ def data(tmp_path_factory):
     options = dict(sample_rate=SR, channels=2, workers=1, val_fraction=0.0)
     many = shard([root / "src"], root / "many", ShardOptions(shard_size_mb=1e-4, **options), progress=False)
     one = shard([root / "src"], root / "one", ShardOptions(shard_size_mb=64, **options), progress=False)
-    assert len(many["splits"]["train"]["shards"]) == len(CLIPS)
-    assert len(one["splits"]["train"]["shards"]) == 1
+    assert len(many.splits["train"].shards) == len(CLIPS)
+    assert len(one.splits["train"].shards) == 1
     by_key = {c["key"]: c for c in clips.values()}
     return {"root": root, "clips": clips, "by_key": by_key, "many": root / "many", "one": root / "one"}
 
@@ -142,8 +143,7 @@ def test_long_sample_is_cropped_from_start_in_eval_and_anywhere_in_training(data
 
 
 def test_genre_ids_follow_the_sorted_manifest_vocabulary(data):
-    manifest = json.loads((data["many"] / "manifest.json").read_text())
-    vocab = GenreVocab.from_manifest(manifest)
+    vocab = GenreVocab.from_manifest(read_manifest(data["many"]))
     assert vocab.names == ("ambient", "house", "techno")
     for key, sample in _eval(data).items():
         assert sample["genre"] == vocab.id(data["by_key"][key]["genre"])
@@ -452,7 +452,7 @@ def eleven(tmp_path):
         save(tmp_path / "src" / f"c{i:02d}.wav", 0.2 * torch.randn(2, 2000, generator=gen), SR)
     options = ShardOptions(sample_rate=SR, workers=1, val_fraction=0.0)
     manifest = shard([tmp_path / "src"], tmp_path / "out", options, progress=False)
-    assert manifest["splits"]["train"]["shards"] == ["train-000000.tar"]
+    assert manifest.splits["train"].shards == ["train-000000.tar"]
     return tmp_path / "out"
 
 

@@ -190,7 +190,7 @@ def test_ranks_read_disjoint_data_and_keep_identical_weights(straight, recipe_fi
     assert len({r["weights"] for r in rank0["records"]}) == 6
     seen = [{k for r in rank["records"] for k in r["keys"]} for rank in (rank0, rank1)]
     manifest = read_manifest(recipe_file.parent / "shards")
-    assert manifest["splits"]["train"]["samples"] == 4 and len(manifest["splits"]["train"]["shards"]) == 1
+    assert manifest.splits["train"].samples == 4 and len(manifest.splits["train"].shards) == 1
     assert len(seen[0]) == len(seen[1]) == 2 and not seen[0] & seen[1]
 
     assert "effective batch size 4 = 2 per batch × 1 accumulated × 2 process(es)" in out
@@ -306,8 +306,8 @@ def test_job_array_parts_cover_every_input_once(recipe_file: Path, tmp_path: Pat
         shard([source], tmp_path / "half", options, progress=False, part=(0, 2))
         merge_parts(tmp_path / "half")
     merged = merge_parts(tmp_path / "merged")
-    assert read_manifest(tmp_path / "merged") == merged and merged["parts"] == 3
+    assert read_manifest(tmp_path / "merged") == merged and merged.parts == 3
     for split in ("train", "val"):
-        assert merged["splits"][split]["samples"] == single["splits"][split]["samples"]
-    assert (merged["files"], merged["genres"], merged["bpm"]) == (single["files"], single["genres"], single["bpm"])
+        assert merged.splits[split].samples == single.splits[split].samples
+    assert (merged.files, merged.genres, merged.bpm) == (single.files, single.genres, single.bpm)
     assert not (tmp_path / "merged" / "parts").exists()

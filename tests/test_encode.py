@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -67,7 +68,7 @@ def make_shards(root: Path) -> Path:
         sample_rate=SR, channels=1, max_seconds=None, val_fraction=0.3, workers=1, shard_size_mb=0.001
     )
     manifest = shard([src], out, options, progress=False)
-    assert manifest["splits"]["train"]["samples"] >= 4 and manifest["splits"]["val"]["samples"] >= 1
+    assert manifest.splits["train"].samples >= 4 and manifest.splits["val"].samples >= 1
     return out
 
 
@@ -113,14 +114,14 @@ def test_latent_shards_hold_each_sample_whole_with_its_metadata(pack) -> None:
     assert len(ae_id) == 16 and int(ae_id, 16) >= 0
     source = read_manifest(pack["shards"], "audio")
     assert read_manifest(pack["out"], "latent") == manifest
-    assert manifest["autoencoder"] == ae_id
-    assert (manifest["latent_dim"], manifest["hop_length"], manifest["sample_rate"]) == (3, HOP, SR)
-    assert manifest["latent_rate"] == SR / HOP
-    assert manifest["genres"] == source["genres"] == {"house": 4, "techno": 5}
+    assert manifest.autoencoder == ae_id
+    assert (manifest.latent_dim, manifest.hop_length, manifest.sample_rate) == (3, HOP, SR)
+    assert manifest.latent_rate == SR / HOP
+    assert manifest.genres == source.genres == {"house": 4, "techno": 5}
     for split in ("train", "val"):
-        assert manifest["splits"][split]["shards"] == source["splits"][split]["shards"]  # names kept
-        assert manifest["splits"][split]["samples"] == source["splits"][split]["samples"]
-        assert manifest["splits"][split]["seconds"] == pytest.approx(source["splits"][split]["seconds"], abs=1e-3)
+        assert manifest.splits[split].shards == source.splits[split].shards  # names kept
+        assert manifest.splits[split].samples == source.splits[split].samples
+        assert manifest.splits[split].seconds == pytest.approx(source.splits[split].seconds, abs=1e-3)
 
     sources = audio_of(pack["shards"])
     latents = latents_of(pack["out"])
@@ -138,15 +139,15 @@ def test_latent_shards_hold_each_sample_whole_with_its_metadata(pack) -> None:
 def test_statistics_are_those_of_the_train_latents(pack) -> None:
     manifest = pack["manifest"]
     train = set()
-    for name in manifest["splits"]["train"]["shards"]:
+    for name in manifest.splits["train"].shards:
         train |= {n.split(".")[0] for n in tar_members(pack["out"] / name)}
     all_latents = latents_of(pack["out"])
     frames = np.concatenate([all_latents[k][0].astype(np.float64) for k in sorted(train)], axis=1)
-    stats = manifest["stats"]
-    assert stats["frames"] == frames.shape[1] == manifest["splits"]["train"]["frames"]
-    np.testing.assert_allclose(stats["mean"], frames.mean(1), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(stats["std"], frames.std(1), rtol=1e-7)
-    assert stats["overall_std"] == pytest.approx(frames.std(), rel=1e-7)
+    stats = manifest.stats
+    assert stats.frames == frames.shape[1] == manifest.splits["train"].frames
+    np.testing.assert_allclose(stats.mean, frames.mean(1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.std, frames.std(1), rtol=1e-7)
+    assert stats.overall_std == pytest.approx(frames.std(), rel=1e-7)
 
 
 def test_loader_reads_the_latent_shards(pack) -> None:
@@ -161,7 +162,7 @@ def test_loader_reads_the_latent_shards(pack) -> None:
             assert torch.equal(window, stored.repeat(1, 2)[:, :600])  # a loop window wraps around
             assert loader.dataset.genres.names[genre] == latents[key][1]["genre"]
             seen += 1
-    assert seen == pack["manifest"]["splits"]["val"]["samples"]
+    assert seen == pack["manifest"].splits["val"].samples
 
 
 def test_circular_model_keeps_loops_whole(pack) -> None:
@@ -180,10 +181,10 @@ def test_circular_model_keeps_loops_whole(pack) -> None:
 
 def test_disjoint_ranges_merged_equal_one_full_run(pack, tmp_path) -> None:
     full = pack["manifest"]
-    count = len(full["splits"]["train"]["shards"]) + len(full["splits"]["val"]["shards"])
+    count = len(full.splits["train"].shards) + len(full.splits["val"].shards)
     out = tmp_path / "parts"
     first = encode_shards(pack["ckpt"], pack["shards"], out, batch_size=2, shard_range=(4, count), progress=False)
-    assert first["shard_range"] == [4, count]
+    assert first.shard_range == [4, count]
     assert not (out / MANIFEST_NAME).exists() and (out / f"manifest.part-4-{count}.json").is_file()
     with pytest.raises(ValueError, match="shards 0:4 are not encoded yet|leaves shards 0:4 unencoded"):
         merge_latent_manifests(out)
@@ -191,20 +192,18 @@ def test_disjoint_ranges_merged_equal_one_full_run(pack, tmp_path) -> None:
     merged = merge_latent_manifests(out)
 
     assert read_manifest(out, "latent") == merged
-    for name in full["splits"]["train"]["shards"] + full["splits"]["val"]["shards"]:
+    for name in full.splits["train"].shards + full.splits["val"].shards:
         assert tar_members(out / name) == tar_members(pack["out"] / name)
-    stats, want = merged.pop("stats"), dict(full).pop("stats")
-    assert stats["frames"] == want["frames"]
-    np.testing.assert_allclose(stats["mean"], want["mean"], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(stats["std"], want["std"], rtol=1e-9)
-    assert stats["overall_std"] == pytest.approx(want["overall_std"], rel=1e-9)
+    stats, want = merged.stats, full.stats
+    assert stats.frames == want.frames
+    np.testing.assert_allclose(stats.mean, want.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.std, want.std, rtol=1e-9)
+    assert stats.overall_std == pytest.approx(want.overall_std, rel=1e-9)
     for split in ("train", "val"):
         for field in ("shards", "samples", "frames", "shard_samples"):
-            assert merged["splits"][split][field] == full["splits"][split][field]
-        assert merged["splits"][split]["seconds"] == pytest.approx(full["splits"][split]["seconds"], abs=2e-3)
-    assert {k: v for k, v in merged.items() if k not in ("splits", "stats")} == {
-        k: v for k, v in full.items() if k not in ("splits", "stats")
-    }
+            assert getattr(merged.splits[split], field) == getattr(full.splits[split], field)
+        assert merged.splits[split].seconds == pytest.approx(full.splits[split].seconds, abs=2e-3)
+    assert dataclasses.replace(merged, splits={}, stats=None) == dataclasses.replace(full, splits={}, stats=None)
 
     # A full run over the same folder replaces the partial manifests.
     encode_shards(pack["ckpt"], pack["shards"], out, progress=False)
@@ -259,9 +258,9 @@ def test_variants_add_changed_copies_of_train_samples_only(pack, tmp_path):
     variants = [AudioVariant(gain_db=-6.0), AudioVariant(invert=True)]
     out = tmp_path / "augmented"
     manifest = encode_shards(pack["ckpt"], pack["shards"], out, batch_size=3, variants=variants, progress=False)
-    plain = pack["manifest"]["splits"]
-    assert manifest["splits"]["train"]["samples"] == 3 * plain["train"]["samples"]
-    assert manifest["splits"]["val"]["samples"] == plain["val"]["samples"]
+    plain = pack["manifest"].splits
+    assert manifest.splits["train"].samples == 3 * plain["train"].samples
+    assert manifest.splits["val"].samples == plain["val"].samples
     samples = {}
     for path in sorted(out.glob("train-*.tar")):
         with tarfile.open(path) as tar:

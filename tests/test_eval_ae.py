@@ -57,7 +57,7 @@ def pack(tmp_path_factory) -> dict:
         sample_rate=SR, channels=1, max_seconds=None, min_seconds=0.1, val_fraction=0.5, workers=1, shard_size_mb=0.01
     )
     manifest = shard([src], root / "shards", options, progress=False)
-    assert manifest["splits"]["val"]["samples"] >= 3 and manifest["splits"]["train"]["samples"] >= 3
+    assert manifest.splits["val"].samples >= 3 and manifest.splits["train"].samples >= 3
     model = tiny_ae()
     return {"root": root, "shards": root / "shards", "model": model, "ckpt": save_ae(root / "ae", model)}
 

@@ -216,9 +216,9 @@ def test_a_fifo_named_like_audio_is_skipped_not_waited_on(tmp_path):
     done = _shard_cli(str(src), str(tmp_path / "out"), "--sample-rate", str(SR), "--workers", "1", timeout=60)
     assert done.returncode == 0, done.stderr
     manifest = read_manifest(tmp_path / "out")
-    reasons = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
+    reasons = {Path(s["path"]).name: s["reason"] for s in manifest.skipped}
     assert reasons == {"pipe.wav": "not a regular file (a FIFO)", "link.flac": "not a regular file (a FIFO)"}
-    assert manifest["files"] == 2
+    assert manifest.files == 2
 
 
 def test_symlinked_folders_are_followed_and_a_symlink_loop_ends(tmp_path):
@@ -230,8 +230,8 @@ def test_symlinked_folders_are_followed_and_a_symlink_loop_ends(tmp_path):
     manifest = shard([tmp_path / "src"], tmp_path / "out", _options(val_fraction=0.0), progress=False)
     sources = sorted(p["source"] for p in _infos(tmp_path / "out"))
     assert sources == ["linked/t500.wav", "linked/t600.wav", "own/t300.wav", "own/t400.wav"]
-    assert manifest["files"] == 4 and manifest["duplicates"] == 0
-    reasons = {Path(s["path"]).relative_to(tmp_path / "src").as_posix(): s["reason"] for s in manifest["skipped"]}
+    assert manifest.files == 4 and manifest.duplicates == 0
+    reasons = {Path(s["path"]).relative_to(tmp_path / "src").as_posix(): s["reason"] for s in manifest.skipped}
     assert reasons == {
         "own/again": f"folder walked already (as {tmp_path / 'src' / 'linked'})",
         "own/loop": f"folder walked already (as {tmp_path / 'src'}): a symlink loop",
@@ -244,8 +244,8 @@ def _infos(out: Path) -> list[dict]:
 
     manifest = read_manifest(out)
     found = []
-    for split in manifest["splits"]:
-        for name in manifest["splits"][split]["shards"]:
+    for split in manifest.splits:
+        for name in manifest.splits[split].shards:
             with tarfile.open(out / name) as tar:
                 found += [json.loads(tar.extractfile(m).read()) for m in tar if m.name.endswith(".json")]
     return found
@@ -260,7 +260,7 @@ AS_NOBODY = textwrap.dedent(
     os.setgid(65534)
     os.setuid(65534)
     options = ShardOptions(sample_rate=8000, channels=1, workers=1, val_fraction=0.0)
-    print(json.dumps(shard([sys.argv[1]], sys.argv[2], options, progress=False)["skipped"]))
+    print(json.dumps(shard([sys.argv[1]], sys.argv[2], options, progress=False).skipped))
     """
 )
 
@@ -287,7 +287,7 @@ def test_an_unreadable_folder_is_listed_with_its_reason(tmp_path):
             assert done.returncode == 0, done.stderr
             skipped = json.loads(done.stdout)
         else:
-            skipped = shard([src], base / "out", _options(val_fraction=0.0), progress=False)["skipped"]
+            skipped = shard([src], base / "out", _options(val_fraction=0.0), progress=False).skipped
         assert skipped == [{"path": str(src / "locked"), "reason": "cannot read folder (Permission denied)"}]
     finally:
         (base / "src" / "locked").chmod(0o755)
@@ -302,12 +302,12 @@ def test_float_audio_far_over_full_scale_is_skipped_and_clipping_is_reported(tmp
     sf.write(src / "absurd.wav", tone(0.5, 440, amp=1e30), SR, subtype="FLOAT")
     sf.write(src / "hot.wav", tone(0.5, 550, amp=2.0), SR, subtype="FLOAT")  # +6 dBFS
     manifest = shard([src], tmp_path / "out", _options(val_fraction=0.0), progress=False)
-    reasons = {Path(s["path"]).name: s["reason"] for s in manifest["skipped"]}
+    reasons = {Path(s["path"]).name: s["reason"] for s in manifest.skipped}
     assert reasons == {"absurd.wav": "peaks at +600 dBFS: not audio (float samples far beyond full scale)"}
-    assert manifest["files"] == 2
-    assert manifest["warnings"] == [f"{src / 'hot.wav'}: peaks at +6.0 dBFS; clipped to full scale in the shards"]
+    assert manifest.files == 2
+    assert manifest.warnings == [f"{src / 'hot.wav'}: peaks at +6.0 dBFS; clipped to full scale in the shards"]
     levelled = shard([src], tmp_path / "levelled", _options(val_fraction=0.0, loudness=-20.0), progress=False)
-    assert levelled["warnings"] == [] and levelled["files"] == 2  # levelling brings it under full scale
+    assert levelled.warnings == [] and levelled.files == 2  # levelling brings it under full scale
 
 
 # --------------------------------------------------------------------------- a killed job's workers
@@ -437,7 +437,7 @@ def test_a_text_file_named_mp3_says_it_is_not_decodable(tmp_path):
     src = write_pack(tmp_path / "src", [300])
     (src / "notes.mp3").write_text("these are my notes, not audio\n" * 20)
     manifest = shard([src], tmp_path / "out", _options(), progress=False)
-    (skip,) = manifest["skipped"]
+    (skip,) = manifest.skipped
     reason = "cannot decode audio (format not recognised: no audio header or MPEG frames found)"
     assert skip["reason"] == reason
     with pytest.raises(AudioError) as e:  # read by path, libsndfile blamed a pipe

@@ -144,11 +144,11 @@ def test_shard_job_array_merges_into_one_dataset(cluster: Cluster, data: Path, t
         ShardOptions(sample_rate=SR, channels=1, workers=1, val_fraction=0.3),
         progress=False,
     )
-    assert merged["parts"] == 3 and not (out / "parts").exists()
+    assert merged.parts == 3 and not (out / "parts").exists()
     for split in ("train", "val"):
-        assert merged["splits"][split]["samples"] == single["splits"][split]["samples"]
+        assert merged.splits[split].samples == single.splits[split].samples
         assert keys(out, merged, split) == keys(tmp_path / "single", single, split)
-    assert (merged["files"], merged["genres"], merged["bpm"]) == (single["files"], single["genres"], single["bpm"])
+    assert (merged.files, merged.genres, merged.bpm) == (single.files, single.genres, single.bpm)
     check = subprocess.run(
         [str(Path(sys.executable).parent / "wavediff"), "data", "inspect", str(out), "-q"],
         capture_output=True,

@@ -36,10 +36,10 @@ def tiny(pack: dict, *overrides: str) -> DiffusionRecipe:
 def test_resolve_fills_in_what_the_data_says(latent_pack):
     resolved, ae, info = resolve(tiny(latent_pack))
     manifest = read_manifest(latent_pack["latents"], "latent")
-    assert resolved.channels == manifest["latent_dim"] == 4
+    assert resolved.channels == manifest.latent_dim == 4
     assert resolved.conditioning.genres == ["dubstep", "techno"]
-    assert resolved.diffusion.sigma_data == pytest.approx(manifest["stats"]["overall_std"], rel=1e-4)
-    assert info["id"] == manifest["autoencoder"] and ae is not None
+    assert resolved.diffusion.sigma_data == pytest.approx(manifest.stats.overall_std, rel=1e-4)
+    assert info["id"] == manifest.autoencoder and ae is not None
     kept = resolve(tiny(latent_pack, "diffusion.sigma_data=0.7", 'conditioning.genres=["techno"]'))[0]
     assert kept.diffusion.sigma_data == 0.7 and kept.conditioning.genres == ["techno"]
 

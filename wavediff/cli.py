@@ -155,9 +155,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         part=args.part,
         progress=not args.quiet,
     )
-    for split, info in manifest["splits"].items():
-        print(f"{split}: {info['samples']} samples in {len(info['shards'])} shard(s)")
-    print(f"latents: {manifest['latent_dim']} channels at {manifest['latent_rate']:.2f} frames/s → {args.out}")
+    for split, info in manifest.splits.items():
+        print(f"{split}: {info.samples} samples in {len(info.shards)} shard(s)")
+    print(f"latents: {manifest.latent_dim} channels at {manifest.latent_rate:.2f} frames/s → {args.out}")
     return 0
 
 
@@ -165,7 +165,7 @@ def cmd_merge_latents(args: argparse.Namespace) -> int:
     from wavediff.latents.encode import merge_latent_manifests
 
     manifest = merge_latent_manifests(args.folder)
-    print(f"merged: {sum(s['samples'] for s in manifest['splits'].values())} samples")
+    print(f"merged: {sum(s.samples for s in manifest.splits.values())} samples")
     return 0
 
 

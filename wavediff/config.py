@@ -382,6 +382,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown key '{name}' (known keys here: {known})")
         kwargs[key] = _coerce(hints[key], value, name)
+    missing = [
+        f"{where}{f.name}"
+        for f in fields.values()
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"missing key '{missing[0]}'")
     return cls(**kwargs)
 
 
@@ -415,7 +422,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"'{name}' must be a table, got {value!r}")
-        return dict(value)
+        item = args[1] if len(args) == 2 else Any
+        return {k: _coerce(item, v, f"{name}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:

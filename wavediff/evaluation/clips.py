@@ -59,7 +59,7 @@ def shard_clips(folder: str | os.PathLike, split: str = "all") -> list[Clip]:
     if split not in SPLIT_CHOICES:
         raise UserError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     manifest = read_manifest(folder, "audio")
-    rate = manifest["sample_rate"]
+    rate = manifest.sample_rate
     clips = [
         from_metadata(wav, rate, f"{path.name}:{key}", meta)
         for s in (SPLITS if split == "all" else (split,))

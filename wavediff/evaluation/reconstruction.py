@@ -43,7 +43,7 @@ def evaluate_autoencoder(
         raise UserError(f"max_samples must be positive or None, got {max_samples}")
     model, recipe, ae_id = load_autoencoder(ae_ckpt, device)
     manifest = check_audio_shards(shards_folder, recipe.sample_rate, model.cfg.channels)
-    if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
+    if split not in manifest.splits or not manifest.splits[split].shards:
         raise UserError(f"{Path(shards_folder) / MANIFEST_NAME}: the '{split}' split has no shards to evaluate")
     device = next(model.parameters()).device
     metrics = ReconstructionMetrics(recipe.sample_rate).to(device)

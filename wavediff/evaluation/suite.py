@@ -133,7 +133,7 @@ def classifier_report(classifier: GenreClassifier, shards: str | os.PathLike) ->
     """How far the classifier's verdicts can be trusted: its accuracy on the whole clips of the
     shards' val split (None when the shards have no val split)."""
     manifest = read_manifest(shards, "audio")
-    if not manifest["splits"].get("val", {}).get("samples"):
+    if "val" not in manifest.splits or not manifest.splits["val"].samples:
         return {"shards": str(shards), "split": "val", "accuracy": None, "genres": classifier.genres}
     clips = shard_clips(shards, "val")
     accuracy = genre_accuracy(classifier, ((c.audio, c.sample_rate, c.genre) for c in clips))

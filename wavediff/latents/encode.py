@@ -34,7 +34,10 @@ from wavediff.shards.format import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     SPLITS,
+    LatentStats,
+    Manifest,
     is_shard,
+    parse_manifest,
     shard_counts,
     shard_paths,
     shard_samples,
@@ -110,14 +113,14 @@ def _stats(frames: int, mean: np.ndarray, second: np.ndarray) -> dict[str, Any]:
     return {"frames": frames, "mean": mean.tolist(), "std": std.tolist(), "overall_std": overall}
 
 
-def _merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge_stats(parts: list[LatentStats]) -> dict[str, Any]:
     """Frame-weighted combination of partial statistics (exact, up to rounding)."""
-    parts = [p for p in parts if p["frames"]]
+    parts = [p for p in parts if p.frames]
     if not parts:
         return {"frames": 0, "mean": None, "std": None, "overall_std": None}
-    frames = sum(p["frames"] for p in parts)
-    mean = sum(p["frames"] * np.array(p["mean"]) for p in parts) / frames
-    second = sum(p["frames"] * (np.array(p["std"]) ** 2 + np.array(p["mean"]) ** 2) for p in parts) / frames
+    frames = sum(p.frames for p in parts)
+    mean = sum(p.frames * np.array(p.mean) for p in parts) / frames
+    second = sum(p.frames * (np.array(p.std) ** 2 + np.array(p.mean) ** 2) for p in parts) / frames
     return _stats(frames, mean, second)
 
 
@@ -135,7 +138,7 @@ def encode_shards(
     part: tuple[int, int] | None = None,
     variants: Sequence[AudioVariant] = (),
     progress: bool = True,
-) -> dict[str, Any]:
+) -> Manifest:
     """Encode the audio shards of `shards_folder` into latent shards in `out`; returns the manifest.
 
     `shard_range` (start, stop) picks a slice of the input's shards (train then val, in
@@ -175,7 +178,7 @@ def encode_shards(
             "sample_rate": recipe.sample_rate,
             "channels": model.cfg.channels,  # of the audio the latents stand for
             "source": str(shards_folder),
-            "genres": source.get("genres", {}),
+            "genres": source.genres,
             "splits": splits,
             "stats": moments.summary(),
         }
@@ -188,7 +191,7 @@ def encode_shards(
             publish(staging, out, manifest=part_name(start, stop), stale=lambda name: False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    return parse_manifest(manifest, out / MANIFEST_NAME)
 
 
 def _check_range(shard_range: tuple[int, int] | None, count: int, manifest: Path) -> tuple[int, int]:
@@ -282,7 +285,7 @@ def _npy_bytes(latent: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- partial manifests
 
 
-def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
+def merge_latent_manifests(out: str | os.PathLike) -> Manifest:
     """Join the partial manifests of `out` into manifest.json (shards, counts and
     frame-weighted statistics), once they cover every input shard exactly once."""
     out = Path(out)
@@ -290,7 +293,8 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
     paths = sorted((p for p in out.iterdir() if PART_NAME.match(p.name)), key=lambda p: _range_of(p)[0])
     if not paths:
         raise FileNotFoundError(f"{out}: no partial manifests (manifest.part-<start>-<stop>.json) to merge")
-    parts = [_read_part(p) for p in paths]
+    raws = [read_json_object(p, "partial manifest") for p in paths]
+    parts = [_read_part(raw, path) for raw, path in zip(raws, paths)]
     first = parts[0]
     covered = 0
     for path, part in zip(paths, parts):
@@ -299,35 +303,34 @@ def merge_latent_manifests(out: str | os.PathLike) -> dict[str, Any]:
             what = "overlaps the previous part" if start < covered else f"leaves shards {covered}:{start} unencoded"
             raise UserError(f"{path}: shard range {start}:{stop} {what}")
         for field in ("autoencoder", "source", "source_shards", "sample_rate", "latent_dim", "hop_length"):
-            if part.get(field) != first.get(field):
+            if getattr(part, field) != getattr(first, field):
                 raise UserError(
-                    f"{path}: {field} {part.get(field)!r} differs from {paths[0].name}'s {first.get(field)!r}"
+                    f"{path}: {field} {getattr(part, field)!r} differs from {paths[0].name}'s {getattr(first, field)!r}"
                 )
         covered = stop
-    if covered != first["source_shards"]:
-        raise UserError(f"{out}: shards {covered}:{first['source_shards']} are not encoded yet")
-    merged = {k: v for k, v in first.items() if k not in ("shard_range", "source_shards", "splits", "stats")}
-    merged["splits"] = {
-        split: {
-            "shards": [name for part in parts for name in part["splits"][split]["shards"]],
-            "samples": sum(part["splits"][split]["samples"] for part in parts),
-            "seconds": round(sum(part["splits"][split]["seconds"] for part in parts), 3),
-            "frames": sum(part["splits"][split]["frames"] for part in parts),
+    if covered != first.source_shards:
+        raise UserError(f"{out}: shards {covered}:{first.source_shards} are not encoded yet")
+    merged = {k: v for k, v in raws[0].items() if k not in ("shard_range", "source_shards", "splits", "stats")}
+    merged["splits"] = {}
+    for split in SPLITS:
+        entries = [part.splits[split] for part in parts]
+        merged["splits"][split] = {
+            "shards": [name for entry in entries for name in entry.shards],
+            "samples": sum(entry.samples for entry in entries),
+            "seconds": round(sum(entry.seconds for entry in entries), 3),
+            "frames": sum(entry.frames or 0 for entry in entries),
         }
-        for split in SPLITS
-    }
-    for split, entry in merged["splits"].items():
         counts = [shard_counts(part, split) for part in parts]
         if None not in counts:
-            entry["shard_samples"] = [n for c in counts for n in c]
-    merged["stats"] = _merge_stats([part["stats"] for part in parts])
+            merged["splits"][split]["shard_samples"] = [n for c in counts for n in c]
+    merged["stats"] = _merge_stats([part.stats for part in parts])
     atomic_write_json(out / MANIFEST_NAME, merged)
-    return merged
+    return parse_manifest(merged, out / MANIFEST_NAME)
 
 
-def _read_part(path: Path) -> dict[str, Any]:
-    part = read_json_object(path, "partial manifest")
-    if part.get("kind") != "latent" or not isinstance(part.get("splits"), dict):
+def _read_part(raw: dict[str, Any], path: Path) -> Manifest:
+    part = parse_manifest(raw, path)
+    if part.kind != "latent" or part.source_shards is None or part.stats is None:
         raise UserError(f"{path}: not a partial latent manifest")
     return part
 

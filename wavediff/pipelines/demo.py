@@ -196,12 +196,12 @@ def run_demo(
     if ae is None:
         return out
     latents = out / "latents"
-    if (latents / MANIFEST_NAME).exists() and read_manifest(latents, "latent")["autoencoder"] == weights_hash(ae):
+    if (latents / MANIFEST_NAME).exists() and read_manifest(latents, "latent").autoencoder == weights_hash(ae):
         _stage(f"latents already in {latents}")
     else:
         _stage(f"encoding {shards} into latent shards")
         manifest = encode_shards(ae, shards, latents, progress=progress)
-        print(f"{latents}: {manifest['latent_dim']} channels at {manifest['latent_rate']:.1f} frames/s")
+        print(f"{latents}: {manifest.latent_dim} channels at {manifest.latent_rate:.1f} frames/s")
 
     _stage("autoencoder quality on the val split")
     quality = evaluate_autoencoder(ae, shards, split="val")

@@ -198,7 +198,7 @@ def finetune(
     known = base_recipe.conditioning.genres
     name = None
     if base_recipe.conditioning.genre:
-        name = pick_genre(genre, known, read_manifest(data_path).get("genres") or {}, pack)
+        name = pick_genre(genre, known, read_manifest(data_path).genres, pack)
         if name not in known:
             print(f"new genre {name!r}: added to {known}, its embedding starting from their mean")
     elif genre is not None:

@@ -48,7 +48,7 @@ from webdataset.utils import make_seed, pytorch_worker_info
 from wavediff.config import AugmentConfig, DataConfig
 from wavediff.errors import AudioError, DataError, UserError
 from wavediff.io.audio import EncodedAudio, convert_channels
-from wavediff.shards.format import read_manifest, shard_paths, shard_samples
+from wavediff.shards.format import Manifest, read_manifest, shard_paths, shard_samples
 
 Kind = Literal["audio", "latent"]
 _MEMBER = {"audio": "flac", "latent": "latent.npy"}
@@ -69,8 +69,8 @@ class GenreVocab:
         self._ids = {name: i for i, name in enumerate(self.names)}
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> GenreVocab:
-        return cls(sorted(manifest.get("genres") or {}))
+    def from_manifest(cls, manifest: Manifest) -> GenreVocab:
+        return cls(sorted(manifest.genres))
 
     def id(self, name: Any) -> int:
         """-1 for no genre or one outside the vocabulary."""
@@ -500,27 +500,27 @@ def make_loader(
     and no `cfg.path` there is no manifest, so pass both. The loader is already split by
     rank: do not pass it through accelerate's `prepare`.
     """
-    manifest: Mapping[str, Any] = {}
+    manifest: Manifest | None = None
     if cfg.path:
         folder = _folder(cfg)
         manifest = read_manifest(folder, kind)
-        where, have = folder / "manifest.json", manifest["sample_rate"]
+        where, have = folder / "manifest.json", manifest.sample_rate
         if expect_sample_rate is not None and have != expect_sample_rate:
             raise DataError(f"{where}: shards are {have} Hz, the recipe expects {expect_sample_rate} Hz")
-        if autoencoder is not None and manifest.get("autoencoder") not in (None, autoencoder):
-            raise DataError(f"{where}: latents of autoencoder {manifest['autoencoder']!r}, expected {autoencoder!r}")
+        if autoencoder is not None and manifest.autoencoder not in (None, autoencoder):
+            raise DataError(f"{where}: latents of autoencoder {manifest.autoencoder!r}, expected {autoencoder!r}")
     dataset = build_dataset(
         resolve_urls(cfg, split),
         kind=kind,
         sample_size=cfg.sample_size,
-        sample_rate=expect_sample_rate or manifest.get("sample_rate"),
-        channels=manifest.get("channels") if kind == "audio" else None,
-        genres=GenreVocab.from_manifest(manifest).names if genres is None else genres,
+        sample_rate=expect_sample_rate or (manifest.sample_rate if manifest else None),
+        channels=manifest.channels if manifest and kind == "audio" else None,
+        genres=(GenreVocab.from_manifest(manifest).names if manifest else []) if genres is None else genres,
         augment=cfg.augment,
         training=training,
         seed=seed,
         shuffle_buffer=cfg.shuffle_buffer,
-        autoencoder=autoencoder or manifest.get("autoencoder"),
+        autoencoder=autoencoder or (manifest.autoencoder if manifest else None),
         rank=rank,
         world_size=world_size,
         expected_samples={str(path): n for path, n in shard_samples(cfg.path, manifest).items()} if manifest else None,

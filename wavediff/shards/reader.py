@@ -15,20 +15,20 @@ import webdataset as wds
 
 from wavediff.errors import UserError
 from wavediff.io import audio
-from wavediff.shards.format import MANIFEST_NAME, read_manifest
+from wavediff.shards.format import MANIFEST_NAME, Manifest, read_manifest
 
 T = TypeVar("T")
 _PENDING_BATCHES = 4  # samples waiting for a full batch are bounded to this many batches
 
 
-def check_audio_shards(folder: str | os.PathLike, sample_rate: int, channels: int) -> dict[str, Any]:
+def check_audio_shards(folder: str | os.PathLike, sample_rate: int, channels: int) -> Manifest:
     """The audio manifest of `folder`, refused when its audio is not what the model takes."""
     manifest = read_manifest(folder, "audio")
     path = Path(folder) / MANIFEST_NAME
-    if manifest["sample_rate"] != sample_rate:
-        raise UserError(f"{path}: shards are {manifest['sample_rate']} Hz, the autoencoder takes {sample_rate} Hz")
-    if manifest["channels"] != channels:
-        raise UserError(f"{path}: shards have {manifest['channels']} channels, the autoencoder takes {channels}")
+    if manifest.sample_rate != sample_rate:
+        raise UserError(f"{path}: shards are {manifest.sample_rate} Hz, the autoencoder takes {sample_rate} Hz")
+    if manifest.channels != channels:
+        raise UserError(f"{path}: shards have {manifest.channels} channels, the autoencoder takes {channels}")
     return manifest
 
 

@@ -123,7 +123,7 @@ def train_autoencoder(
     `max_steps` stops at that step without changing the schedule (see engine.train).
     """
     if recipe.data.path:
-        have = read_manifest(recipe.data.path, "audio")["channels"]
+        have = read_manifest(recipe.data.path, "audio").channels
         if have != recipe.model.channels:
             raise ConfigError(
                 f"{Path(recipe.data.path) / 'manifest.json'}: shards hold {have}-channel audio "

@@ -34,12 +34,12 @@ def resolve(recipe: ClassifierRecipe) -> ClassifierRecipe:
         raise ConfigError("data.path is empty: point it at audio shards (`wavediff data shard`)")
     manifest = read_manifest(recipe.data.path, "audio")
     where = Path(recipe.data.path) / "manifest.json"
-    if recipe.sample_rate not in (0, manifest["sample_rate"]):
-        raise ConfigError(f"{where}: shards are {manifest['sample_rate']} Hz but sample_rate is {recipe.sample_rate}")
-    genres = recipe.genres or sorted(manifest.get("genres") or {})
+    if recipe.sample_rate not in (0, manifest.sample_rate):
+        raise ConfigError(f"{where}: shards are {manifest.sample_rate} Hz but sample_rate is {recipe.sample_rate}")
+    genres = recipe.genres or sorted(manifest.genres)
     if len(genres) < 2:
         raise ConfigError(f"{where}: a genre classifier needs shards of at least 2 genres, found {genres or 'none'}")
-    return dataclasses.replace(recipe, sample_rate=manifest["sample_rate"], genres=list(genres))
+    return dataclasses.replace(recipe, sample_rate=manifest.sample_rate, genres=list(genres))
 
 
 class ClassifierObjective(ObjectiveBase):

@@ -66,26 +66,25 @@ def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | Non
     kind = recipe.data_kind
     manifest = read_manifest(recipe.data.path, kind)
     where = Path(recipe.data.path) / "manifest.json"
-    if manifest["sample_rate"] != recipe.sample_rate:
-        raise ConfigError(f"{where}: shards are {manifest['sample_rate']} Hz but sample_rate is {recipe.sample_rate}")
+    if manifest.sample_rate != recipe.sample_rate:
+        raise ConfigError(f"{where}: shards are {manifest.sample_rate} Hz but sample_rate is {recipe.sample_rate}")
     autoencoder, ae_info = None, None
     if recipe.autoencoder:
         autoencoder, ae_recipe, ae_id = load_autoencoder(recipe.autoencoder, "cpu")
-        if manifest.get("autoencoder") != ae_id:
+        if manifest.autoencoder != ae_id:
             raise DataError(
-                f"{where}: latents of autoencoder {manifest.get('autoencoder')!r}, "
-                f"but {recipe.autoencoder} is {ae_id!r}"
+                f"{where}: latents of autoencoder {manifest.autoencoder!r}, but {recipe.autoencoder} is {ae_id!r}"
             )
         ae_info = {"id": ae_id, "recipe": to_dict(ae_recipe)}
-        channels = manifest["latent_dim"]
+        channels = manifest.latent_dim
     else:
-        channels = manifest["channels"]
+        channels = manifest.channels
     if recipe.channels not in (0, channels):
         raise ConfigError(f"channels is {recipe.channels} but the shards in {where} hold {channels}")
-    genres = recipe.conditioning.genres or sorted(manifest.get("genres") or {})
+    genres = recipe.conditioning.genres or sorted(manifest.genres)
     sigma_data = recipe.diffusion.sigma_data
     if sigma_data <= 0:
-        sigma_data = float(manifest["stats"]["overall_std"]) if kind == "latent" else _measure_rms(recipe)
+        sigma_data = manifest.stats.overall_std if kind == "latent" else _measure_rms(recipe)
     resolved = dataclasses.replace(
         recipe,
         channels=channels,
