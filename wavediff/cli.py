@@ -194,6 +194,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_ae(args: argparse.Namespace) -> int:
+    from wavediff.interop.stable_audio import import_autoencoder
+
+    print(f"autoencoder: {import_autoencoder(args.src, args.out, config=args.config, weights=args.weights)}")
+    return 0
+
+
+def cmd_export_ae(args: argparse.Namespace) -> int:
+    from wavediff.interop.stable_audio import export_autoencoder
+
+    print(f"stable-audio-tools autoencoder: {export_autoencoder(args.ae_ckpt, args.out)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- denoiser
 
 
@@ -519,6 +533,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--device", default=None)
+
+    p = command(sub, "import-ae", cmd_import_ae, "convert a stable-audio-tools autoencoder into a wavediff run")
+    p.add_argument("src", type=Path, metavar="SRC", help="a folder with model_config.json and model.safetensors/.ckpt")
+    p.add_argument("out", type=Path, metavar="OUT", help="a new run folder")
+    p.add_argument("--config", type=Path, default=None, help="the model_config.json (default: in SRC)")
+    p.add_argument("--weights", type=Path, default=None, help="the .safetensors or .ckpt (default: in SRC)")
+
+    p = command(sub, "export-ae", cmd_export_ae, "write an autoencoder in stable-audio-tools' layout")
+    p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
+    p.add_argument("out", type=Path, metavar="OUT", help="folder for model_config.json and model.safetensors")
 
     recipe_command(
         command(sub, "train", cmd_train, "train (or resume) a latent (or waveform) denoiser from a TOML recipe")

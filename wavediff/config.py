@@ -70,6 +70,8 @@ class AutoencoderConfig:
     latent_dim: int = 64  # latent channels
     bottleneck: Literal["vae", "plain"] = "vae"  # "plain": no KL term, the encoder output is the latent
     padding: Literal["zeros", "circular"] = "zeros"  # "circular": every conv wraps, so loops have no seam
+    # tanh on the decoder's output: stable-audio-tools' `final_tanh` (or `soft_clip`), for imported models
+    output_tanh: bool = False
 
 
 @dataclass
@@ -364,6 +366,7 @@ class CheckpointConfig:
     lora: dict[str, Any] | None = None  # an adapter's shapes (models.lora.LoraAdapters.config)
     merged: MergedFrom | None = None
     exported_from: str = ""  # an autoencoder exported from a denoiser checkpoint
+    imported_from: str = ""  # weights converted from another tool's checkpoint (wavediff import-ae, import-dd)
 
 
 # --------------------------------------------------------------------------- machinery
