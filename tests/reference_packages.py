@@ -40,3 +40,15 @@ def install(target: Path, requirements: list[str]) -> None:
         raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{done.stdout}{done.stderr}")
     if str(target) not in sys.path:
         sys.path.insert(0, str(target))
+
+
+@pytest.fixture(scope="session", name="stable_audio_tools")
+def stable_audio_tools_fixture(tmp_path_factory):
+    """stable-audio-tools, importable for the session."""
+    install(tmp_path_factory.mktemp("stable-audio-tools"), STABLE_AUDIO_TOOLS)
+
+
+@pytest.fixture(scope="session", name="diffusers")
+def diffusers_fixture(tmp_path_factory):
+    """diffusers, importable for the session."""
+    install(tmp_path_factory.mktemp("diffusers"), DIFFUSERS)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_packages import STABLE_AUDIO_TOOLS, install
+from reference_packages import stable_audio_tools_fixture  # noqa: F401 (the fixture stable_audio_tools)
 from safetensors.torch import save_file
 
 from wavediff.cli import main
@@ -22,10 +22,9 @@ from wavediff.models.checkpoint import read_config, save_checkpoint
 from wavediff.models.factory import load_autoencoder
 
 
-@pytest.fixture(scope="session")
-def sat(tmp_path_factory):
+@pytest.fixture
+def sat(stable_audio_tools):
     """stable-audio-tools' model factory and checkpoint reader."""
-    install(tmp_path_factory.mktemp("stable-audio-tools"), STABLE_AUDIO_TOOLS)
     from stable_audio_tools.models.factory import create_model_from_config
     from stable_audio_tools.models.utils import load_ckpt_state_dict
 

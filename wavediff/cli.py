@@ -208,6 +208,14 @@ def cmd_export_ae(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_dd(args: argparse.Namespace) -> int:
+    from wavediff.interop.dance import import_dance_diffusion
+
+    folder = import_dance_diffusion(args.src, args.out, sample_rate=args.sample_rate, sample_size=args.sample_size)
+    print(f"waveform denoiser: {folder}")
+    return 0
+
+
 # --------------------------------------------------------------------------- denoiser
 
 
@@ -543,6 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "export-ae", cmd_export_ae, "write an autoencoder in stable-audio-tools' layout")
     p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
     p.add_argument("out", type=Path, metavar="OUT", help="folder for model_config.json and model.safetensors")
+
+    p = command(sub, "import-dd", cmd_import_dd, "convert a Dance Diffusion checkpoint into a waveform denoiser run")
+    p.add_argument(
+        "src", type=Path, metavar="SRC", help="Harmonai's .ckpt, or a diffusers UNet1DModel (or pipeline) folder"
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="a new run folder")
+    p.add_argument("--sample-rate", type=int, default=None, help="the model's rate (default: diffusers' config.json)")
+    p.add_argument("--sample-size", type=int, default=None, help="training window in samples (default: 65536)")
 
     recipe_command(
         command(sub, "train", cmd_train, "train (or resume) a latent (or waveform) denoiser from a TOML recipe")

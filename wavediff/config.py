@@ -113,6 +113,9 @@ class UNetConfig:
     # "circular": generation treats the sequence as a loop (every conv wraps), so a generated
     # loop has no seam. Training always pads with zeros: a training window is not one period.
     padding: Literal["zeros", "circular"] = "circular"
+    # "dance-diffusion": Harmonai's waveform U-Net instead (wavediff.models.dance; `wavediff import-dd`),
+    # fixed k-size-5 conv blocks and Fourier noise channels, no conditioning; blocks_per_level is ignored.
+    architecture: Literal["wavediff", "dance-diffusion"] = "wavediff"
 
 
 @dataclass
