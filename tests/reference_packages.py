@@ -17,6 +17,9 @@ STABLE_AUDIO_TOOLS = ["stable-audio-tools==0.0.19", "alias-free-torch==0.0.6", "
 # diffusers' own dependencies (huggingface_hub, safetensors, requests, filelock, Pillow, regex)
 # are all in wavediff's environment already.
 DIFFUSERS = ["diffusers==0.42.1"]
+# torchaudio (2.9 on) decodes through torchcodec, which loads FFmpeg's shared libraries
+# (Debian: the ffmpeg package; .ci/run installs it).
+TORCHCODEC = ["torchcodec==0.17.0"]
 
 _OFFLINE = (
     "No matching distribution",
@@ -52,3 +55,13 @@ def stable_audio_tools_fixture(tmp_path_factory):
 def diffusers_fixture(tmp_path_factory):
     """diffusers, importable for the session."""
     install(tmp_path_factory.mktemp("diffusers"), DIFFUSERS)
+
+
+@pytest.fixture(scope="session", name="torchcodec")
+def torchcodec_fixture(tmp_path_factory):
+    """torchcodec, importable for the session, when FFmpeg's libraries are installed."""
+    import ctypes.util
+
+    if ctypes.util.find_library("avcodec") is None:
+        pytest.skip("FFmpeg's libraries are not installed (apt-get install ffmpeg; CI's .ci/run does)")
+    install(tmp_path_factory.mktemp("torchcodec"), TORCHCODEC)

@@ -84,9 +84,9 @@ def v_denoised(net, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return alpha[:, None, None] * x_t - s[:, None, None] * v
 
 
-def agreement(ref, run: Path, length: int) -> float:
+def agreement(ref, run: Path, length: int, sigmas: tuple[float, ...] = (0.4, 3.0)) -> float:
     ours = load_denoiser(run, "cpu")
-    x, sigma = torch.randn(2, 2, length), torch.tensor([0.4, 3.0])
+    x, sigma = torch.randn(len(sigmas), 2, length), torch.tensor(sigmas)
     with torch.no_grad():
         expected, got = v_denoised(ref, x, sigma), ours.denoise(x, sigma)
     assert expected.abs().max() > 0.1  # not vacuous

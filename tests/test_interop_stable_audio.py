@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_packages import stable_audio_tools_fixture  # noqa: F401 (the fixture stable_audio_tools)
+from reference_packages import stable_audio_tools_fixture, torchcodec_fixture  # noqa: F401 (fixtures)
 from safetensors.torch import save_file
 
 from wavediff.cli import main
@@ -253,6 +253,49 @@ def test_a_circular_autoencoder_is_not_exported(tmp_path):
     save_checkpoint(tmp_path / "run", 1, Autoencoder(cfg).state_dict(), {"kind": "autoencoder", "recipe": recipe})
     with pytest.raises(ConfigError, match="padding is 'circular'"):
         export_autoencoder(tmp_path / "run", tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- their data loader
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_their_webdataset_loader_reads_our_shards(sat, torchcodec, tmp_path, workers):
+    """stable-audio-tools' own WebDataset loader on `wavediff data shard` output: the same audio
+    (a window from the start of each loop) and our metadata in its JSON."""
+    from stable_audio_tools.data.dataset import LocalWebDatasetConfig, WebDatasetDataLoader
+
+    from data_tools.shard import ShardOptions, shard
+    from data_tools.synth import synthesize_pack
+    from wavediff.shards.format import shard_paths
+    from wavediff.shards.reader import audio_samples
+
+    synthesize_pack(tmp_path / "pack", genres=["techno"], loops_per_genre=3, sample_rate=16000, bars=1, seed=0)
+    options = ShardOptions(sample_rate=16000, channels=2, workers=1, val_fraction=0.0)
+    shard([tmp_path / "pack"], tmp_path / "shards", options, progress=False)
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    paths = shard_paths(tmp_path / "shards", manifest, "train")
+    ours = {meta["sha1"]: (meta, wav) for path in paths for _, meta, wav in audio_samples(path, 16000)}
+    loader = WebDatasetDataLoader(
+        [LocalWebDatasetConfig("wavediff", str(tmp_path / "shards"))],
+        batch_size=2,
+        sample_size=16384,
+        sample_rate=16000,
+        num_workers=workers,
+        epoch_steps=2,
+        random_crop=False,
+        augment_phase=False,
+        remove_silence=False,
+    )
+    audio, info = next(iter(loader.data_loader))
+    # their WebLoader collates each batch again, as a batch of one (their training step unwraps it)
+    audio = audio[0]
+    info = [{k: meta[k][0] for k in ("sha1", "genre", "bpm", "seconds_start")} for meta in info]
+    assert audio.shape == (2, 2, 16384) and len(info) == 2
+    for clip, meta in zip(audio, info):
+        mine, wav = ours[meta["sha1"]]
+        assert meta["genre"] == "techno" and meta["bpm"] == mine["bpm"] and meta["seconds_start"] == 0
+        assert clip.abs().max() > 0.01
+        torch.testing.assert_close(clip, wav[:, :16384], atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- Stable Audio Open's size
