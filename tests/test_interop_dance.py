@@ -146,7 +146,7 @@ def test_an_imported_dance_diffusion_model_runs_through_the_commands(diffusers, 
     assert json.loads(next(out.glob("*.json")).read_text())
 
 
-def test_a_dance_diffusion_network_refuses_what_it_cannot_do(diffusers, tmp_path):
+def test_a_dance_diffusion_network_refuses_what_it_cannot_do():
     from wavediff.config import UNetConfig
     from wavediff.models.dance import DanceUNet1D
 
@@ -156,6 +156,9 @@ def test_a_dance_diffusion_network_refuses_what_it_cannot_do(diffusers, tmp_path
         DanceUNet1D(cfg, 2, cond_dim=16)
     with pytest.raises(ConfigError, match="cannot wrap"):
         DanceUNet1D(cfg, 2)(torch.zeros(1, 2, 64), torch.zeros(1), circular=True)
+    cfg.dropout = 0.1
+    with pytest.raises(ConfigError, match="model.dropout"):
+        DanceUNet1D(cfg, 2)
 
 
 @pytest.mark.slow

@@ -117,6 +117,8 @@ class DanceUNet1D(nn.Module):
             )
         if cfg.padding != "zeros":
             raise ConfigError("model.padding must be 'zeros' for a Dance Diffusion U-Net (it cannot wrap)")
+        if cfg.dropout or cfg.cross_attention:
+            raise ConfigError("model.dropout and model.cross_attention are not part of a Dance Diffusion U-Net")
         attention = set(cfg.attention_levels)
         if not attention <= set(range(1, len(widths))):
             raise ConfigError(f"model.attention_levels must lie in 1–{len(widths) - 1}, got {cfg.attention_levels}")
