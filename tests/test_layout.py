@@ -22,6 +22,7 @@ ALLOWED = {
     "wavediff.generation": BASE | {"wavediff.models"},
     "wavediff.evaluation": BASE | {"wavediff.shards", "wavediff.models", "wavediff.generation"},
     "wavediff.training": BASE | {"wavediff.shards", "wavediff.models", "wavediff.generation", "wavediff.evaluation"},
+    "wavediff.interop": BASE | {"wavediff.models"},
     "data_tools": BASE | {"wavediff.shards"},
 }
 COMMANDS = {"wavediff.pipelines", "wavediff.cli", "wavediff.__main__"}  # on top: may import anything

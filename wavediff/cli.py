@@ -194,6 +194,28 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_ae(args: argparse.Namespace) -> int:
+    from wavediff.interop.stable_audio import import_autoencoder
+
+    print(f"autoencoder: {import_autoencoder(args.src, args.out, config=args.config, weights=args.weights)}")
+    return 0
+
+
+def cmd_export_ae(args: argparse.Namespace) -> int:
+    from wavediff.interop.stable_audio import export_autoencoder
+
+    print(f"stable-audio-tools autoencoder: {export_autoencoder(args.ae_ckpt, args.out)}")
+    return 0
+
+
+def cmd_import_dd(args: argparse.Namespace) -> int:
+    from wavediff.interop.dance import import_dance_diffusion
+
+    folder = import_dance_diffusion(args.src, args.out, sample_rate=args.sample_rate, sample_size=args.sample_size)
+    print(f"waveform denoiser: {folder}")
+    return 0
+
+
 # --------------------------------------------------------------------------- denoiser
 
 
@@ -519,6 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--device", default=None)
+
+    p = command(sub, "import-ae", cmd_import_ae, "convert a stable-audio-tools autoencoder into a wavediff run")
+    p.add_argument("src", type=Path, metavar="SRC", help="a folder with model_config.json and model.safetensors/.ckpt")
+    p.add_argument("out", type=Path, metavar="OUT", help="a new run folder")
+    p.add_argument("--config", type=Path, default=None, help="the model_config.json (default: in SRC)")
+    p.add_argument("--weights", type=Path, default=None, help="the .safetensors or .ckpt (default: in SRC)")
+
+    p = command(sub, "export-ae", cmd_export_ae, "write an autoencoder in stable-audio-tools' layout")
+    p.add_argument("ae_ckpt", type=Path, metavar="AE_CKPT")
+    p.add_argument("out", type=Path, metavar="OUT", help="folder for model_config.json and model.safetensors")
+
+    p = command(sub, "import-dd", cmd_import_dd, "convert a Dance Diffusion checkpoint into a waveform denoiser run")
+    p.add_argument(
+        "src", type=Path, metavar="SRC", help="Harmonai's .ckpt, or a diffusers UNet1DModel (or pipeline) folder"
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="a new run folder")
+    p.add_argument("--sample-rate", type=int, default=None, help="the model's rate (default: diffusers' config.json)")
+    p.add_argument("--sample-size", type=int, default=None, help="training window in samples (default: 65536)")
 
     recipe_command(
         command(sub, "train", cmd_train, "train (or resume) a latent (or waveform) denoiser from a TOML recipe")

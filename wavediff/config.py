@@ -70,6 +70,8 @@ class AutoencoderConfig:
     latent_dim: int = 64  # latent channels
     bottleneck: Literal["vae", "plain"] = "vae"  # "plain": no KL term, the encoder output is the latent
     padding: Literal["zeros", "circular"] = "zeros"  # "circular": every conv wraps, so loops have no seam
+    # tanh on the decoder's output: stable-audio-tools' `final_tanh` (or `soft_clip`), for imported models
+    output_tanh: bool = False
 
 
 @dataclass
@@ -111,6 +113,9 @@ class UNetConfig:
     # "circular": generation treats the sequence as a loop (every conv wraps), so a generated
     # loop has no seam. Training always pads with zeros: a training window is not one period.
     padding: Literal["zeros", "circular"] = "circular"
+    # "dance-diffusion": Harmonai's waveform U-Net instead (wavediff.models.dance; `wavediff import-dd`),
+    # fixed k-size-5 conv blocks and Fourier noise channels, no conditioning; blocks_per_level is ignored.
+    architecture: Literal["wavediff", "dance-diffusion"] = "wavediff"
 
 
 @dataclass
@@ -364,6 +369,7 @@ class CheckpointConfig:
     lora: dict[str, Any] | None = None  # an adapter's shapes (models.lora.LoraAdapters.config)
     merged: MergedFrom | None = None
     exported_from: str = ""  # an autoencoder exported from a denoiser checkpoint
+    imported_from: str = ""  # weights converted from another tool's checkpoint (wavediff import-ae, import-dd)
 
 
 # --------------------------------------------------------------------------- machinery

@@ -114,6 +114,7 @@ class Autoencoder(nn.Module):
             *(DecoderBlock(widths[i + 1], widths[i], cfg.strides[i], mode) for i in reversed(range(len(cfg.strides)))),
             SnakeBeta(widths[0]),
             weight_norm(Conv1d(widths[0], cfg.channels, 7, padding_mode=mode, bias=False)),
+            *([nn.Tanh()] if cfg.output_tanh else []),
         )
 
     @property

@@ -27,6 +27,7 @@ from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.blocks import pad1d
 from wavediff.models.conditioning import Conditioner, Conditions
+from wavediff.models.dance import DanceUNet1D
 from wavediff.models.unet import UNet1D
 
 CLOCK_CHANNELS = 4  # sin/cos of the beat phase and of the bar phase
@@ -64,7 +65,8 @@ class LoopDiffusion(nn.Module):
         token_dim = dim if recipe.model.cross_attention else 0
         self.clock = cond.tempo and cond.tempo_clock
         extra = CLOCK_CHANNELS if self.clock else 0
-        self.unet = UNet1D(recipe.model, self.data_channels + extra, dim, token_dim, out_channels=self.data_channels)
+        network = DanceUNet1D if recipe.model.architecture == "dance-diffusion" else UNet1D
+        self.unet = network(recipe.model, self.data_channels + extra, dim, token_dim, out_channels=self.data_channels)
         Denoiser, VDenoiser = _preconditioners()
         self.v_objective = diffusion.objective == "v"
         # Holders of the scalings and weightings only (no inner model, no parameters).

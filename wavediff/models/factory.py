@@ -124,7 +124,8 @@ def apply_lora(
     model: LoopDiffusion, adapters: LoraAdapters, config: CheckpointConfig, scale: float = 1.0
 ) -> LoopDiffusion:
     """The base `model` with the adapters added at `scale` (1: as trained, 0: the base with the grown vocabulary)."""
-    grown = with_genres(model, config.recipe.conditioning.genres)
+    cond = config.recipe.conditioning  # a model without genre conditioning has no vocabulary to grow
+    grown = with_genres(model, cond.genres) if cond.genre else model
     return merge_adapters(grown, adapters, scale)
 
 

@@ -24,13 +24,13 @@ GENRE_WEIGHT = "conditioner.genre.weight"
 def with_genres(model: LoopDiffusion, genres: Sequence[str]) -> LoopDiffusion:
     """`model` with vocabulary `genres` (its own, then new names appended); the same model when nothing is new."""
     cond = model.recipe.conditioning
+    old = list(cond.genres)
+    if list(genres) == old:  # also what a fine-tune of a model without genre conditioning asks
+        return model
     if not cond.genre:
         raise UserError("this model is not conditioned on genre, so it cannot learn a genre name")
-    old = list(cond.genres)
     if list(genres[: len(old)]) != old:
         raise UserError(f"a grown vocabulary must start with the model's own genres {old}, got {list(genres)}")
-    if len(genres) == len(old):
-        return model
     recipe = dataclasses.replace(model.recipe, conditioning=dataclasses.replace(cond, genres=list(genres)))
     grown = LoopDiffusion(recipe, model.autoencoder)
     state = model.state_dict()
