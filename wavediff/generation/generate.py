@@ -24,6 +24,7 @@ from wavediff.config import SamplingConfig
 from wavediff.errors import UserError
 from wavediff.generation.loops import (
     LoopShape,
+    check_fits,
     clip_conditions,
     clip_shape,
     conform_input,
@@ -64,6 +65,13 @@ def _decoded(model: LoopDiffusion, latent: Tensor, shape: LoopShape, settings: S
     )
 
 
+def _check_fits(
+    model: LoopDiffusion, shape: LoopShape, batch: int, settings: SamplingConfig, bar: float | None = None
+) -> None:
+    """check_fits for a run at `settings`: guidance runs the U-Net on twice the batch."""
+    check_fits(model, shape, batch, model.conditioner is not None and settings.cfg_scale != 1.0, bar)
+
+
 def _circular(model: LoopDiffusion, circular: bool | None) -> bool:
     return model.recipe.model.padding == "circular" if circular is None else circular
 
@@ -93,6 +101,7 @@ def generate(
     _check_count("n", n, 1)
     circular = _circular(model, circular)
     shape = loop_shape(model, bpm, bars, circular)
+    _check_fits(model, shape, n, settings, shape.samples / bars)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     cond = loop_conditions(model, genre, bpm, bars, n, device)
@@ -181,6 +190,7 @@ def vary(
     _check_count("n", n, 1)
     wav = conform_input(model, audio, sample_rate)
     shape = clip_shape(model, wav.shape[-1], _circular(model, circular))
+    _check_fits(model, shape, n, settings)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     cond = clip_conditions(model, genre, bpm, bars, shape.samples / model.sample_rate, n, device)
@@ -253,6 +263,7 @@ def interpolate(
     lengths = [clip.shape[-1] for clip in clips]
     samples = min(lengths)
     shape = clip_shape(model, samples, _circular(model, circular))
+    _check_fits(model, shape, max(frames, 2), settings)
     device = model_device(model)
     seconds = samples / model.sample_rate
     x0 = torch.cat([to_model_space(model, clip[..., :samples], shape) for clip in clips])
@@ -355,6 +366,7 @@ def inpaint(
     last = max(first + 1, round(end * sr))
     total = max(length, last)
     shape = clip_shape(model, total, _circular(model, circular))
+    _check_fits(model, shape, n, settings)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     padded = torch.nn.functional.pad(wav, (0, total - length))
