@@ -250,9 +250,7 @@ def check_fits(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool,
     short = f"{what} would need about {_size(need)} of memory on {device.type}, which has {_size(free)} free"
     if batch > 1 and peak_bytes(model, shape, 1, guided) <= free:
         most = _largest(1, batch - 1, lambda k: peak_bytes(model, shape, k, guided) <= free)
-        raise UserError(
-            f"{short}: at most {most} fit at once, so ask for fewer (a second run from seed + {most} makes the rest)"
-        )
+        raise UserError(f"{short}: at most {most} fit at once, so ask for fewer")
 
     def fits(steps: int) -> bool:
         return peak_bytes(model, clip_shape(model, round(steps * step), shape.circular), batch, guided) <= free
