@@ -1,33 +1,45 @@
 """Check a shard folder against its manifest, and summarise it for people.
 
 Inspection decodes every sample, so it finds what a training run would otherwise hit
-hours in: a cut-off tar, a sample missing its JSON, audio at the wrong rate, counts
-that disagree with the manifest, or shards left over that the manifest does not list.
+hours in: a cut-off tar, a sample missing its JSON, audio at the wrong rate, a latent that
+does not load or holds NaN, counts that disagree with the manifest, or shards left over
+that the manifest does not list. Audio shards (`data shard`) and latent shards (`encode`)
+are both understood.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import tarfile
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-from wavediff.errors import AudioError
+from wavediff.errors import AudioError, UserError
 from wavediff.io import audio
-from wavediff.shards.format import SHARD_NAME, Manifest, read_manifest, shard_paths
+from wavediff.shards.format import MANIFEST_NAME, SHARD_NAME, Manifest, read_manifest, shard_paths
 
-_EXTENSIONS = ("flac", "json")
+# The members of one sample, by shard kind.
+_EXTENSIONS = {"audio": ("flac", "json"), "latent": ("latent.npy", "json")}
+LATENT_DTYPE = np.float16  # what `encode` writes
 
 
 def inspect_shards(out: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
     """Verify every listed shard; returns {"ok", "problems": [one-line str], "splits":
-    {split: {"shards", "samples", "seconds"}} as found}. A folder without a readable
-    manifest raises (see wavediff.shards.format.read_manifest)."""
+    {split: {"shards", "samples", "seconds"(, "frames" for latents)}} as found}. A folder
+    without a readable manifest, or of a kind not inspected here, raises UserError."""
     manifest = read_manifest(out)
-    rate, channels = manifest.sample_rate, manifest.channels
+    kind = manifest.kind
+    if kind not in _EXTENSIONS:
+        raise UserError(f"{Path(out) / MANIFEST_NAME}: cannot inspect {kind} shards (only audio and latent)")
+    extensions = _EXTENSIONS[kind]
+    check = _check_audio if kind == "audio" else _check_latent
     problems: list[str] = []
     found: dict[str, dict[str, Any]] = {}
     keys_seen: dict[str, str] = {}
@@ -35,7 +47,7 @@ def inspect_shards(out: str | os.PathLike, progress: bool = True) -> dict[str, A
     total = sum(len(entry.shards) for entry in manifest.splits.values())
     bar = tqdm(total=total, unit="shard", desc="inspect", disable=not progress)
     for split, entry in manifest.splits.items():
-        samples, seconds = 0, 0.0
+        samples, seconds, frames = 0, 0.0, 0
         for path in shard_paths(out, manifest, split):
             bar.update()
             try:
@@ -48,19 +60,24 @@ def inspect_shards(out: str | os.PathLike, progress: bool = True) -> dict[str, A
                 if key in keys_seen:
                     problems.append(f"{where}: key also in {keys_seen[key]}")
                 keys_seen[key] = path.name
-                missing = [ext for ext in _EXTENSIONS if ext not in parts]
+                missing = [ext for ext in extensions if ext not in parts]
                 if missing:
                     problems.append(f"{where}: no .{' or .'.join(missing)} member")
                     continue
-                duration = _check_sample(where, parts, rate, channels, problems)
-                if duration is not None:
+                measured = check(where, parts, manifest, problems)
+                if measured is not None:
                     samples += 1
-                    seconds += duration
+                    seconds += measured[0]
+                    frames += measured[1]
         found[split] = {"shards": len(entry.shards), "samples": samples, "seconds": round(seconds, 3)}
+        if kind == "latent":
+            found[split]["frames"] = frames
         if samples != entry.samples:
             problems.append(f"{split}: manifest says {entry.samples} samples, the shards hold {samples} good ones")
         elif abs(seconds - entry.seconds) > 0.01 + 1e-6 * samples:
             problems.append(f"{split}: manifest says {entry.seconds} s, the shards hold {seconds:.3f} s")
+        elif kind == "latent" and frames != entry.frames:
+            problems.append(f"{split}: manifest says {entry.frames} frames, the shards hold {frames}")
     bar.close()
     for path in sorted(os.listdir(out)):
         if SHARD_NAME.match(path) and path not in listed:
@@ -80,8 +97,7 @@ def _members(path: os.PathLike) -> dict[str, dict[str, bytes]]:
     return samples
 
 
-def _check_sample(where: str, parts: dict[str, bytes], rate: int, channels: int, problems: list[str]) -> float | None:
-    """The sample's duration when it is sound, else None with the problem recorded."""
+def _sample_json(where: str, parts: dict[str, bytes], problems: list[str]) -> dict[str, Any] | None:
     try:
         info = json.loads(parts["json"])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -89,6 +105,17 @@ def _check_sample(where: str, parts: dict[str, bytes], rate: int, channels: int,
         return None
     if not isinstance(info, dict):
         problems.append(f"{where}.json: not a JSON object")
+        return None
+    return info
+
+
+def _check_audio(
+    where: str, parts: dict[str, bytes], manifest: Manifest, problems: list[str]
+) -> tuple[float, int] | None:
+    """(seconds, samples) of an audio sample when it is sound, else None with the problem recorded."""
+    rate, channels = manifest.sample_rate, manifest.channels
+    info = _sample_json(where, parts, problems)
+    if info is None:
         return None
     try:
         wav, sr = audio.decode(parts["flac"], f"{where}.flac")
@@ -103,20 +130,107 @@ def _check_sample(where: str, parts: dict[str, bytes], rate: int, channels: int,
         problems.append(f"{where}.json: sample_rate/channels disagree with the manifest")
     if not isinstance(info.get("duration_s"), (int, float)) or abs(info["duration_s"] - duration) > 1.5 / sr:
         problems.append(f"{where}.json: duration_s {info.get('duration_s')} but the audio lasts {duration:.6f} s")
-    return duration
+    return duration, wav.shape[-1]
+
+
+def _check_latent(
+    where: str, parts: dict[str, bytes], manifest: Manifest, problems: list[str]
+) -> tuple[float, int] | None:
+    """(seconds, frames) of a latent sample when it loads as the loader will read it (a float16
+    (channels, frames ≥ 1) .npy, finite, never unpickled), else None with the problem recorded."""
+    info = _sample_json(where, parts, problems)
+    if info is None:
+        return None
+    name = f"{where}.latent.npy"
+    try:
+        latent = np.load(io.BytesIO(parts["latent.npy"]), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        problems.append(f"{name}: does not load as a .npy array ({' '.join(str(e).split())})")
+        return None
+    if not isinstance(latent, np.ndarray):
+        problems.append(f"{name}: does not load as a .npy array (an .npz archive)")
+        return None
+    channels = manifest.latent_dim
+    if latent.dtype != LATENT_DTYPE:
+        problems.append(f"{name}: {latent.dtype}, expected {np.dtype(LATENT_DTYPE)}")
+        return None
+    if latent.ndim != 2 or latent.shape[0] != channels or latent.shape[1] < 1:
+        problems.append(f"{name}: shape {latent.shape}, expected ({channels}, frames ≥ 1)")
+        return None
+    if not np.isfinite(latent).all():
+        problems.append(f"{name}: {int((~np.isfinite(latent)).sum())} non-finite value(s) (NaN or infinity)")
+        return None
+    frames = latent.shape[1]
+    for field in ("autoencoder", "hop_length", "sample_rate"):
+        if info.get(field) != getattr(manifest, field):
+            problems.append(
+                f"{where}.json: {field} {info.get(field)!r}, the manifest says {getattr(manifest, field)!r}"
+            )
+    duration = info.get("duration_s")
+    rate = manifest.latent_rate
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration):
+        problems.append(f"{where}.json: duration_s {duration!r} is not a number")
+        duration = 0.0
+    elif isinstance(rate, (int, float)) and abs(frames - duration * rate) > 1:
+        problems.append(f"{where}.json: duration_s {duration} is {duration * rate:.1f} frames, the latent has {frames}")
+    return float(duration), frames
 
 
 def format_manifest(manifest: Manifest, report: dict[str, Any] | None = None) -> str:
     """A readable summary of a shard folder (and of its inspection, when given)."""
+    lines = _latent_summary(manifest) if manifest.kind == "latent" else _audio_summary(manifest)
+    if report is not None:
+        if report["ok"]:
+            lines.append("check: OK — every shard opens and every sample decodes")
+        else:
+            lines.append(f"check: {len(report['problems'])} problem(s)")
+            lines += [f"  {p}" for p in report["problems"]]
+    return "\n".join(lines)
+
+
+def _shards(count: int) -> str:
+    return f"{count} shard{'s' if count != 1 else ''}"
+
+
+def _latent_summary(manifest: Manifest) -> list[str]:
+    rate = manifest.latent_rate
+    rate = rate if isinstance(rate, (int, float)) and rate > 0 else None  # frames per second, when known
+    lines = [
+        f"latent shards of autoencoder {manifest.autoencoder or '?'} — {manifest.created_by or 'unknown writer'}",
+        f"  {manifest.latent_dim} channels at {'?' if rate is None else f'{rate:g}'} frames/s"
+        f" (hop {manifest.hop_length} of {manifest.sample_rate} Hz audio,"
+        f" {manifest.channels} channel(s)), from {manifest.source or '?'}",
+    ]
+    for split, entry in manifest.splits.items():
+        frames = entry.frames
+        length = f"{frames if frames is not None else '?':>10} frames"
+        if isinstance(frames, int) and rate is not None:
+            length += f" = {frames / rate:>9.2f} s"
+        lines.append(f"  {split:<6}{entry.samples:>8} samples {length} in {_shards(len(entry.shards))}")
+    genres = manifest.genres
+    if genres:
+        lines.append("genres: " + ", ".join(f"{name} ({n})" for name, n in genres.items()))
+    stats = manifest.stats
+    if stats is not None and stats.mean and stats.std:
+        mean, std = stats.mean, stats.std
+        lines.append(
+            f"statistics (train, {stats.frames} frames):"
+            f" mean per channel {min(mean):.3g} … {max(mean):.3g}, std per channel {min(std):.3g} … {max(std):.3g},"
+            f" overall std {stats.overall_std if stats.overall_std is not None else math.nan:.3g}"
+        )
+    else:
+        lines.append("statistics: none (no train frames)")
+    return lines
+
+
+def _audio_summary(manifest: Manifest) -> list[str]:
     lines = [
         f"{manifest.kind} shards at {manifest.sample_rate} Hz, {manifest.channels} channel(s)"
         f" — {manifest.created_by or 'unknown writer'}"
     ]
     for split, entry in manifest.splits.items():
-        shards = len(entry.shards)
         lines.append(
-            f"  {split:<6}{entry.samples:>8} samples {entry.seconds / 3600:>9.2f} h"
-            f" in {shards} shard{'s' if shards != 1 else ''}"
+            f"  {split:<6}{entry.samples:>8} samples {entry.seconds / 3600:>9.2f} h in {_shards(len(entry.shards))}"
         )
     skipped = manifest.skipped
     lines.append(
@@ -135,10 +249,4 @@ def format_manifest(manifest: Manifest, report: dict[str, Any] | None = None) ->
     if manifest.warnings:
         lines.append("metadata warnings:")
         lines += [f"  {w}" for w in manifest.warnings]
-    if report is not None:
-        if report["ok"]:
-            lines.append("check: OK — every shard opens and every sample decodes")
-        else:
-            lines.append(f"check: {len(report['problems'])} problem(s)")
-            lines += [f"  {p}" for p in report["problems"]]
-    return "\n".join(lines)
+    return lines

@@ -108,6 +108,14 @@ def test_inspect_fails_on_a_damaged_shard(tmp_path, capsys):
         (["data", "shard", "{empty}", "{out}", "-q"], "empty"),
         (["data", "inspect", "{empty}", "-q"], "manifest"),
         (["data", "synth", "{out}", "--genres", "polka", "-q"], "polka"),
+        (
+            ["train", "loops-tiny-cpu", "--set", "train.optimizer.lr=nan", "--out", "{out}", "-q"],
+            "'train.optimizer.lr' must be a finite number, got nan",
+        ),
+        (
+            ["train-ae", "ae-tiny-cpu", "--set", "loss.kl_weight=inf", "--out", "{out}", "-q"],
+            "'loss.kl_weight' must be a finite number, got inf",
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys, argv, expected):
@@ -117,6 +125,15 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys, argv, expect
     err = capsys.readouterr().err.strip()
     assert err.startswith("wavediff: error:") and "\n" not in err
     assert expected in err
+
+
+@pytest.mark.parametrize("option", [["--max-seconds", "inf"], ["--loudness", "nan"], ["--shard-size-mb", "inf"]])
+def test_shard_options_must_be_finite(tmp_path, capsys, option):
+    """The manifest records the options, and JSON has no NaN or infinity: refused before any work."""
+    with pytest.raises(SystemExit) as exit:
+        main(["data", "shard", str(tmp_path), str(tmp_path / "out"), *option, "-q"])
+    assert exit.value.code == 2 and "must be a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_console_script_is_installed():

@@ -20,7 +20,7 @@ from tiny_recipes import TINY_DENOISER
 from wavediff.cli import main
 from wavediff.config import DiffusionRecipe, load_recipe
 from wavediff.io.audio import load, loop_samples, read_loop_info, save
-from wavediff.models.checkpoint import latest_checkpoint
+from wavediff.models.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from wavediff.training.diffusion import train_diffusion
 
 TINY = [
@@ -207,6 +207,20 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["generate", "{missing}", "--bpm", "120"], "missing"),
         (["generate", "{ckpt}", "--bpm", "0"], "bpm must be between"),
         (["generate", "{ckpt}", "--bpm", "120", "--sampler", "ddim"], "unknown sampler 'ddim'"),
+        (["generate", "{ckpt}", "--bpm", "120", "--cfg", "nan"], "cfg scale must be a finite number, got nan"),
+        (["generate", "{ckpt}", "--bpm", "120", "--cfg", "inf"], "cfg scale must be a finite number, got inf"),
+        (["generate", "{ckpt}", "--bpm", "nan"], "bpm must be a finite number, got nan"),
+        (["vary", "{ckpt}", "{drums}", "--strength", "nan"], "strength must be a finite number, got nan"),
+        (["vary", "{ckpt}", "{drums}", "--strength", "0.5", "--bpm", "inf"], "bpm must be a finite number"),
+        (["inpaint", "{ckpt}", "{drums}", "--start", "0.5", "--end", "inf"], "end must be a finite number, got inf"),
+        (["inpaint", "{ckpt}", "{drums}", "--start", "nan", "--end", "1"], "start must be a finite number, got nan"),
+        (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "2", "--cfg=-inf"], "cfg scale must be a finite"),
+        (["generate", "{ckpt}", "--bpm", "120", "--lora", "{missing}", "--lora-scale", "nan"], "lora scale must be a"),
+        (["generate", "{ckpt}", "--bpm", "120", "--bars", "1000"], "2000.0 s (1000 bars) is longer than one run"),
+        (["generate", "{ckpt}", "--bpm", "120", "--bars", "200"], "the longest that fits is"),
+        (["generate", "{ckpt}", "--bpm", "120", "--bars", "1", "--n", "100000000"], "fit at once, so ask for fewer"),
+        (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "100000"], "100000.0 s is longer than one run"),
+        (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1000000000"], "fit at once"),
         (["vary", "{ckpt}", "{garbage}", "--strength", "0.5"], "garbage.wav"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0"], "strength must be in (0, 1]"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "0.5"], "0 ≤ start < end"),
@@ -222,3 +236,29 @@ def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, ca
     assert err.startswith("wavediff: error:") and "\n" not in err
     assert expected in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def nan_ckpt(ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint with one U-Net weight set to NaN (as a diverged run leaves it), saved as a checkpoint."""
+    config, state = load_checkpoint(ckpt)
+    state["unet.stem.weight"] = torch.full_like(state["unet.stem.weight"], float("nan"))
+    return save_checkpoint(tmp_path_factory.mktemp("nan-ckpt"), config["step"], state, config)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "{ckpt}", "--bpm", "120", "--bars", "1"],
+        ["vary", "{ckpt}", "{drums}", "--strength", "0.5"],
+        ["inpaint", "{ckpt}", "{drums}", "--start", "0.5", "--end", "1"],
+    ],
+)
+def test_a_checkpoint_with_nan_weights_writes_nothing(nan_ckpt, drums, tmp_path, capsys, argv):
+    out = tmp_path / "out"
+    argv = [a.format(ckpt=nan_ckpt, drums=drums) for a in argv]
+    assert main([*argv, "--steps", "1", "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wavediff: error:") and "\n" not in err
+    assert "non-finite" in err and "unet.stem.weight" in err, err
+    assert not out.exists()

@@ -131,3 +131,19 @@ def test_noise_loops_do_not_hit_the_asked_tempo(bars):
     ]
     tempo = loop_report(noise)["tempo"]
     assert tempo["exact"] + tempo["double"] + tempo["half"] <= 2
+
+
+def test_an_unbounded_seam_ratio_is_reported_as_null_not_infinity():
+    """Bar lines with no step at all and a wrap that jumps: the ratio is infinite, which JSON cannot hold."""
+    import json
+
+    from wavediff.evaluation.clips import Clip
+    from wavediff.evaluation.suite import _loop_summary
+
+    ramp = torch.linspace(0, 0.5, 32000)
+    ramp[15990:16010] = ramp[15990]  # the step into the bar line at 16000 is exactly 0
+    clip = Clip(ramp[None], 8000, "ramp", genre="techno", bpm=120.0, bars=2, loop=True)
+    assert seam_jump(ramp, [16000])["ratio"] == math.inf
+    summary = _loop_summary([clip])
+    assert summary["seam_ratio"] is None
+    json.dumps(summary, allow_nan=False)

@@ -251,3 +251,29 @@ def test_resized_loop_stays_periodic_and_wraps_as_smoothly_as_inside():
     # playing it twice is the same loop stretched over twice the length: no seam anywhere
     twice = resize_loop(partials(n, parts).float().repeat(2)[None], 2 * m)[0]
     assert torch.allclose(twice, y.repeat(2), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- no garbage written
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_non_finite_audio_is_refused_and_nothing_written(tmp_path, bad, suffix):
+    wav = noise(1, 800)
+    wav[0, 100] = bad
+    path = tmp_path / f"loop.{suffix}"
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        audio.save(path, wav, SR, loop=LoopInfo(bpm=120, beats=1))
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_json_files_never_hold_nan_or_infinity(tmp_path):
+    from wavediff.io.files import atomic_write_json
+
+    path = tmp_path / "sidecar.json"
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match=r"sidecar.json.*settings\.cfg_scale"):
+            atomic_write_json(path, {"seed": 0, "settings": {"cfg_scale": bad}})
+        assert not list(tmp_path.iterdir())
+    atomic_write_json(path, {"bpm": 120.5, "seeds": [1, 2]})
+    assert path.read_text() == '{\n  "bpm": 120.5,\n  "seeds": [\n    1,\n    2\n  ]\n}\n'

@@ -332,6 +332,16 @@ def test_inpaint_past_the_end_continues_the_clip(model, circular):
         (lambda m, a: inpaint(m, a, 8000, start=-0.1, end=0.3), "0 ≤ start < end"),
         (lambda m, a: inpaint(m, a, 8000, start=0.6, end=0.9), r"start 0.6 s is not before the input's end \(0.5 s\)"),
         (lambda m, a: inpaint(m, a, 8000, start=0.1, end=0.2, n=0), "n must be at least 1, got 0"),
+        (
+            lambda m, a: generate(m, genre="techno", bpm=120, bars=1, settings=settings(m, rho=math.nan)),
+            "rho must be a",
+        ),
+        (lambda m, a: generate(m, genre="techno", bpm=math.inf, bars=1), "bpm must be a finite number, got inf"),
+        (lambda m, a: inpaint(m, a, 8000, start=0.1, end=math.nan), "end must be a finite number, got nan"),
+        (lambda m, a: generate(m, genre="techno", bpm=120, bars=301), r"602.0 s \(301 bars\) is longer than one run"),
+        (lambda m, a: generate(m, genre="techno", bpm=120, bars=1, n=10**9), "at most .* fit at once"),
+        (lambda m, a: vary(m, a, 8000, strength=0.5, n=10**9), "at most .* fit at once"),
+        (lambda m, a: inpaint(m, a, 8000, start=0.1, end=1e6), "1000000.0 s is longer than one run"),
     ],
 )
 def test_bad_requests_are_refused_with_the_numbers(latent_model, call, message):
@@ -362,3 +372,58 @@ def test_loop_periods_stay_within_the_stretch_tolerance_at_the_least_cost():
             if model.loop_tiles(f) * f < model.loop_tiles(shape.frames) * shape.frames
         ]
         assert all(abs(1200 * math.log2(exact / f)) > STRETCH_CENTS for f in cheaper)
+
+
+# --------------------------------------------------------------------------- what fits
+
+_PEAK = """
+import dataclasses, resource, sys, torch
+from wavediff.config import *
+from wavediff.generation.generate import generate
+from wavediff.generation.loops import loop_shape, peak_bytes
+from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.diffusion import LoopDiffusion
+
+torch.set_num_threads(1)
+kind = sys.argv[1]
+if kind == "attention":  # the score matrices dominate
+    ae = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
+    unet = UNetConfig(base_channels=8, channel_mults=[1, 2], attention_levels=[1], head_channels=8)
+    recipe = DiffusionRecipe(autoencoder="ae", sample_rate=8000, channels=4, model=unet)
+    bars, cfg = 4, 3.0
+elif kind == "decoder":  # a wide autoencoder at the audio rate dominates
+    ae = AutoencoderConfig(channels=2, base_channels=32, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
+    unet = UNetConfig(base_channels=4, channel_mults=[1, 2], attention_levels=[])
+    recipe = DiffusionRecipe(autoencoder="ae", sample_rate=8000, channels=4, model=unet)
+    bars, cfg = 15, 1.0
+else:  # a waveform model without attention: the U-Net's skips and convolutions dominate
+    ae = None
+    unet = UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[], kernel_size=5)
+    recipe = DiffusionRecipe(sample_rate=11025, channels=2, model=unet)
+    bars, cfg = 16, 1.0
+recipe = dataclasses.replace(recipe, diffusion=DiffusionConfig(sigma_data=0.5))
+model = LoopDiffusion(recipe, Autoencoder(ae) if ae else None).eval()
+settings = dataclasses.replace(model.recipe.sampling, steps=1, cfg_scale=cfg)
+generate(model, genre=None, bpm=120, bars=1, settings=settings)  # every lazy buffer is made
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+generate(model, genre=None, bpm=120, bars=bars, settings=settings)
+measured = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print(measured, peak_bytes(model, loop_shape(model, 120, bars, True), 1, cfg != 1))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["attention", "convolution", "decoder"])
+def test_the_memory_estimate_bounds_a_real_run_closely(kind):
+    """check_fits refuses on peak_bytes: it must not be below what a run takes, nor far above it.
+    Measured as the growth of a fresh process's peak resident memory over one generate call, with
+    every large block mapped and unmapped on its own, so the peak is that of live tensors."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    result = subprocess.run([sys.executable, "-c", _PEAK, kind], capture_output=True, text=True, check=True, env=env)
+    measured, estimate = map(int, result.stdout.split())
+    assert measured > 100e6  # large enough to dwarf the allocator's noise
+    assert measured <= estimate <= 3 * measured, (measured, estimate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,17 +19,25 @@ T = TypeVar("T")
 USER_ERRORS = (UserError, OSError)
 
 
+def _finite(text: str) -> float:
+    """A float option of a job whose manifest records it: NaN and infinity mean nothing there, and JSON has neither."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _optional_seconds(text: str) -> float | None:
     if text.lower() in ("none", "off"):
         return None
-    value = float(text)
-    if not value > 0:  # NaN too
+    value = _finite(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive or 'none', got {text}")
     return value
 
 
 def _optional_lufs(text: str) -> float | None:
-    return None if text.lower() in ("none", "off") else float(text)
+    return None if text.lower() in ("none", "off") else _finite(text)
 
 
 # --------------------------------------------------------------------------- data
@@ -483,9 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-seconds", type=_optional_seconds, default=30.0, help="chunk longer files ('none' keeps them whole)"
     )
-    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--val-fraction", type=_finite, default=0.05)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--shard-size-mb", type=float, default=256.0)
+    p.add_argument("--shard-size-mb", type=_finite, default=256.0)
     p.add_argument("--loudness", type=_optional_lufs, default=None, help="target LUFS (default: leave levels)")
     p.add_argument(
         "--part",
@@ -740,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.add_argument(
         "--minutes",
-        type=float,
+        type=_finite,
         default=15.0,
         help="training budget: scales both recipes' steps (15 = as recipes say, ~15 min on 2 CPU cores)",
     )

@@ -8,6 +8,7 @@ torch here), so every layer may import them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -443,6 +444,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{name}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means them, and JSON cannot hold them
+            raise ConfigError(f"'{name}' must be a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

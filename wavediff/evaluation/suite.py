@@ -43,9 +43,9 @@ def _frames(features: Sequence[ClipFeatures], kind: str) -> np.ndarray:
     return torch.cat([getattr(f, kind) for f in features]).numpy()
 
 
-def _or_none(value: float) -> float | None:
-    """JSON has no NaN: an undefined number is null."""
-    return None if math.isnan(value) else value
+def _or_none(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: an undefined number (or a ratio over a zero) is null."""
+    return None if value is None or not math.isfinite(value) else value
 
 
 def _loop_summary(clips: Sequence[Clip]) -> dict[str, Any] | None:
@@ -54,7 +54,8 @@ def _loop_summary(clips: Sequence[Clip]) -> dict[str, Any] | None:
     if not items:
         return None
     r = loop_report(items)
-    return {"loops": r["loops"], **r["tempo_fraction"], "seam_ratio": r["seam_ratio"], "seam_wrap": r["seam_wrap"]}
+    seam = {"seam_ratio": _or_none(r["seam_ratio"]), "seam_wrap": r["seam_wrap"]}
+    return {"loops": r["loops"], **r["tempo_fraction"], **seam}
 
 
 def _compare(

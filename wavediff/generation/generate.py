@@ -12,6 +12,7 @@ loop, resized to whole frames and back exactly as a generated loop is (generatio
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from typing import Any
@@ -23,6 +24,7 @@ from wavediff.config import SamplingConfig
 from wavediff.errors import UserError
 from wavediff.generation.loops import (
     LoopShape,
+    check_fits,
     clip_conditions,
     clip_shape,
     conform_input,
@@ -34,6 +36,49 @@ from wavediff.generation.loops import (
 )
 from wavediff.generation.samplers import Denoiser, check_settings, run_sampler, seeded_noise, sigmas_for
 from wavediff.models.diffusion import LoopDiffusion
+
+
+def _settings(model: LoopDiffusion, settings: SamplingConfig | None, **numbers: float | None) -> SamplingConfig:
+    """The settings to sample with (the checkpoint's by default), checked with the call's other `numbers`."""
+    settings = settings or model.recipe.sampling
+    check_settings(settings, **numbers)
+    return settings
+
+
+def _decoded(model: LoopDiffusion, latent: Tensor, shape: LoopShape, settings: SamplingConfig) -> Tensor:
+    """The audio of generated frames (float32, CPU), refused when it is not finite: written out,
+    NaN becomes a full-scale DC click, and nothing downstream can tell it from audio."""
+    audio = to_audio(model, latent, shape).float().cpu()
+    if torch.isfinite(audio).all():
+        return audio
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    bad = [name for name, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UserError(
+            f"the model made non-finite audio (NaN or infinity): its weights hold NaN or infinity ({listed}); "
+            "the checkpoint is damaged or its training diverged, so use an earlier one"
+        )
+    raise UserError(
+        f"the sampler made non-finite audio (NaN or infinity) at sampler {settings.sampler}, {settings.steps} steps, "
+        f"cfg scale {settings.cfg_scale:g}: try a smaller cfg scale, more steps or another sampler"
+    )
+
+
+def _check_fits(
+    model: LoopDiffusion, shape: LoopShape, batch: int, settings: SamplingConfig, bar: float | None = None
+) -> None:
+    """check_fits for a run at `settings`: guidance runs the U-Net on twice the batch."""
+    check_fits(model, shape, batch, model.conditioner is not None and settings.cfg_scale != 1.0, bar)
+
+
+def _circular(model: LoopDiffusion, circular: bool | None) -> bool:
+    return model.recipe.model.padding == "circular" if circular is None else circular
+
+
+def _check_count(name: str, value: int, least: int) -> None:
+    if value < least:
+        raise UserError(f"{name} must be at least {least}, got {value}")
 
 
 def generate(
@@ -52,12 +97,11 @@ def generate(
 
     `circular` defaults to the model's padding setting (seamless loops for a circular model).
     """
-    settings = settings or model.recipe.sampling
-    check_settings(settings)
-    if n < 1:
-        raise UserError(f"n must be at least 1, got {n}")
-    circular = model.recipe.model.padding == "circular" if circular is None else circular
+    settings = _settings(model, settings, bpm=bpm)
+    _check_count("n", n, 1)
+    circular = _circular(model, circular)
     shape = loop_shape(model, bpm, bars, circular)
+    _check_fits(model, shape, n, settings, shape.samples / bars)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     cond = loop_conditions(model, genre, bpm, bars, n, device)
@@ -65,7 +109,7 @@ def generate(
     x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
     denoiser = Denoiser(model, cond, settings.cfg_scale, circular)
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
-    audio = to_audio(model, latent, shape)
+    audio = _decoded(model, latent, shape, settings)
     info = {
         "genre": genre,
         "bpm": bpm,
@@ -85,27 +129,12 @@ def generate(
         "stretch_cents": round(shape.stretch_cents, 3),
         "model_evaluations": denoiser.calls,
     }
-    return audio.float().cpu(), info
+    return audio, info
 
 
 # --------------------------------------------------------------------------- audio in: vary, interpolate, inpaint
 
 INPAINT_FADE_SECONDS = 0.01  # equal-power crossfade at each edge of an inpainted region
-
-
-def _settings(model: LoopDiffusion, settings: SamplingConfig | None) -> SamplingConfig:
-    settings = settings or model.recipe.sampling
-    check_settings(settings)
-    return settings
-
-
-def _circular(model: LoopDiffusion, circular: bool | None) -> bool:
-    return model.recipe.model.padding == "circular" if circular is None else circular
-
-
-def _check_count(name: str, value: int, least: int) -> None:
-    if value < least:
-        raise UserError(f"{name} must be at least {least}, got {value}")
 
 
 def _info(
@@ -155,12 +184,13 @@ def vary(
     one period of a loop, resized to whole U-Net frames and back as generate does. The clip's
     length is its `seconds` condition; genre, tempo and bars are unknown unless given.
     """
-    settings = _settings(model, settings)
+    settings = _settings(model, settings, strength=strength, bpm=bpm)
     if not 0 < strength <= 1:
         raise UserError(f"strength must be in (0, 1] (1 = from pure noise), got {strength:g}")
     _check_count("n", n, 1)
     wav = conform_input(model, audio, sample_rate)
     shape = clip_shape(model, wav.shape[-1], _circular(model, circular))
+    _check_fits(model, shape, n, settings)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     cond = clip_conditions(model, genre, bpm, bars, shape.samples / model.sample_rate, n, device)
@@ -183,7 +213,7 @@ def vary(
         start_step=start,
         start_sigma=float(sigmas[0]),
     )
-    return to_audio(model, latent, shape).float().cpu(), info
+    return _decoded(model, latent, shape, settings), info
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -227,12 +257,13 @@ def interpolate(
     different lengths are both cut to the shorter ("trimmed" in the info). Every frame's
     stochastic noise comes from `seed`, so neighbouring frames differ only by their start.
     """
-    settings = _settings(model, settings)
+    settings = _settings(model, settings, bpm=bpm)
     _check_count("frames", frames, 2)
     clips = [conform_input(model, clip, sample_rate, name) for clip, name in ((a, "a"), (b, "b"))]
     lengths = [clip.shape[-1] for clip in clips]
     samples = min(lengths)
     shape = clip_shape(model, samples, _circular(model, circular))
+    _check_fits(model, shape, max(frames, 2), settings)
     device = model_device(model)
     seconds = samples / model.sample_rate
     x0 = torch.cat([to_model_space(model, clip[..., :samples], shape) for clip in clips])
@@ -266,7 +297,7 @@ def interpolate(
         trimmed=lengths[0] != lengths[1],
         input_samples=lengths,
     )
-    return to_audio(model, latent, shape).float().cpu(), info
+    return _decoded(model, latent, shape, settings), info
 
 
 def known_frames(shape: LoopShape, hop: int, start: int, end: int, length: int) -> Tensor:
@@ -323,7 +354,7 @@ def inpaint(
     [start − 10 ms, end + 10 ms] is the (conformed) input bit for bit. In circular mode (default:
     the model's) the output is a loop: a continuation is generated to lead back into the start.
     """
-    settings = _settings(model, settings)
+    settings = _settings(model, settings, start=start, end=end, bpm=bpm)
     _check_count("n", n, 1)
     wav = conform_input(model, audio, sample_rate)
     sr, length = model.sample_rate, wav.shape[-1]
@@ -335,6 +366,7 @@ def inpaint(
     last = max(first + 1, round(end * sr))
     total = max(length, last)
     shape = clip_shape(model, total, _circular(model, circular))
+    _check_fits(model, shape, n, settings)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     padded = torch.nn.functional.pad(wav, (0, total - length))
@@ -346,7 +378,7 @@ def inpaint(
     denoiser = Denoiser(model, cond, settings.cfg_scale, shape.circular, known=(x0.expand(n, -1, -1), mask))
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
     fade = round(INPAINT_FADE_SECONDS * sr)
-    out = splice(wav, to_audio(model, latent, shape).float().cpu(), first, last, fade)
+    out = splice(wav, _decoded(model, latent, shape, settings), first, last, fade)
     info = _info(
         model,
         settings,

@@ -12,6 +12,7 @@ the audio is cut to N.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -139,3 +140,138 @@ def to_model_space(model: LoopDiffusion, audio: Tensor, shape: LoopShape) -> Ten
     if not shape.circular:
         return model.encode(x)
     return model.encode(resize_loop(x, shape.frames * model.hop_length), loop=True)
+
+
+# --------------------------------------------------------------------------- what fits
+
+# One run's longest output. Past it sampling takes hours and the model is far outside the
+# windows it was trained on; longer material is made in pieces (inpaint continues a clip).
+MAX_SECONDS = 600.0
+
+
+def _unet_bytes(model: LoopDiffusion, length: int, batch: int) -> int:
+    """Peak bytes of one U-Net call on (batch, channels, length), weights aside: the skips it keeps,
+    plus the largest stage's working tensors. Attention is counted with its (L × L) score matrix
+    per head, three times (scores, softmax and its masks, as PyTorch's math kernel measures): the
+    memory-efficient kernels avoid them, but not every input takes those kernels, and refusing a
+    long loop beats running out of memory halfway."""
+    cfg = model.recipe.model
+    factor = model.factor
+    length = -(-length // factor) * factor
+    widths = [cfg.base_channels * m for m in cfg.channel_mults]
+    lengths = [length // 2**i for i in range(len(widths))]
+    skips = cfg.base_channels * length + sum(
+        cfg.blocks_per_level * c * n + (c * n // 2 if i < len(widths) - 1 else 0)
+        for i, (c, n) in enumerate(zip(widths, lengths))
+    )
+    working = 0
+    for i, (c, n) in enumerate(zip(widths, lengths)):
+        inputs = c + max(c, widths[min(i + 1, len(widths) - 1)])  # an up stage: its input and a skip
+        level = (4 * inputs + 6 * c) * n
+        if i in cfg.attention_levels:  # 12 c·n: q, k, v, their rotations and products; 8 d·n: float64 angles
+            heads = max(1, c // cfg.head_channels)
+            level = max(level, 12 * c * n + 3 * heads * n * n + 8 * (c // heads) * n)
+        working = max(working, level)
+    data = 12 * (model.data_channels + 4) * length  # the sampler's state, the tempo clock, guidance copies
+    return batch * (skips + working + data) * _element_bytes(model)
+
+
+def _codec_bytes(model: LoopDiffusion, frames: int, batch: int) -> int:
+    """Peak bytes of encoding or decoding `frames` latent frames (the decoder mirrors the encoder):
+    the widest level's working tensors, the resize of a loop period and the audio itself."""
+    samples = frames * model.hop_length
+    audio = 8 * model.audio_channels * samples  # the audio and its loop resize (a spectrum, twice)
+    ae = model.autoencoder
+    if ae is None:
+        return batch * audio * _element_bytes(model)
+    widths = [ae.cfg.base_channels * m for m in [1, *ae.cfg.channel_mults]]
+    lengths = [samples]
+    for stride in ae.cfg.strides:
+        lengths.append(lengths[-1] // stride)
+    # a level: its input, SnakeBeta's temporaries, a padded copy, the conv's output and the residual sum
+    level = max(
+        12 * c * n + 4 * widths[min(i + 1, len(widths) - 1)] * lengths[min(i + 1, len(lengths) - 1)]
+        for i, (c, n) in enumerate(zip(widths, lengths))
+    )
+    return batch * (level + audio) * _element_bytes(model)
+
+
+def _element_bytes(model: LoopDiffusion) -> int:
+    return next(model.unet.parameters()).element_size()
+
+
+def peak_bytes(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool) -> int:
+    """An upper estimate of the memory a run of `batch` clips of `shape` needs beyond the weights:
+    the larger of the U-Net's (a batch twice as big under guidance) and the autoencoder's.
+
+    Measured on real runs it lies between the peak of the live tensors and three times it
+    (tests/test_sampling.py); the margin is room for the allocator's fragmentation.
+    """
+    tiles = model.loop_tiles(shape.frames) if shape.circular else 1
+    context = 2 * model.autoencoder.decoder_context() if model.autoencoder is not None else 0
+    denoise = _unet_bytes(model, shape.frames * tiles, batch * (2 if guided else 1))
+    codec = _codec_bytes(model, shape.frames + context, batch)
+    return max(denoise, codec)
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory this process can still take on `device`: a GPU's free memory plus what PyTorch
+    holds cached there, or the host's available memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    import psutil  # an accelerate dependency
+
+    return psutil.virtual_memory().available
+
+
+def check_fits(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool, bar: float | None = None) -> None:
+    """Refuse, before anything is allocated, a run longer than MAX_SECONDS or one whose estimated peak
+    memory (peak_bytes) exceeds what the model's device has free, naming the longest (or the most) that fits.
+
+    `bar`: samples per bar, when the request is in bars (the answers are then in whole bars).
+    """
+    rate, step = model.sample_rate, bar or model.hop_length
+
+    def length(samples: int) -> str:
+        bars = round(samples / bar) if bar else 0
+        return f"{samples / rate:.1f} s" + (f" ({bars} bar{'s' if bars != 1 else ''})" if bar else "")
+
+    advice = "ask for less, or make a shorter clip and continue it with `wavediff inpaint` (an --end past its end)"
+    if shape.samples > MAX_SECONDS * rate:
+        longest = round(math.floor(MAX_SECONDS * rate / step) * step)
+        raise UserError(f"{length(shape.samples)} is longer than one run makes, {length(longest)}: {advice}")
+    device = model_device(model)
+    need, free = peak_bytes(model, shape, batch, guided), free_bytes(device)
+    if need <= free:
+        return
+    noun = "loop" if bar else "clip"
+    what = (f"{batch} {noun}s" if batch > 1 else f"a {noun}") + f" of {length(shape.samples)}"
+    short = f"{what} would need about {_size(need)} of memory on {device.type}, which has {_size(free)} free"
+    if batch > 1 and peak_bytes(model, shape, 1, guided) <= free:
+        most = _largest(1, batch - 1, lambda k: peak_bytes(model, shape, k, guided) <= free)
+        raise UserError(f"{short}: at most {most} fit at once, so ask for fewer")
+
+    def fits(steps: int) -> bool:
+        return peak_bytes(model, clip_shape(model, round(steps * step), shape.circular), batch, guided) <= free
+
+    most = _largest(1, math.floor(shape.samples / step), fits)
+    longest = f"the longest that fits is {length(round(most * step))}" if most else "not even the shortest fits"
+    raise UserError(f"{short}: {longest}; {advice}")
+
+
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The largest k in [lo, hi] with ok(k), for ok true up to some point and false after; 0 if none."""
+    if not ok(lo):
+        return 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def _size(count: int) -> str:
+    """Bytes in binary units, for people."""
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    exponent = min(len(units) - 1, int(math.log(max(count, 1), 1024)))
+    return f"{count / 1024**exponent:,.1f} {units[exponent]}"

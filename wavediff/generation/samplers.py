@@ -7,6 +7,7 @@ depends only on its own seed and settings.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,16 +50,26 @@ def _k_sampling() -> Any:
     return k_diffusion.sampling
 
 
-def check_settings(settings: SamplingConfig) -> None:
-    """Refuse unknown names and impossible numbers before any work is done."""
+def check_settings(settings: SamplingConfig, **numbers: float | None) -> None:
+    """Refuse unknown names and impossible numbers before any work is done.
+
+    `numbers` are the caller's other settings by name (bpm, strength, start, …; None: not
+    given). A NaN or infinity in any of them, or in the sampling settings, would sample to
+    non-finite audio, so every one must be finite.
+    """
     if settings.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {settings.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if settings.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule {settings.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if settings.steps < 1:
         raise UserError(f"steps must be at least 1, got {settings.steps}")
+    for name, value in {"cfg scale": settings.cfg_scale, "rho": settings.rho, **numbers}.items():
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value:g}")
     if settings.cfg_scale < 0:
         raise UserError(f"cfg scale must not be negative, got {settings.cfg_scale}")
+    if settings.rho <= 0:
+        raise UserError(f"rho must be positive, got {settings.rho:g}")
 
 
 def sigmas_for(model: LoopDiffusion, settings: SamplingConfig, device: torch.device | str) -> Tensor:

@@ -408,7 +408,10 @@ def _format_for(name: str, format: str) -> str:
 
 def _encode(wav: torch.Tensor, sr: int, format: str, subtype: str | None, name: str) -> bytes:
     sf_format, default_subtype = _WRITE_FORMATS[_format_for(name, format)]
-    data = wav.detach().to(torch.float32).cpu().clamp(-1.0, 1.0).numpy().T
+    wav = wav.detach().to(torch.float32).cpu()
+    if not torch.isfinite(wav).all():  # clipping would turn them into full-scale DC
+        raise AudioError(name, "audio holds NaN or infinite samples; refusing to write it")
+    data = wav.clamp(-1.0, 1.0).numpy().T
     buf = io.BytesIO()
     try:
         sf.write(buf, data, sr, format=sf_format, subtype=subtype or default_subtype)

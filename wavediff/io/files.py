@@ -4,6 +4,7 @@ objects read back with one clear error for a file that is not one."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -36,7 +37,28 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Write `obj` as JSON atomically. NaN and infinity are refused (ValueError naming the file and
+    the field): Python would write them as bare NaN/Infinity, which no JSON reader accepts."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError:
+        found = _non_finite(obj)
+        if found is None:  # not a number's fault (a circular reference)
+            raise
+        raise ValueError(f"{path}: {found[0] or 'the value'} is {found[1]}, which JSON cannot hold") from None
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def _non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """(dotted path, value) of the first NaN or infinite float in nested dicts and lists, if any."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ added; applying it grows the base's vocabulary first (wavediff.models.genres).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,8 @@ def load_with_lora(
     checkpoint: str | os.PathLike, lora: str | os.PathLike, scale: float = 1.0, device: str | torch.device | None = None
 ) -> LoopDiffusion:
     """The denoiser of `checkpoint` with the adapter `lora` applied; refuses an adapter trained on other weights."""
+    if not math.isfinite(scale):
+        raise ConfigError(f"lora scale must be a finite number, got {scale:g}")
     base = resolve_checkpoint(checkpoint)
     adapters, config = load_lora(lora)
     have, want = weights_hash(base), config.base.hash
