@@ -42,24 +42,24 @@ def test_inspect_passes_real_latent_shards_and_prints_their_statistics(latent_pa
     manifest = read_manifest(folder)
     report = inspect_shards(folder, progress=False)
     assert report["ok"], report["problems"]
-    for split, entry in manifest["splits"].items():
+    for split, entry in manifest.splits.items():
         found = report["splits"][split]
-        assert (found["samples"], found["frames"]) == (entry["samples"], entry["frames"]) and entry["samples"] > 0
+        assert (found["samples"], found["frames"]) == (entry.samples, entry.frames) and entry.samples > 0
     assert main(["data", "inspect", str(folder), "-q"]) == 0
     out = capsys.readouterr().out
-    assert "latent shards" in out and manifest["autoencoder"] in out and "no .flac" not in out
-    assert f"{manifest['latent_dim']} channels at 1000 frames/s" in out
-    train = manifest["splits"]["train"]
-    assert f"{train['frames']} frames" in out and f"{train['frames'] / 1000:.2f} s" in out
-    stats = manifest["stats"]
-    assert f"overall std {stats['overall_std']:.3g}" in out
-    assert f"{min(stats['std']):.3g}" in out and f"{max(stats['mean']):.3g}" in out
+    assert "latent shards" in out and manifest.autoencoder in out and "no .flac" not in out
+    assert f"{manifest.latent_dim} channels at 1000 frames/s" in out
+    train = manifest.splits["train"]
+    assert f"{train.frames} frames" in out and f"{train.frames / 1000:.2f} s" in out
+    stats = manifest.stats
+    assert f"overall std {stats.overall_std:.3g}" in out
+    assert f"{min(stats.std):.3g}" in out and f"{max(stats.mean):.3g}" in out
     assert "check: OK" in out
 
 
 def test_inspect_reports_each_broken_latent_sample(latent_pack, tmp_path, capsys):
     folder = shutil.copytree(latent_pack["latents"], tmp_path / "latents")
-    channels = read_manifest(folder)["latent_dim"]
+    channels = read_manifest(folder).latent_dim
     good = np.zeros((channels, 100), np.float16)
     nan = good.copy()
     nan[1, 7] = np.nan
