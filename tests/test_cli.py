@@ -141,3 +141,22 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "wavediff.cli", "data", "shard", "--help"], capture_output=True, text=True, check=True
     )
     assert "--val-fraction" in result.stdout
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """A user's mistake is one line and exit 2; anything else is a bug and must surface whole."""
+    from wavediff import cli
+    from wavediff.errors import ConfigError
+
+    def mistake(args):
+        raise ConfigError("demo.minutes: must be positive")
+
+    def bug(args):
+        raise ValueError("math domain error")  # a plain ValueError from our own code
+
+    monkeypatch.setattr(cli, "cmd_demo", mistake)
+    assert cli.main(["demo"]) == 2
+    assert capsys.readouterr().err == "wavediff: error: demo.minutes: must be positive\n"
+    monkeypatch.setattr(cli, "cmd_demo", bug)
+    with pytest.raises(ValueError, match="math domain error"):
+        cli.main(["demo"])
