@@ -64,7 +64,8 @@ def _complete(path: Path) -> bool:
 def stage_checkpoint(run_dir: str | os.PathLike, step: int, tag: str) -> Path:
     """Make the empty staging folder of a save and clear staging left by an interrupted one.
 
-    One run writes to a run folder at a time, so any other staging folder there is debris.
+    One run writes to a run folder at a time (training holds a lock on it: training/runlock.py),
+    so any other staging folder there is debris.
     """
     folder = _folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
