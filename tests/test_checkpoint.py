@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from wavediff.config import AERecipe, AutoencoderConfig, to_dict
-from wavediff.errors import CheckpointError
+from wavediff.errors import CheckpointError, UserError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.checkpoint import (
     latest_checkpoint,
@@ -177,3 +178,22 @@ def test_a_config_reads_typed_and_its_recipe_must_match_its_kind(tmp_path: Path,
     (ckpt / "config.json").write_text(json.dumps({**raw, "step": "seven"}))
     with pytest.raises(CheckpointError, match=r"config.json: 'step' must be an integer"):
         read_config(ckpt)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_every_checkpoint_file_gets_the_mode_the_umask_gives(tmp_path: Path, model: Autoencoder, umask, mode) -> None:
+    """Another user of a shared run folder can read the weights, as every other file."""
+    old = os.umask(umask)
+    try:
+        ckpt = save(tmp_path, 1, model, recipe())
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in ckpt.iterdir()}
+    assert modes == {"config.json": mode, "model.safetensors": mode}
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "gpu"])
+def test_an_unavailable_device_is_named(tmp_path: Path, model: Autoencoder, device: str) -> None:
+    save(tmp_path, 1, model, recipe())
+    with pytest.raises(UserError, match=rf"^device {device!r}: "):
+        load_model(tmp_path, device=device)

@@ -160,3 +160,26 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_demo", bug)
     with pytest.raises(ValueError, match="math domain error"):
         cli.main(["demo"])
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "generate", "encode", "eval-ae"])
+def test_an_unavailable_device_is_one_line(tmp_path, capsys, command):
+    import torch
+
+    from wavediff.config import AERecipe, AutoencoderConfig, to_dict
+    from wavediff.models.autoencoder import Autoencoder
+    from wavediff.models.checkpoint import save_checkpoint
+
+    cfg = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
+    recipe = {"kind": "autoencoder", "recipe": to_dict(AERecipe(sample_rate=8000, model=cfg))}
+    ckpt = save_checkpoint(tmp_path / "ae", 1, Autoencoder(cfg).state_dict(), recipe)
+    missing = "cuda:7" if torch.cuda.device_count() < 8 else "cuda:99"
+    argv = {
+        "reconstruct": [str(ckpt), str(tmp_path / "in.wav"), str(tmp_path / "out.wav")],
+        "generate": [str(ckpt), "--bpm", "120"],
+        "encode": [str(ckpt), str(tmp_path), str(tmp_path / "latents")],
+        "eval-ae": [str(ckpt), str(tmp_path)],
+    }[command]
+    assert main([command, *argv, "--device", missing, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"wavediff: error: device {missing!r}: ") and "\n" not in err

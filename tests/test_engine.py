@@ -6,6 +6,9 @@ import json
 import math
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from wavediff.config import OptimizerConfig, TrainConfig
-from wavediff.errors import ConfigError
+from wavediff.errors import CheckpointError, ConfigError, UserError
 from wavediff.evaluation.images import spectrogram_image
 from wavediff.models.checkpoint import latest_checkpoint, read_raw_config, read_weights
 from wavediff.training.engine import TrainingError, lr_at, train
@@ -30,8 +33,15 @@ class Toy:
     exported = "net"
     sample_rate = SR
 
-    def __init__(self, opt: OptimizerConfig, nan_steps=(), signal_at: int | None = None, noise: float = 0.0):
-        self.opt, self.nan_steps, self.signal_at, self.noise = opt, set(nan_steps), signal_at, noise
+    def __init__(
+        self,
+        opt: OptimizerConfig,
+        nan_steps=(),
+        signal_at: int | None = None,
+        noise: float = 0.0,
+        sig: signal.Signals = signal.SIGUSR1,
+    ):
+        self.opt, self.nan_steps, self.signal_at, self.noise, self.sig = opt, set(nan_steps), signal_at, noise, sig
         self.calls: list[int] = []
 
     def build(self) -> Toy:
@@ -58,7 +68,7 @@ class Toy:
         if step in self.nan_steps:
             loss = loss * float("nan")
         if step == self.signal_at:
-            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), self.sig)
         return loss, {"toy/mse": loss.detach()}
 
     def batch_seconds(self, batch):
@@ -227,3 +237,93 @@ def test_bad_train_settings_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"optimizer betas must be two numbers"):
         run(tmp_path, Toy(opt(betas=[0.9])), cfg())
     assert latest_checkpoint(tmp_path) is None
+
+
+def test_a_signal_stop_between_checkpoints_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """SIGTERM at steps 2 and 3 (between the checkpoints at 4 and 8) and resuming each time
+    ends where a run that never stopped ends: the data stream is not restarted at a signal."""
+    settings = cfg(steps=7, grad_accum=2, checkpoint_every=4)
+
+    def toy(**kw) -> Toy:
+        return Toy(opt(warmup_steps=2, schedule="cosine"), noise=0.1, **kw)
+
+    straight = run(tmp_path / "straight", toy(), settings)
+    stopped = run(tmp_path / "resumed", toy(signal_at=1, sig=signal.SIGTERM), settings)
+    assert stopped.name == "step-000002"
+    again = toy(signal_at=2, sig=signal.SIGTERM)
+    assert run(tmp_path / "resumed", again, settings).name == "step-000003"
+    assert again.calls == [2, 2]
+    last = toy()
+    resumed = run(tmp_path / "resumed", last, settings)
+    assert last.calls == [3, 3, 4, 4, 5, 5, 6, 6]
+    assert straight.name == resumed.name == "step-000007"
+    for name in ("model.safetensors", "accelerate/model.safetensors"):
+        a, b = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_missing_or_corrupt_rng_state_is_named_on_resume_and_recorded(tmp_path: Path, capsys) -> None:
+    settings = cfg(steps=4, checkpoint_every=1)
+    run(tmp_path, Toy(opt(), noise=0.1), settings, max_steps=2)
+    missing = tmp_path / "checkpoints" / "step-000002" / "accelerate" / "random_states_0.pkl"
+    missing.unlink()
+    capsys.readouterr()
+    third = run(tmp_path, Toy(opt(), noise=0.1), settings, max_steps=3)
+    err = capsys.readouterr().err
+    assert f"warning: {missing}: missing" in err and "not exactly" in err
+    corrupt = third / "accelerate" / "random_states_0.pkl"
+    corrupt.write_bytes(corrupt.read_bytes()[:100])
+    last = run(tmp_path, Toy(opt(), noise=0.1), settings)
+    assert f"warning: {corrupt}: unreadable" in capsys.readouterr().err
+    engine = json.loads((last / "accelerate" / "engine.json").read_text())
+    notes = engine["inexact_resumes"]
+    assert [(n["step"], n["file"]) for n in notes] == [(2, "random_states_0.pkl"), (3, "random_states_0.pkl")]
+
+
+def test_a_truncated_optimizer_state_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    run(tmp_path, Toy(opt()), cfg(steps=4, checkpoint_every=2), max_steps=2)
+    optimizer = tmp_path / "checkpoints" / "step-000002" / "accelerate" / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=rf"^{optimizer}: unreadable .*cannot resume from") as caught:
+        run(tmp_path, Toy(opt()), cfg(steps=4, checkpoint_every=2))
+    assert "\n" not in str(caught.value)
+
+
+def test_checkpoint_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        ckpt = run(tmp_path, Toy(opt()), cfg(steps=1))
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(ckpt)): p.stat().st_mode & 0o777 for p in ckpt.rglob("*") if p.is_file()}
+    assert {"model.safetensors", "accelerate/model.safetensors", "accelerate/optimizer.bin"} <= modes.keys()
+    assert set(modes.values()) == {0o664}, modes
+
+
+_HOLDER = """
+import sys, time
+from wavediff.training.runlock import RunLock
+lock = RunLock(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_folder_in_use_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path: Path, capsys) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        host = socket.gethostname()
+        refused = rf"^{tmp_path}: another run trains in this folder \(pid {holder.pid} on {host}, since "
+        with pytest.raises(UserError, match=refused):
+            run(tmp_path, Toy(opt()), cfg(steps=2))
+        assert latest_checkpoint(tmp_path) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    capsys.readouterr()
+    assert run(tmp_path, Toy(opt()), cfg(steps=2)).name == "step-000002"  # the lock died with its holder
+    out = capsys.readouterr().out
+    assert f"pid {holder.pid} on {host}" in out and "taking over" in out
+    assert run(tmp_path, Toy(opt()), cfg(steps=3)).name == "step-000003"  # released at the end: no takeover
+    assert "taking over" not in capsys.readouterr().out

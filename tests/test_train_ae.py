@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_recipes import tiny_ae_recipe
 
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
@@ -211,3 +214,164 @@ def test_a_run_that_cannot_go_on_is_one_line_and_exit_1(shards: Path, tmp_path: 
     err = capsys.readouterr().err
     assert err.startswith("wavediff: training stopped:") and "Traceback" not in err
     assert latest_checkpoint(tmp_path / "run") is not None
+
+
+def cli(recipe: Path, run_dir: Path, *args: str, preexec_fn=None) -> subprocess.Popen:
+    """`wavediff train-ae RECIPE --out RUN` as a user starts it, in its own process group."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wavediff.cli", "train-ae", str(recipe), "--out", str(run_dir), "-q", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=preexec_fn,
+    )
+
+
+def wait_for_checkpoint(child: subprocess.Popen, run_dir: Path) -> Path:
+    deadline = time.monotonic() + 120
+    while (found := latest_checkpoint(run_dir)) is None:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.1)
+    return found
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def recipe_file(shards: Path, tmp_path: Path) -> Path:
+    """The shared tiny autoencoder recipe with a loader worker (6 steps, checkpoints at 3 and 6)."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(tiny_ae_recipe(SR, shards, num_workers=1))
+    return path
+
+
+def _small_files(limit: int):
+    """A preexec_fn: files may not grow past `limit` bytes, so a save fails for real (EFBIG)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an EFBIG error instead of the signal's core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_failed_save_with_loader_workers_alive_ends_the_run_at_once_in_one_line(recipe_file, tmp_path) -> None:
+    """The checkpoint cannot be written (as on a full disk) while a loader worker, which ignores
+    stop signals, runs: the command says so in one line and exits, its workers with it."""
+    child = cli(recipe_file, tmp_path / "run", "--set", "train.steps=1000", preexec_fn=_small_files(64 * 1024))
+    try:
+        out, err = child.communicate(timeout=90)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"wavediff: error: {tmp_path / 'run' / 'checkpoints' / 'step-000003.tmp-'}")
+    assert "could not save the checkpoint of step 3" in err and "no checkpoint was saved yet" in err
+    assert group_gone(child.pid)  # no loader worker outlived the run
+    assert not list((tmp_path / "run" / "checkpoints").iterdir())  # the staging folder was cleared
+
+
+def handles(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler installed for `sig` (the SigCgt mask Linux shows)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_a_stop_signal_while_the_command_starts_stops_it_cleanly(recipe_file: Path, tmp_path: Path) -> None:
+    """SIGUSR1 as soon as the command can take it, before torch has loaded (about 0.1 s here): a
+    checkpoint at step 0 and exit 0, and the run resumes there."""
+    child = cli(recipe_file, tmp_path / "run")
+    started = time.monotonic()
+    try:
+        while not handles(child.pid, signal.SIGUSR1):
+            assert time.monotonic() - started < 2, "no SIGUSR1 handler 2 s after the command started"
+            time.sleep(0.002)
+        assert "libtorch" not in Path(f"/proc/{child.pid}/maps").read_text()  # torch is still to load
+        os.kill(child.pid, signal.SIGUSR1)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 0, err
+    assert "SIGUSR1: saved the checkpoint at step 0, stopping" in out
+    stopped = latest_checkpoint(tmp_path / "run")
+    assert stopped.name == "step-000000" and isinstance(load_model(stopped), Autoencoder)
+    resumed = train_autoencoder(load_recipe(recipe_file, AERecipe), tmp_path / "run", max_steps=1, progress=False)
+    assert resumed.name == "step-000001"
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_run_folder_is_refused_and_a_killed_runs_folder_is_taken_over(
+    recipe_file: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    first = cli(recipe_file, run_dir, "--set", "train.steps=100000")
+    second = None
+    try:
+        wait_for_checkpoint(first, run_dir)
+        second = cli(recipe_file, run_dir)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        assert err.count("\n") == 1 and err.startswith(f"wavediff: error: {run_dir}: another run trains in this folder")
+        assert f"(pid {first.pid} on {socket.gethostname()}" in err
+        assert first.poll() is None  # the first run goes on
+        # SLURM requeue after a node failure: the first run dies without a word (its loader
+        # worker may outlive it a moment); the run started again takes the folder over
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        step = int(latest_checkpoint(run_dir).name.split("-")[1])
+        again = cli(recipe_file, run_dir, "--set", "train.steps=100000", "--max-steps", str(step + 1))
+        out, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert f"pid {first.pid} on {socket.gethostname()}" in out and "taking over" in out
+        assert latest_checkpoint(run_dir).name == f"step-{step + 1:06d}"
+    finally:
+        for child in (first, second):
+            if child is not None and not group_gone(child.pid):
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def test_a_sigterm_between_checkpoints_resumes_bit_for_bit_with_loader_workers(
+    shards: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """SIGTERM while step 1 fetches (checkpoints at 4 and 6): stop at 2, resume, and end with the
+    weights of the run that never stopped; a loader worker feeds both."""
+    from wavediff.training import autoencoder
+
+    recipe = tiny(shards, steps=6, checkpoint_every=4, sample_every=0)
+    recipe = replace(recipe, data=replace(recipe.data, num_workers=1))
+    straight = train_autoencoder(recipe, tmp_path / "straight", progress=False)
+
+    real = autoencoder.shard_batches
+
+    def signalling(*args, **kwargs):
+        source = real(*args, **kwargs)
+
+        def batches(seed, rank, world_size):
+            for fetched, batch in enumerate(source(seed, rank, world_size)):
+                if fetched == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield batch
+
+        return batches
+
+    monkeypatch.setattr(autoencoder, "shard_batches", signalling)
+    assert train_autoencoder(recipe, tmp_path / "resumed", progress=False).name == "step-000002"
+    monkeypatch.setattr(autoencoder, "shard_batches", real)
+    resumed = train_autoencoder(recipe, tmp_path / "resumed", progress=False)
+    assert straight.name == resumed.name == "step-000006"
+    for name in ("model.safetensors", "accelerate/model.safetensors", "accelerate/model_1.safetensors"):
+        a, b = load_file(str(straight / name)), load_file(str(resumed / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name

@@ -7,10 +7,12 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
 from wavediff.errors import UserError
+from wavediff.training.signals import stop_signals_recorded
 
 T = TypeVar("T")
 
@@ -758,17 +760,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that train: they record stop signals from their first moment (see main).
+TRAINING_COMMANDS = ("train-ae", "train", "finetune", "train-classifier")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except USER_ERRORS as e:
-        print(f"wavediff: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("wavediff: interrupted", file=sys.stderr)
-        return 130
+    argv = sys.argv[1:] if argv is None else argv
+    # A training command records SIGTERM/SIGUSR1 before it parses or loads anything (torch takes
+    # seconds), so an early pre-emption still ends in a checkpoint instead of killing it. The
+    # command is argv[0]: the top-level parser has no options but --help.
+    early = stop_signals_recorded() if argv[:1] and argv[0] in TRAINING_COMMANDS else nullcontext()
+    with early:
+        args = build_parser().parse_args(argv)
+        try:
+            return args.fn(args)
+        except USER_ERRORS as e:
+            print(f"wavediff: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("wavediff: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -19,18 +19,19 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wavediff.config import CheckpointConfig, from_dict
 from wavediff.errors import CheckpointError, ConfigError
-from wavediff.io.files import atomic_write_bytes, atomic_write_json
+from wavediff.io.files import atomic_write_bytes, atomic_write_json, plain_file_mode
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -64,7 +65,8 @@ def _complete(path: Path) -> bool:
 def stage_checkpoint(run_dir: str | os.PathLike, step: int, tag: str) -> Path:
     """Make the empty staging folder of a save and clear staging left by an interrupted one.
 
-    One run writes to a run folder at a time, so any other staging folder there is debris.
+    One run writes to a run folder at a time (training holds a lock on it: training/runlock.py),
+    so any other staging folder there is debris.
     """
     folder = _folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,9 +79,12 @@ def stage_checkpoint(run_dir: str | os.PathLike, step: int, tag: str) -> Path:
 
 
 def write_model(folder: Path, state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> None:
-    """model.safetensors and config.json into a (staging) folder."""
+    """model.safetensors and config.json into a (staging) folder; a failed write is an OSError naming the file."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
-    save_file(tensors, str(folder / MODEL_FILE), metadata={"kind": str(config.get("kind", ""))})
+    try:
+        save_file(tensors, str(folder / MODEL_FILE), metadata={"kind": str(config.get("kind", ""))})
+    except SafetensorError as e:  # a full disk, a quota: safetensors reports them as its own error
+        raise OSError(f"{folder / MODEL_FILE}: cannot write ({e})") from None
     atomic_write_json(folder / CONFIG_FILE, dict(config))
 
 
@@ -89,6 +94,10 @@ def publish_checkpoint(staging: Path, keep_last: int) -> Path:
         raise ConfigError(f"train.keep_last must be at least 1, got {keep_last}")
     name, _, tag = staging.name.partition(".tmp-")
     target = staging.with_name(name)
+    mode = plain_file_mode()  # safetensors (ours and Accelerate's) writes through 0600 temporary files
+    for path in staging.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
     if target.exists():  # the same step saved again (a resumed run stopped before its first step)
         old = target.with_name(f"{name}.old-{tag}")
         target.rename(old)
@@ -227,6 +236,27 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(where))
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{where}: unreadable ({e})") from None
+
+
+def unreadable_state_file(folder: Path) -> tuple[Path, str] | None:
+    """(file, why) for the first file of a checkpoint's Accelerate state that does not read back
+    whole, or None: what a failed resume is reported by, since torch's errors name no file.
+
+    torch.save files are zip archives, checked entry by entry against their CRCs; safetensors
+    files are opened, which checks that the header's tensors fit the file.
+    """
+    for path in sorted(folder.rglob("*")):
+        try:
+            if path.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                with zipfile.ZipFile(path) as archive:
+                    if (bad := archive.testzip()) is not None:
+                        return path, f"entry {bad} is damaged"
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), "pt"):
+                    pass
+        except (OSError, zipfile.BadZipFile, SafetensorError) as e:
+            return path, str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
 
 
 def _listing(names: list[str], limit: int = 5) -> str:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from wavediff.config import AERecipe, CheckpointConfig, MergedFrom, to_dict
-from wavediff.errors import CheckpointError, ConfigError
+from wavediff.errors import CheckpointError, ConfigError, UserError
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.checkpoint import (
     CONFIG_FILE,
@@ -73,9 +73,33 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def usable_device(device: str | torch.device | None) -> torch.device:
+    """`device` (None: a GPU when there is one), checked before any weights move: a name torch
+    does not know, or a device this machine lacks, is a UserError saying what it has."""
+    if device is None:
+        return torch.device(_default_device())
+    try:
+        found = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"device {str(device)!r}: not a device name (cpu, cuda, cuda:1, mps, …)") from None
+    if found.type in ("cpu", "meta"):
+        return found
+    have = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    count = torch.accelerator.device_count() if have is not None and have.type == found.type else 0
+    if count == 0:
+        raise UserError(f"device {str(device)!r}: this machine has no {found.type} device")
+    if found.index is not None and found.index >= count:
+        raise UserError(
+            f"device {str(device)!r}: this machine has {count} {found.type} device(s), "
+            f"{found.type}:0 to {found.type}:{count - 1}"
+        )
+    return found
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
     """The exported (EMA) model of a checkpoint or run folder, rebuilt from config.json, in eval
     mode; with `kind`, a checkpoint of another kind is refused before anything is built."""
+    device = usable_device(device)
     folder = resolve_checkpoint(path)
     config, state = load_checkpoint(folder, kind)
     try:
@@ -136,6 +160,7 @@ def load_with_lora(
     """The denoiser of `checkpoint` with the adapter `lora` applied; refuses an adapter trained on other weights."""
     if not math.isfinite(scale):
         raise ConfigError(f"lora scale must be a finite number, got {scale:g}")
+    device = usable_device(device)
     base = resolve_checkpoint(checkpoint)
     adapters, config = load_lora(lora)
     have, want = weights_hash(base), config.base.hash
@@ -144,7 +169,7 @@ def load_with_lora(
             f"{lora}: adapter trained on base {config.base.path} (weights {want}), but {checkpoint} has weights {have}"
         )
     model = load_denoiser(base, "cpu")
-    return apply_lora(model, adapters, config, scale).to(device or _default_device()).eval()
+    return apply_lora(model, adapters, config, scale).to(device).eval()
 
 
 def merge_lora(

@@ -417,9 +417,34 @@ class ShardLoader(DataLoader):
     and `genre` LongTensors, `loop` BoolTensor, `bpm`, `bars`, `seconds`, `seconds_start`,
     `seconds_total` float32 tensors, and `key` a list of str."""
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in super().__iter__():
-            yield {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+    def __iter__(self) -> _Batches:
+        return _Batches(super().__iter__())
+
+
+class _Batches:
+    """A ShardLoader's iterator. Made at once by iter() (its workers start there, not at the first
+    batch), and close() stops its workers at once, also workers that ignore SIGTERM (training's
+    do), which DataLoader's own shutdown would leave for the interpreter's exit to wait on forever."""
+
+    def __init__(self, batches: Iterator[dict[str, Any]]) -> None:
+        self._batches = batches
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch = next(self._batches)
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+    def close(self) -> None:
+        shutdown = getattr(self._batches, "_shutdown_workers", None)  # a multi-process DataLoader iterator
+        if shutdown is None:
+            return
+        shutdown()  # asks each worker to exit, waits a moment, then SIGTERM (which training's workers ignore)
+        for worker in getattr(self._batches, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+            worker.join()
 
 
 # --------------------------------------------------------------------------- public builders
@@ -532,4 +557,7 @@ def make_loader(
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        # its own generator: a DataLoader draws its workers' base seed from the global one otherwise,
+        # and where in a run a stream starts would then change the training noise after it
+        generator=torch.Generator().manual_seed(seed),
     )

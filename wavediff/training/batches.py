@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 
 from wavediff.config import DataConfig
 from wavediff.shards.loader import Kind, make_loader
-from wavediff.training.engine import STOP_SIGNALS, BatchSource
+from wavediff.training.engine import BatchSource
 from wavediff.training.objective import Batch
+from wavediff.training.signals import STOP_SIGNALS
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

@@ -7,18 +7,29 @@ generator and a discriminator can alternate.
 
 Exact resume. A checkpoint holds the EMA weights (model.safetensors), Accelerate's state
 (training weights, optimizers, scaler, every process's RNG) and the engine's counters. The
-data stream is restarted at every checkpoint from a seed derived from (seed, step), in a
-straight run as in a resumed one, so a run stopped at a checkpoint and resumed sees the
-same batches, noise and weights as one that never stopped. A checkpoint written on a
-signal starts a new stream at its own step; that resume is deterministic too, but not
-identical to an uninterrupted run.
+data stream is restarted at every checkpoint_every-th step from a seed derived from (seed,
+step), in a straight run as in a resumed one, and every checkpoint records where the stream
+stands (the step it was seeded at, the batches trained on since). A resume restarts that
+stream and skips those batches, so a run stopped at any checkpoint, a signal's or max_steps'
+between two intervals included, and resumed sees the same batches, noise and weights as one
+that never stopped. The skip costs reading again up to checkpoint_every × grad_accum batches
+(nothing for a checkpoint at an interval's start). An RNG state that is missing or unreadable
+is said in a warning and noted in engine.json (inexact_resumes): the run goes on, not exactly.
+
+The run folder. The main process holds an OS lock on RUN/run.lock while it trains (runlock.py):
+a second run in the same folder is refused at once, and a dead run's lock is taken over. A
+checkpoint that cannot be written (a full disk) ends the run with an OSError naming it; the
+data stream's loader workers are stopped on every way out (a BatchSource's iterator may have
+a close() for it), since they ignore stop signals and would otherwise keep the process alive.
 
 Stopping. SIGTERM or SIGUSR1 (SLURM pre-emption) sets a flag; at the end of the current step
 the processes agree (a signal seen by any one stops them all at the same step), every process
 saves its part of a checkpoint and `train` returns normally (the CLI exits 0; running it
-again resumes). SLURM signals the whole process group, and PyTorch's DataLoader
-workers die on SIGTERM, so data sources make their workers ignore these signals
-(`ignore_stop_signals` as worker_init_fn) and leave the decision to the training process.
+again resumes). The CLI records these signals from its first moment (signals.py), and a signal
+that came before the first step stops the run before it, with a checkpoint of its step. SLURM
+signals the whole process group, and PyTorch's DataLoader workers die on SIGTERM, so data
+sources make their workers ignore these signals (`ignore_stop_signals` as worker_init_fn) and
+leave the decision to the training process.
 A step whose loss is not finite (or, without fp16's loss scaler, whose gradient norm is
 not) updates nothing and is counted; `max_bad_steps` of them in a row raise TrainingError
 and leave the last checkpoint as it was.
@@ -50,15 +61,14 @@ import copy
 import json
 import math
 import os
-import signal
-import threading
+import shutil
+import sys
 import time
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -68,13 +78,16 @@ from accelerate.utils import (
     broadcast_object_list,
     fsdp2_apply_ac,
     fsdp2_prepare_model,
+    load,
     parse_flag_from_env,
     set_seed,
 )
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from wavediff.config import OptimizerConfig, TrainConfig
-from wavediff.errors import ConfigError
+from wavediff.errors import CheckpointError, ConfigError, UserError
+from wavediff.io.files import read_json_object
 from wavediff.models.checkpoint import (
     MODEL_FILE,
     STATE_DIR,
@@ -85,15 +98,21 @@ from wavediff.models.checkpoint import (
     read_raw_config,
     read_weights,
     stage_checkpoint,
+    unreadable_state_file,
     write_model,
 )
 from wavediff.training.logging import TrainLogger, memory_mb
 from wavediff.training.objective import Batch, Objective
+from wavediff.training.runlock import RunLock
+from wavediff.training.signals import stop_signals_blocked, stop_signals_recorded
 
 ENGINE_STATE = "engine.json"  # in a checkpoint's accelerate/ folder
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+RNG_STATE = "random_states_{}.pkl"  # Accelerate's RNG state of process i, in the same folder
+# what a failed checkpoint write raises: torch.save reports one as a RuntimeError, safetensors as its own
+_WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 
-# (seed, rank, world_size) → this process's batches; called again at every checkpoint.
+# (seed, rank, world_size) → this process's batches; called again at every checkpoint interval.
+# The engine calls close() on the iterator, if it has one, when it is done with it.
 BatchSource = Callable[[int, int, int], Iterable[Batch]]
 
 
@@ -199,37 +218,14 @@ def _plain(norm: torch.Tensor) -> torch.Tensor:
     return full() if full is not None else norm
 
 
+def _why(error: BaseException) -> str:
+    """An exception in a few words: the first line of its message, for one-line reports."""
+    text = str(error).strip().splitlines()
+    return (text[0][:160] if text else "") or type(error).__name__
+
+
 def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-@contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Hold SIGTERM/SIGUSR1 back (not lost: delivered on exit) while child processes start."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-@contextmanager
-def _stop_signals() -> Iterator[dict[str, str]]:
-    """Install SIGTERM/SIGUSR1 handlers that only record the signal; restore the old ones after."""
-    received: dict[str, str] = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        received.setdefault("signal", signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield received
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
 
 
 # --------------------------------------------------------------------------- the run
@@ -240,11 +236,37 @@ class _Run:
 
     def __init__(self, build: Callable[[], Objective], batches: BatchSource, cfg: TrainConfig, run_dir: Path) -> None:
         _check(cfg)
-        self.kd = _k_diffusion_utils()
         self.cfg, self.run_dir, self.batches = cfg, run_dir, batches
-        self.acc = acc = Accelerator(
+        self.acc = Accelerator(
             cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum
         )
+        self._stream: Iterator[Batch] | None = None
+        self.lock = self._lock()
+        try:
+            self._build(build)
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> RunLock | None:
+        """The main process's lock on the run folder (see runlock.py); all processes fail alike when it is taken."""
+        lock, refused = None, None
+        if self.acc.is_main_process:
+            try:
+                lock = RunLock(self.run_dir)
+            except UserError as e:
+                refused = str(e)
+        if self.acc.num_processes > 1:
+            refused = broadcast_object_list([refused])[0]
+        if refused is not None:
+            raise UserError(refused)
+        if lock is not None and (note := lock.takeover()) is not None:
+            self.acc.print(note)
+        return lock
+
+    def _build(self, build: Callable[[], Objective]) -> None:
+        acc, cfg = self.acc, self.cfg
+        self.kd = _k_diffusion_utils()
         self.fsdp = _uses_fsdp(acc)
         self.lr_scale = lr_scale(cfg.lr_scaling, acc.num_processes)
         set_seed(cfg.seed)  # the same initial weights in every process
@@ -264,7 +286,29 @@ class _Run:
         self.skipped = 0  # bad steps in the whole run
         self.bad_in_a_row = 0
         self.saved: tuple[int, Path] | None = None  # (step, folder) of the newest checkpoint
+        # the data stream: the step it was seeded at and the batches trained on since (module docstring)
+        self.stream_start, self.stream_batches = 0, 0
+        self.inexact: list[dict[str, Any]] = []  # resumes that could not restore everything
         self._resume()
+
+    def close(self) -> None:
+        """Stop the data stream's workers and release the run folder; every way out of a run calls it."""
+        self._close_stream()
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def any_process(self, received: Mapping[str, str]) -> bool:
+        """Whether any process has seen a stop signal (a collective: all call it at the same point)."""
+        seen = torch.tensor(float("signal" in received), device=self.acc.device)
+        if self.acc.num_processes > 1:
+            seen = self.acc.reduce(seen, "sum")
+        return seen.item() > 0
 
     def _prepare(
         self, nets: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]
@@ -295,7 +339,7 @@ class _Run:
             raise TrainingError(f"{found}: a {config['kind']} checkpoint, but this run trains a {self.objective.kind}")
         if not (found / STATE_DIR / ENGINE_STATE).is_file():
             raise TrainingError(f"{found}: no {STATE_DIR}/{ENGINE_STATE}, so training cannot resume from it")
-        engine = json.loads((found / STATE_DIR / ENGINE_STATE).read_text(encoding="utf-8"))
+        engine = read_json_object(found / STATE_DIR / ENGINE_STATE, "engine state")
         if engine.get("fsdp", False) != self.fsdp:
             raise TrainingError(
                 f"{found}: its training state is sharded by FSDP, so it resumes only under FSDP "
@@ -305,11 +349,59 @@ class _Run:
             )
         self._report_changes(config["recipe"], self.objective.checkpoint_config()["recipe"])
         self._load_ema(read_weights(found), found / MODEL_FILE)
-        self.acc.load_state(str(found / STATE_DIR))
+        self._load_state(found)
         self.step, self.skipped = engine["step"], engine["skipped_steps"]
         self.ema_schedule.load_state_dict(engine["ema"])
+        # a checkpoint from before the stream was recorded: its stream restarts at its step, as it did then
+        stream = engine.get("stream", {"start": self.step, "batches": 0})
+        self.stream_start, self.stream_batches = stream["start"], stream["batches"]
+        self.inexact = engine.get("inexact_resumes", []) + self._unrestored_rng(found)
         self.saved = (self.step, found)
         self.acc.print(f"resuming {found} at step {self.step}")
+
+    def _load_state(self, found: Path) -> None:
+        """Accelerate's state; a file of it that does not read back is a one-line CheckpointError naming it."""
+        folder = found / STATE_DIR
+        try:
+            self.acc.load_state(str(folder))
+        except Exception:
+            broken = unreadable_state_file(folder)
+            if broken is None:
+                raise
+            raise CheckpointError(
+                f"{broken[0]}: unreadable ({broken[1]}), so training cannot resume from {found}: "
+                "move that folder away to resume from the checkpoint before it"
+            ) from None
+
+    def _unrestored_rng(self, found: Path) -> list[dict[str, Any]]:
+        """Notes on the processes whose RNG state cannot be restored, each said in a warning.
+
+        Accelerate skips a missing or unreadable RNG state without a word; the process then goes on
+        with the random state train.seed gave it, so the run continues, but not as it would have
+        without the stop. The notes go into engine.json of every later checkpoint.
+        """
+        if not self.acc.is_main_process:
+            return []
+        notes = []
+        for index in range(self.acc.num_processes):
+            path = found / STATE_DIR / RNG_STATE.format(index)
+            try:
+                states = load(path)  # as Accelerate reads it
+                problem = None if isinstance(states, dict) and "torch_manual_seed" in states else "not an RNG state"
+            except FileNotFoundError:
+                problem = "missing"
+            except Exception as e:  # whatever a damaged pickle raises, as Accelerate catches it
+                problem = f"unreadable ({_why(e)})"
+            if problem is not None:
+                print(
+                    f"warning: {path}: {problem}: process {index} resumes at step {self.step} with the random state "
+                    "train.seed gives, so the run goes on, but not exactly as it would have without the stop "
+                    f"(noted in {STATE_DIR}/{ENGINE_STATE} as inexact_resumes)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                notes.append({"step": self.step, "file": path.name, "problem": problem})
+        return notes
 
     def _report_changes(self, before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> None:
         for key in sorted(before.keys() | now.keys()):
@@ -340,12 +432,19 @@ class _Run:
         return get_model_state_dict(self.ema, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def save(self) -> Path:
-        """Every process writes its part of the Accelerate state; the main one the rest, then publishes."""
+        """Every process writes its part of the Accelerate state; the main one the rest, then publishes.
+
+        A write that fails (a full disk, a quota) ends the run with one line, an OSError that names
+        the checkpoint, after clearing its staging folder; the checkpoints before it are untouched.
+        """
         acc = self.acc
         staging = stage_checkpoint(self.run_dir, self.step, str(os.getpid())) if acc.is_main_process else None
         if acc.num_processes > 1:
             staging = broadcast_object_list([staging])[0]
-        acc.save_state(str(staging / STATE_DIR))
+        try:
+            acc.save_state(str(staging / STATE_DIR))
+        except _WRITE_ERRORS as e:
+            self._save_failed(staging, e)
         ema = self._ema_weights()
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -354,14 +453,28 @@ class _Run:
                 "skipped_steps": self.skipped,
                 "ema": self.ema_schedule.state_dict(),
                 "fsdp": self.fsdp,
+                "stream": {"start": self.stream_start, "batches": self.stream_batches},
+                "inexact_resumes": self.inexact,
             }
-            (staging / STATE_DIR / ENGINE_STATE).write_text(json.dumps(engine, indent=2) + "\n", encoding="utf-8")
             config = {**self.objective.checkpoint_config(), "step": self.step}
-            write_model(staging, ema, config)
-            publish_checkpoint(staging, self.cfg.keep_last)
+            try:
+                (staging / STATE_DIR / ENGINE_STATE).write_text(json.dumps(engine, indent=2) + "\n", encoding="utf-8")
+                write_model(staging, ema, config)
+                publish_checkpoint(staging, self.cfg.keep_last)
+            except _WRITE_ERRORS as e:
+                self._save_failed(staging, e)
         acc.wait_for_everyone()
         self.saved = (self.step, staging.with_name(staging.name.partition(".tmp-")[0]))
         return self.saved[1]
+
+    def _save_failed(self, staging: Path, error: Exception) -> NoReturn:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(
+            f"{staging}: could not save the checkpoint of step {self.step} ({_why(error)}); {self._intact()}"
+        ) from error
+
+    def _intact(self) -> str:
+        return f"the last checkpoint, {self.saved[1]}, is intact" if self.saved else "no checkpoint was saved yet"
 
     def checkpoint(self) -> Path:
         """The checkpoint of the current step, saved now unless it already is."""
@@ -369,17 +482,34 @@ class _Run:
 
     # ----------------------------------------------------------------- one step
 
-    def stream(self) -> Iterator[Batch]:
-        """This process's batches from the current step on (reseeded: see the module docstring)."""
-        acc = self.acc
-        # Loader workers start here; they must not die of a stop signal before their
-        # worker_init_fn can ignore it, so they are born with the signals blocked.
-        with _stop_signals_blocked():
-            return iter(self.batches(data_seed(self.cfg.seed, self.step), acc.process_index, acc.num_processes))
+    def _batches(self) -> Iterator[Batch]:
+        """This process's data stream: opened on first use, seeded at `stream_start` and moved past
+        the `stream_batches` already trained on (see the module docstring)."""
+        if self._stream is None:
+            acc = self.acc
+            seed = data_seed(self.cfg.seed, self.stream_start)
+            # Loader workers start here; they must not die of a stop signal before their
+            # worker_init_fn can ignore it, so they are born with the signals blocked.
+            with stop_signals_blocked():
+                self._stream = iter(self.batches(seed, acc.process_index, acc.num_processes))
+            for _ in range(self.stream_batches):
+                next(self._stream)
+        return self._stream
 
-    def train_step(
-        self, stream: Iterator[Batch], received: Mapping[str, str]
-    ) -> tuple[dict[str, torch.Tensor], float, Batch, bool]:
+    def new_interval(self) -> None:
+        """A checkpoint interval starts at this step: the data stream restarts, seeded by it."""
+        self._close_stream()
+        self.stream_start, self.stream_batches = self.step, 0
+
+    def _close_stream(self) -> None:
+        """Stop the stream's loader workers now (its close()), not whenever it is garbage-collected:
+        they ignore stop signals, so at exit nothing else could end them."""
+        stream, self._stream = self._stream, None
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+    def train_step(self, received: Mapping[str, str]) -> tuple[dict[str, torch.Tensor], float, Batch, bool]:
         """One update (or a skipped one). Returns (logged terms, audio seconds, last batch, stop agreed)."""
         acc, obj, step = self.acc, self.objective, self.step
         name = obj.optimizer_for(step)
@@ -389,7 +519,9 @@ class _Run:
         bad = torch.zeros((), device=acc.device, dtype=torch.bool)
         terms: dict[str, torch.Tensor] = {}
         seconds = 0.0
-        for cpu_batch in self._fetch(stream, received):
+        fetched = self._fetch(received)
+        self.stream_batches += len(fetched)
+        for cpu_batch in fetched:
             seconds += obj.batch_seconds(cpu_batch)
             batch = _to_device(cpu_batch, acc.device)
             with acc.accumulate(*self.nets.values()):
@@ -412,12 +544,13 @@ class _Run:
         self.step += 1
         return ({} if bad_anywhere else terms), seconds, batch, stop_anywhere
 
-    def _fetch(self, stream: Iterator[Batch], received: Mapping[str, str]) -> list[Batch]:
+    def _fetch(self, received: Mapping[str, str]) -> list[Batch]:
         """This step's micro-batches, once every process has all of its own (see the module docstring)."""
         batches: list[Batch] = []
         error: RuntimeError | None = None
         ran_out = False
         try:
+            stream = self._batches()
             for _ in range(self.cfg.grad_accum):
                 batches.append(next(stream))
         except StopIteration:
@@ -460,10 +593,9 @@ class _Run:
         self.skipped += 1
         self.bad_in_a_row += 1
         if self.bad_in_a_row >= self.cfg.max_bad_steps:
-            last = f"the last checkpoint, {self.saved[1]}, is intact" if self.saved else "no checkpoint was saved yet"
             raise TrainingError(
                 f"{self.bad_in_a_row} steps in a row (up to step {self.step}) had a non-finite loss or gradient: "
-                f"stopped; {last}. Lower the learning rate or check the data"
+                f"stopped; {self._intact()}. Lower the learning rate or check the data"
             )
 
 
@@ -520,8 +652,7 @@ def train(
     cfg.steps). Logs go to RUN/logs, checkpoints to RUN/checkpoints.
     """
     run_dir = Path(run_dir)
-    with _stop_signals() as received:
-        run = _Run(build, batches, cfg, run_dir)
+    with stop_signals_recorded() as received, _Run(build, batches, cfg, run_dir) as run:
         acc = run.acc
         last = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
         acc.print(
@@ -551,17 +682,23 @@ def train(
     return saved
 
 
+def _stopped(run: _Run, received: Mapping[str, str]) -> Path:
+    """The checkpoint of a run a stop signal ends, said in one line."""
+    saved = run.checkpoint()
+    run.acc.print(f"{received.get('signal', 'a stop signal')}: saved the checkpoint at step {run.step}, stopping")
+    return saved
+
+
 def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], last: int) -> Path:
     acc, cfg, obj = run.acc, run.cfg, run.objective
-    stream = run.stream() if run.step < last else iter(())
+    if run.any_process(received):  # a signal before the first step (the CLI records them from its start)
+        return _stopped(run, received)
     meter = _Meter()
     while run.step < last:
         try:
-            terms, seconds, batch, stop = run.train_step(stream, received)
+            terms, seconds, batch, stop = run.train_step(received)
         except _StoppedInStep:
-            saved = run.checkpoint()  # no update was made in this step: the last state is whole
-            acc.print(f"{received.get('signal', 'a stop signal')}: saved the checkpoint at step {run.step}, stopping")
-            return saved
+            return _stopped(run, received)  # no update was made in this step: the last state is whole
         meter.add(terms, seconds)
         step = run.step
         if step % cfg.log_every == 0 or step == last or stop:
@@ -579,12 +716,11 @@ def _loop(run: _Run, logger: TrainLogger, bar: tqdm, received: dict[str, str], l
                 logger.audio(name, wav, obj.sample_rate, step)
             logger.scalars({f"eval/{k}": v for k, v in metrics.items()}, step)
         bar.update(1)
+        if step % cfg.checkpoint_every == 0:
+            run.new_interval()
         if step % cfg.checkpoint_every == 0 or step == last or stop:
-            run.save()
             if stop:
-                acc.print(f"{received.get('signal', 'a stop signal')}: saved the checkpoint at step {step}, stopping")
-                break
+                return _stopped(run, received)
+            run.save()
             logger.flush()
-            if step < last:
-                stream = run.stream()
     return run.checkpoint()
