@@ -24,7 +24,7 @@ ALLOWED = {
     "wavediff.training": BASE | {"wavediff.shards", "wavediff.models", "wavediff.generation", "wavediff.evaluation"},
     "data_tools": BASE | {"wavediff.shards"},
 }
-COMMANDS = {"wavediff.pipelines", "wavediff.cli", "wavediff.__main__"}  # on top: may import anything
+COMMANDS = {"wavediff.pipelines", "wavediff.studio", "wavediff.cli", "wavediff.__main__"}  # on top: may import anything
 
 
 def _modules() -> dict[str, Path]:
