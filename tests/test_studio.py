@@ -29,7 +29,7 @@ from tiny_recipes import TINY_DENOISER
 from wavediff.cli import main
 from wavediff.config import DiffusionRecipe, load_recipe
 from wavediff.io.audio import LoopInfo, load, loop_samples, read_loop_info, save
-from wavediff.studio.history import History
+from wavediff.studio.history import History, download_name
 from wavediff.training.diffusion import train_diffusion
 
 SR = 8000
@@ -278,6 +278,12 @@ def test_the_history_survives_a_restart_and_is_capped(tmp_path):
     (tmp_path / "garbled.wav").write_bytes(b"")
     reopened = History(tmp_path, cap_bytes=50_000)
     assert len(reopened.records()) == len(kept) and "garbled.json" in reopened.skipped[0]
+
+
+def test_download_names_are_the_settings_in_safe_ascii():
+    assert download_name({"genre": "techno", "bpm": 128, "bars": 4, "seed": 7}) == "techno-128bpm-4bars-seed7"
+    assert download_name({"kind": "inpaint", "bpm": 92.5, "bars": 2, "seed": 1}) == "loop-92.5bpm-2bars-seed1-inpaint"
+    assert download_name({"kind": "upload", "upload": 'my "drums"\r\nX: 1.wav'}) == "my__drums___X__1"
 
 
 def test_bound_elsewhere_it_warns_and_by_default_keeps_the_history_in_the_run_folder(ckpt):

@@ -9,6 +9,7 @@ oldest loops are deleted, never those of the job just finished.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -38,13 +39,19 @@ def default_folder(checkpoint: str | os.PathLike) -> Path:
 
 
 def download_name(record: Mapping[str, Any]) -> str:
-    """`techno-128bpm-4bars-seed7` (loop_name), `-vary`/`-inpaint`/`-extend` added for a loop made from another."""
+    """`techno-128bpm-4bars-seed7` (loop_name), `-vary`/`-inpaint`/`-extend` added for a loop made from
+    another, an upload's own name; in safe ASCII, since it travels in an HTTP header."""
     kind = record.get("kind")
-    if kind == "upload":
-        return Path(str(record.get("upload") or "upload")).stem
     seed = record.get("seed")
-    base = loop_name(record, seed) if record.get("bpm") and record.get("bars") else f"loop-seed{seed}"
-    return base if kind in (None, "generate") else f"{base}-{kind}"
+    if kind == "upload":
+        name = Path(str(record.get("upload") or "upload")).stem
+    elif record.get("bpm") and record.get("bars"):
+        name = loop_name(record, seed)
+    else:
+        name = f"loop-seed{seed}"
+    if kind not in (None, "generate", "upload"):
+        name = f"{name}-{kind}"
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
 class History:
@@ -111,9 +118,9 @@ class History:
         return self.folder / f"{loop_id}.wav"
 
     def records(self, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Every record, newest first (or those of `ids`, in that order)."""
-        if ids is not None:
-            return [self.get(i) for i in ids]
+        """Every record, newest first (or those of `ids` still kept, in that order)."""
         with self._lock:
+            if ids is not None:  # those the cap has not deleted since
+                return [self._records[i] for i in ids if i in self._records]
             found = list(self._records.values())
         return sorted(found, key=lambda r: (r.get("created", 0), r["id"]), reverse=True)

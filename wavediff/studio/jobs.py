@@ -321,8 +321,7 @@ class Studio:
             params["source"] = record["id"]
             params["genre"] = self.genre(f, record.get("genre"))
             params["bpm"], params["bars"] = record.get("bpm"), record.get("bars")
-            length = int(record["samples"])
-            total = length
+            total = int(record["samples"])  # the output's length: the source's, unless inpaint goes past it
             if kind == "vary":
                 params["strength"] = f.number("strength", 0.01, 1.0, 0.5)
             elif kind == "inpaint":

@@ -95,6 +95,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, obj: Any, status: int = 200) -> None:
+        if status >= 400:  # a refused request's body may be unread: the connection cannot be reused
+            self.close_connection = True
         self._send(status, json.dumps(obj).encode(), "application/json")
 
     def _body(self) -> bytes:
