@@ -25,7 +25,7 @@ ALLOWED = {
     "wavediff.interop": BASE | {"wavediff.models"},
     "data_tools": BASE | {"wavediff.shards"},
 }
-COMMANDS = {"wavediff.pipelines", "wavediff.cli", "wavediff.__main__"}  # on top: may import anything
+COMMANDS = {"wavediff.pipelines", "wavediff.studio", "wavediff.cli", "wavediff.__main__"}  # on top: may import anything
 
 
 def _modules() -> dict[str, Path]:

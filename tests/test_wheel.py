@@ -1,5 +1,5 @@
-"""A wheel works without the source tree: recipes are package data, so an installed wavediff
-finds every shipped recipe by name."""
+"""A wheel works without the source tree: recipes and the studio's page are package data, so an
+installed wavediff finds every shipped recipe by name and serves its page."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ for name in names:
     recipe = load_recipe(name, kinds[name.split("-")[0]])
     assert recipe_path(name).parent == shipped
 assert sorted(p.name for p in (shipped / "accelerate").glob("*.yaml")), "no accelerate configs"
+from importlib import resources
+assert resources.files("wavediff.studio").joinpath("page.html").is_file(), "the studio's page is not in the wheel"
 print(" ".join(names))
 """
 

@@ -364,6 +364,17 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     return _save_clips(args, audio, info, [f"{args.input.stem}-inpaint-seed{s}" for s in info["seeds"]])
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from wavediff.studio.history import History, default_folder
+    from wavediff.studio.jobs import Studio
+    from wavediff.studio.server import serve
+
+    model = _denoiser(args)
+    history = History(args.history or default_folder(args.lora or args.ckpt), round(args.history_mb * 2**20))
+    source = {"checkpoint": str(args.ckpt), "lora": args.lora and str(args.lora), "lora_scale": args.lora_scale}
+    return serve(Studio(model, history, source), args.host, args.port)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -687,6 +698,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, required=True, help="seconds")
     p.add_argument("--end", type=float, required=True, help="seconds (past the clip's end: continue it)")
     p.add_argument("--n", type=int, default=1, help="how many versions")
+
+    p = command(sub, "studio", cmd_studio, "a local web page to audition, regenerate and download loops")
+    p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
+    p.add_argument("--lora", type=Path, default=None, metavar="RUN", help="a LoRA adapter to apply on top of CKPT")
+    p.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="strength of the adapter (default 1)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--history", type=Path, default=None, help="history folder (default: RUN/studio beside CKPT)")
+    p.add_argument("--history-mb", type=float, default=1000.0, help="history size cap; oldest loops go first")
+    p.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
 
     p = command(
         sub,
