@@ -20,7 +20,7 @@ from tiny_recipes import TINY_DENOISER
 from wavediff.cli import main
 from wavediff.config import DiffusionRecipe, load_recipe
 from wavediff.io.audio import load, loop_samples, read_loop_info, save
-from wavediff.models.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from wavediff.models.checkpoint import latest_checkpoint, read_raw_config, read_weights, save_checkpoint
 from wavediff.training.diffusion import train_diffusion
 
 TINY = [
@@ -241,7 +241,7 @@ def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, ca
 @pytest.fixture(scope="module")
 def nan_ckpt(ckpt, tmp_path_factory) -> Path:
     """The tiny checkpoint with one U-Net weight set to NaN (as a diverged run leaves it), saved as a checkpoint."""
-    config, state = load_checkpoint(ckpt)
+    config, state = read_raw_config(ckpt), read_weights(ckpt)
     state["unet.stem.weight"] = torch.full_like(state["unet.stem.weight"], float("nan"))
     return save_checkpoint(tmp_path_factory.mktemp("nan-ckpt"), config["step"], state, config)
 
