@@ -538,8 +538,13 @@ class Studio:
             job.calls += 1
 
     def _work(self) -> None:
-        self._cost = calibrate(self.model)
-        self._calibrated.set()
+        try:
+            self._cost = calibrate(self.model)
+        except Exception:  # a bug (the jobs will say so too); the server still answers, with no estimates
+            traceback.print_exc()
+            self._cost = CostModel(per_frame=0.0)
+        finally:
+            self._calibrated.set()
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
