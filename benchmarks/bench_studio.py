@@ -1,8 +1,8 @@
 """The studio on a CPU: time from pressing Generate to hearing a 4-bar loop.
 
-    .venv/bin/python benchmarks/bench_studio.py [--demo demo-out] [--runs 4] [--bpm 120] [--bars 4]
+    .venv/bin/python benchmarks/bench_studio.py [--demo demo-out] [--runs 4] [--bpm 120] [--bars 4] [--threads 1 2]
 
-Starts `wavediff studio` on the demo's denoiser (DEMO/denoiser, after `wavediff demo`; without
+Starts `wavediff studio` (once per --threads value: its torch threads) on the demo's denoiser (DEMO/denoiser, after `wavediff demo`; without
 one, the demo's own recipes trained STAND_IN_STEPS steps each into --work: the time depends on
 the architecture and the sampler settings, not on the weights). Opens the page in Debian's
 chromium through Playwright, as a person would, and for each run rolls a new seed, presses
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import shutil
 import statistics
@@ -57,12 +58,13 @@ def demo_checkpoint(demo: Path, work: Path) -> tuple[Path, str]:
     return denoiser, how
 
 
-def measure(ckpt: Path, work: Path, runs: int, bpm: float, bars: int) -> tuple[list[dict], dict]:
+def measure(ckpt: Path, work: Path, runs: int, bpm: float, bars: int, threads: int) -> tuple[list[dict], dict]:
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or sys.exit("needs Debian's chromium: apt-get install -y chromium")
     command = [sys.executable, "-m", "wavediff.cli", "studio", str(ckpt), "--port", "0", "--history", str(work / "h")]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         url = re.search(r"(http://\S+)", server.stdout.readline()).group(1).rstrip("/")
         with urllib.request.urlopen(f"{url}/api/info") as response:
@@ -111,34 +113,42 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--bpm", type=float, default=120.0)
     parser.add_argument("--bars", type=int, default=4)
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="the server's torch threads (OMP_NUM_THREADS), each"
+    )
     args = parser.parse_args()
     load = machine()
     ckpt, how = demo_checkpoint(args.demo, args.work)
-    results, info = measure(ckpt, args.work, args.runs, args.bpm, args.bars)
-    warm = results[1:] or results
-    heard = statistics.median(r["heard_s"] for r in warm)
-    job = statistics.median(r["job_s"] for r in warm)
+    rows, lines = [], []
+    for threads in args.threads:
+        results, info = measure(ckpt, args.work, args.runs, args.bpm, args.bars, threads)
+        warm = results[1:] or results
+        heard = statistics.median(r["heard_s"] for r in warm)
+        job = statistics.median(r["job_s"] for r in warm)
+        lines.append(f"{threads} thread{'s' * (threads > 1)}: **{heard:.1f} s** (the server's job {job:.1f} s of it)")
+        rows += [
+            f"| {threads} | {i + 1}{' (cold)' * (i == 0)} | {r['heard_s']:.2f} s | {r['job_s']:.2f} s | {r['estimate']} |"
+            for i, r in enumerate(results)
+        ]
     seconds = args.bars * 4 * 60 / args.bpm
     d = info["defaults"]
-    rows = "\n".join(
-        f"| {i + 1}{' (cold)' if i == 0 else ''} | {r['heard_s']:.2f} s | {r['job_s']:.2f} s | {r['estimate']} |"
-        for i, r in enumerate(results)
-    )
+    table = "\n".join(rows)
     text = f"""## Studio
 
 {datetime.date.today()}, {load}. `python benchmarks/bench_studio.py --runs {args.runs}`: {how}.
-`wavediff studio` on the CPU ({info["device"]}, torch's default threads), its page in Debian's chromium
-(headless, through Playwright); each run rolls a seed and presses Generate for one {args.bars}-bar techno
-loop at {args.bpm:g} BPM ({seconds:g} s of audio) with the checkpoint's settings ({d["sampler"]}, {d["steps"]}
-steps, CFG {d["cfg"]:g}) and waits until the page plays it.
+`wavediff studio` on the CPU ({info["device"]}), its page in Debian's chromium (headless, through
+Playwright); each run rolls a seed and presses Generate for one {args.bars}-bar techno loop at
+{args.bpm:g} BPM ({seconds:g} s of audio) with the checkpoint's settings ({d["sampler"]}, {d["steps"]} steps,
+CFG {d["cfg"]:g}) and waits until the page plays it.
 
-**Pressing Generate to hearing the loop: {heard:.1f} s** (median of the warm runs); the server's job,
-from the queue to the saved WAV, is {job:.1f} s of it, and the rest is the page's polling (every 0.2 s),
-fetching and decoding the WAV and starting playback.
+Pressing Generate to hearing the loop, median of the warm runs: {"; ".join(lines)}. The rest is
+the page's polling (every 0.2 s), fetching and decoding the WAV and starting playback. The last
+column is the estimate the page showed before each press: timed at start-up, then corrected by
+each finished job.
 
-| run | pressed → heard | job on the server | what the page said before the press |
-| --- | --- | --- | --- |
-{rows}
+| torch threads | run | pressed → heard | job on the server | what the page said before the press |
+| --- | --- | --- | --- | --- |
+{table}
 """
     print(f"wrote {write_section('Studio', text)}")
 

@@ -4,6 +4,7 @@ chromium, driven by Playwright)."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -225,6 +226,12 @@ def test_an_uploaded_loop_keeps_its_tempo_and_can_be_varied_and_inpainted(studio
     assert job["loops"][0]["name"].startswith("loop-240bpm-2bars-seed")
     status, answer, _ = call(studio, "/api/regenerate", {"source": record["id"]})
     assert status == 400 and "uploaded" in answer["error"]
+    # no acid chunk (a FLAC): the tempo from the file name, as the sharder reads it; the bars from the length
+    flac = save(tmp_path / "hats_240bpm.flac", torch.randn(1, 8000 * 3) * 0.1, 8000)
+    status, record, _ = call(
+        studio, f"/api/upload?name={flac.name}", flac.read_bytes(), headers={"Content-Type": "audio/flac"}
+    )
+    assert status == 201 and (record["bpm"], record["bars"], record["name"]) == (240, 3, "hats_240bpm")
     status, answer, _ = call(studio, "/api/upload?name=x.wav", b"not audio", headers={"Content-Type": "audio/wav"})
     assert status == 400 and "x.wav" in answer["error"]
 
@@ -286,6 +293,7 @@ def test_download_names_are_the_settings_in_safe_ascii():
     assert download_name({"kind": "upload", "upload": 'my "drums"\r\nX: 1.wav'}) == "my__drums___X__1"
 
 
+@pytest.mark.slow  # a second server process: ~25 s on the busy 2-core machine
 def test_bound_elsewhere_it_warns_and_by_default_keeps_the_history_in_the_run_folder(ckpt):
     with running_studio(ckpt, "--host", "0.0.0.0") as (url, proc):
         (record,) = generate(url)
@@ -306,26 +314,25 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
 # --------------------------------------------------------------------------- in a real browser
 
 
-def _chromium() -> str:
-    """Debian's chromium (.ci/run installs it), driven by Playwright (the dev extra); else a skip naming the gap."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.skip("the playwright package is not installed: pip install -e '.[dev]'")
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.skip("Debian's chromium is not installed: apt-get install -y chromium (.ci/run does)")
-    return found
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Debian's chromium (.ci/run installs it), driven by Playwright (the dev extra); else a skip naming the gap
+NO_BROWSER = (
+    "the playwright package is not installed: pip install -e '.[dev]'"
+    if importlib.util.find_spec("playwright") is None
+    else "Debian's chromium is not installed: apt-get install -y chromium (.ci/run does)"
+    if CHROMIUM is None
+    else None
+)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(NO_BROWSER is not None, reason=str(NO_BROWSER))
 def test_the_page_in_a_real_browser(ckpt, tmp_path):
     from PIL import Image
     from playwright.sync_api import expect, sync_playwright
 
-    chromium = _chromium()
     with running_studio(ckpt, "--history", str(tmp_path / "history")) as (url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--autoplay-policy=no-user-gesture-required"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

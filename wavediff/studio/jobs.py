@@ -5,8 +5,8 @@ A request is a JSON object (the page and the HTTP API send the same ones): `gene
 `inpaint` (one bar, or seconds), `extend` (by bars), and `regenerate` (a loop's own request
 again with a new seed). Values are checked before anything is queued, so a bad one is refused at
 once with a message naming it. Each request gets an estimate of its time from a cost model of this
-machine (one U-Net call timed at two lengths when the studio starts, then corrected by every job
-that finishes), so a request that would take minutes says so before it starts.
+machine (the U-Net call of a default request timed when the studio starts, then corrected by every
+job that finishes), so a request that would take minutes says so before it starts.
 """
 
 from __future__ import annotations
@@ -150,20 +150,25 @@ class Job:
 
 @dataclass
 class CostModel:
-    """Seconds of one U-Net call on a batch of loops of L frames (L = frames × tiles):
-    overhead + batch × (linear × L + quadratic × L²) (attention is quadratic), times a correction
-    learnt from finished jobs."""
+    """Seconds of one U-Net call on a batch of loops of L frames (L = frames × tiles): batch × L ×
+    per_frame, times a correction learnt from the jobs that finished (the decoding, the attention's
+    quadratic part, what the machine is busy with)."""
 
-    overhead: float
-    linear: float
-    quadratic: float
+    per_frame: float
     correction: float = 1.0
 
     def seconds(self, plan: Plan, guided: bool) -> float:
         batch = plan.params["n"] * (2 if guided else 1)
-        length = plan.frames * plan.tiles
-        per_call = self.overhead + batch * (self.linear * length + self.quadratic * length**2)
-        return plan.calls * per_call * self.correction
+        return plan.calls * batch * plan.frames * plan.tiles * self.per_frame * self.correction
+
+    def learn(self, predicted: float, took: float) -> None:
+        """Move the correction most of the way (in log scale) to what a job took against its estimate."""
+        if predicted > 0 and took > 0:
+            self.correction *= (took / predicted) ** LEARNING_RATE
+
+
+LEARNING_RATE = 0.7
+CALIBRATION_MAX_FRAMES = 2048  # the demo model's 4-bar loop; a model of finer frames is timed on 2048
 
 
 def _timed(fn: Any, device: torch.device) -> float:
@@ -174,24 +179,21 @@ def _timed(fn: Any, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-CALIBRATION_FRAMES = (64, 512, 2048)  # 2048 frames: a 4-bar loop of the demo's model
-
-
 def calibrate(model: LoopDiffusion) -> CostModel:
-    """Time one U-Net call at three lengths (best of two each) and fit the cost model's terms (none negative)."""
+    """Time the U-Net call a default request makes (a 4-bar loop at 120 BPM, a guided batch of 2): once to
+    warm up, then the median of three. Timing tiny calls instead and scaling up misleads badly on a busy CPU,
+    where threads wait on each other for every small operation."""
     device = model_device(model)
-    lengths = [math.ceil(f / model.factor) * model.factor for f in CALIBRATION_FRAMES]
-    times = []
+    circular = model.recipe.model.padding == "circular"
+    frames = min(loop_shape(model, 120.0, 4, circular).frames, CALIBRATION_MAX_FRAMES)
+    tiles = model.loop_tiles(frames) if circular else 1
+    x = torch.randn(2, model.data_channels, frames, device=device)
+    sigma = torch.ones(2, device=device)
     with torch.no_grad():
-        for frames in lengths:
-            x = torch.randn(1, model.data_channels, frames, device=device)
-            sigma = torch.ones(1, device=device)
-            times.append(min(_timed(lambda x=x, s=sigma: model.denoise(x, s), device) for _ in range(2)))
-    design = torch.tensor([[1.0, f, f * f] for f in lengths], dtype=torch.float64)
-    terms = torch.linalg.solve(design, torch.tensor(times, dtype=torch.float64)).clamp_min(0).tolist()
-    if terms[1] == terms[2] == 0:  # noise made the fit useless: call time proportional to length
-        terms = [0.0, times[-1] / lengths[-1], 0.0]
-    return CostModel(*terms)
+        call = lambda: model.denoise(x, sigma, None, None, circular)
+        call()
+        times = sorted(_timed(call, device) for _ in range(3))
+    return CostModel(per_frame=times[1] / (2 * frames * tiles))
 
 
 def describe_seconds(seconds: float) -> str:
@@ -212,7 +214,8 @@ class Studio:
         self.source = source  # checkpoint, lora, lora_scale: recorded with every loop
         self.device = model_device(model)
         self.circular = model.recipe.model.padding == "circular"
-        self.cost = calibrate(model)
+        self._cost: CostModel | None = None
+        self._calibrated = threading.Event()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: deque[Job] = deque()
@@ -381,6 +384,14 @@ class Studio:
         params["end"] = self._bar_seconds(record, have + more)
         return round(params["end"] * self.model.sample_rate)
 
+    @property
+    def cost(self) -> CostModel:
+        """The cost model, once the worker has timed the model (it does so first, in its own thread: the
+        main thread's calls measured up to 20× slower on a busy CPU, in the same process)."""
+        self._calibrated.wait()
+        assert self._cost is not None
+        return self._cost
+
     def _guided(self, plan: Plan) -> bool:
         return self.model.conditioner is not None and plan.params["cfg"] != 1.0
 
@@ -394,8 +405,11 @@ class Studio:
 
     def upload(self, data: bytes, name: str, query: dict[str, Any]) -> dict[str, Any]:
         """Keep an uploaded audio file in the history (kind "upload"), conformed to the model, to vary or
-        inpaint. Its tempo and bars come from the query (bpm, bars), else from a WAV's acid chunk; bars
-        from the length when only the tempo is known."""
+        inpaint. Its tempo comes from the query (`bpm`), else a WAV's acid chunk (as samplers read it), else
+        its file name (`kick_128bpm.wav`, as the sharder reads it); its bars from the query, the acid
+        chunk, or its length when that is a whole number of bars."""
+        from data_tools.metadata import bpm_from_name, whole_bars
+
         wav, sr = decode(data, name)
         if wav.shape[-1] / sr > MAX_UPLOAD_SECONDS:
             seconds = wav.shape[-1] / sr
@@ -406,7 +420,7 @@ class Studio:
         genre = self.genre(f, None)
         f.finish()
         beats_per_bar = self.model.recipe.conditioning.beats_per_bar
-        if bpm is None:  # a WAV's own acid chunk, as samplers read it
+        if bpm is None:
             with tempfile.NamedTemporaryFile(suffix=Path(name).suffix) as tmp:
                 tmp.write(data)
                 tmp.flush()
@@ -415,10 +429,12 @@ class Studio:
                 bpm, beats_per_bar = loop.bpm, loop.beats_per_bar
                 whole = loop.beats % loop.beats_per_bar == 0
                 bars = bars or (loop.beats // loop.beats_per_bar if whole else None)
+            else:
+                bpm = bpm_from_name(Path(name).stem)
         audio = conform_input(self.model, wav, sr, name)
         seconds = audio.shape[-1] / self.model.sample_rate
         if bpm is not None and bars is None:
-            bars = round(seconds * bpm / (60 * beats_per_bar)) or None
+            bars = whole_bars(seconds * 4 / beats_per_bar, bpm)  # whole_bars counts 4-beat bars
         info = {
             "kind": "upload",
             "upload": name,
@@ -522,6 +538,13 @@ class Studio:
             job.calls += 1
 
     def _work(self) -> None:
+        try:
+            self._cost = calibrate(self.model)
+        except Exception:  # a bug (the jobs will say so too); the server still answers, with no estimates
+            traceback.print_exc()
+            self._cost = CostModel(per_frame=0.0)
+        finally:
+            self._calibrated.set()
         while True:
             with self._lock:
                 while not self._queue and not self._stopping:
@@ -547,14 +570,7 @@ class Studio:
                 self._current = None
                 self._end(job, *outcome)
                 if outcome[0] == "done":
-                    self._learn(job)
-
-    def _learn(self, job: Job) -> None:
-        """Move the cost model's correction towards what this job took (geometric mean of old and new)."""
-        took = (job.finished or 0) - (job.started or 0)
-        predicted = job.estimate_s / self.cost.correction
-        if took > 0 and predicted > 0:
-            self.cost.correction = math.sqrt(self.cost.correction * took / predicted)
+                    self.cost.learn(self.cost.seconds(job.plan, self._guided(job.plan)), job.finished - job.started)
 
     def _run(self, plan: Plan) -> tuple[torch.Tensor, dict[str, Any]]:
         p = plan.params
