@@ -266,14 +266,13 @@ def test_their_webdataset_loader_reads_our_shards(sat, torchcodec, tmp_path, wor
 
     from data_tools.shard import ShardOptions, shard
     from data_tools.synth import synthesize_pack
-    from wavediff.shards.format import shard_paths
+    from wavediff.shards.format import read_manifest, shard_paths
     from wavediff.shards.reader import audio_samples
 
     synthesize_pack(tmp_path / "pack", genres=["techno"], loops_per_genre=3, sample_rate=16000, bars=1, seed=0)
     options = ShardOptions(sample_rate=16000, channels=2, workers=1, val_fraction=0.0)
     shard([tmp_path / "pack"], tmp_path / "shards", options, progress=False)
-    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
-    paths = shard_paths(tmp_path / "shards", manifest, "train")
+    paths = shard_paths(tmp_path / "shards", read_manifest(tmp_path / "shards"), "train")
     ours = {meta["sha1"]: (meta, wav) for path in paths for _, meta, wav in audio_samples(path, 16000)}
     loader = WebDatasetDataLoader(
         [LocalWebDatasetConfig("wavediff", str(tmp_path / "shards"))],
