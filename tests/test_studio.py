@@ -401,5 +401,5 @@ def test_the_page_in_a_real_browser(ckpt, tmp_path):
     assert image.size[0] == 1280 and colors is not None and len(colors) > 50, "a blank screenshot"
     assert max(count for count, _ in colors) < 0.9 * image.size[0] * image.size[1]
     assert not errors, errors
-    if os.environ.get("STUDIO_SCREENSHOT"):  # how docs/studio.png is made
+    if os.environ.get("STUDIO_SCREENSHOT"):  # how wavediff/studio/screenshot.png is made
         Path(os.environ["STUDIO_SCREENSHOT"]).write_bytes(shot)
