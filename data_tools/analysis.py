@@ -90,8 +90,9 @@ def preload() -> None:
     """Import the parts of librosa the estimators use (seconds: numba loads its compiled
     kernels), so that worker processes forked afterwards start with them loaded."""
     librosa = _librosa()
-    for module in (librosa.core.spectrum, librosa.feature, librosa.onset, librosa.util):
-        assert module is not None  # attribute access is what loads a lazy librosa module
+    # Attribute access is what loads a lazy librosa module.
+    for used in (librosa.stft, librosa.feature.melspectrogram, librosa.onset.onset_strength, librosa.util.softmask):
+        assert callable(used)
 
 
 def _mono(wav: torch.Tensor, sr: int, seconds: float | None = None) -> np.ndarray:
@@ -339,7 +340,8 @@ def estimate(
 def _estimate(
     wav: torch.Tensor, sr: int, duration: float, kind: str | None, role: str | None, bpm: float | None, key: str | None
 ) -> dict[str, Estimate]:
-    y = _mono(wav, sr, MAX_ANALYSIS_SECONDS)
+    # A file too long to be a loop only gets a role and a key: a stretch from its start will do.
+    y = _mono(wav, sr, MAX_ANALYSIS_SECONDS if duration <= MAX_LOOP_SECONDS else ROLE_SECONDS)
     harmonic, percussive = _spectra(y)
     env = _onsets(percussive)
     out: dict[str, Estimate] = {}

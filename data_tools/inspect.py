@@ -125,10 +125,16 @@ def format_manifest(manifest: dict[str, Any], report: dict[str, Any] | None = No
         f"files: {manifest.get('files', '?')} sharded, {len(skipped)} skipped"
         f" ({manifest.get('duplicates', 0)} duplicates), {manifest.get('ignored_files', 0)} not audio (ignored)"
     )
-    for field in ("genres", "tags", "keys"):
+    for field in ("genres", "tags", "keys", "kinds", "roles"):
         counts = manifest.get(field) or {}
         if counts:
             lines.append(f"{field}: " + ", ".join(f"{name} ({n})" for name, n in counts.items()))
+    if manifest.get("metadata_sources"):
+        lines.append("where values came from (samples):")
+        lines += [
+            f"  {field:<5} " + ", ".join(f"{source} ({n})" for source, n in counts.items())
+            for field, counts in manifest["metadata_sources"].items()
+        ]
     if manifest.get("bpm"):
         lines.append(f"bpm: {manifest['bpm']['min']:g}–{manifest['bpm']['max']:g}")
     if skipped:

@@ -403,7 +403,7 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
     kept: dict[str, str] = {}  # sha1 → path of the file that was sharded
     skipped: list[dict[str, str]] = []
     genres, tags, keys, kinds, roles = Counter(), Counter(), Counter(), Counter(), Counter()
-    sources: dict[str, Counter] = {name: Counter() for name in md.ESTIMATED}
+    origins: dict[str, Counter] = {name: Counter() for name in md.ESTIMATED}
     bpms: list[float] = []
     duplicates = silent_chunks = 0
     bar = tqdm(total=len(jobs), unit="file", desc="shard", disable=not progress)
@@ -425,7 +425,7 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
                     keys.update([sample.info["key"]] if sample.info["key"] else [])
                     kinds.update([sample.info["kind"] or "unknown"])
                     roles.update([sample.info["role"] or "unknown"])
-                    for name, counter in sources.items():
+                    for name, counter in origins.items():
                         counter.update([sample.info[f"{name}_source"]])
                 silent_chunks += outcome.silent_chunks
                 if outcome.samples[0].info["bpm"]:
@@ -447,7 +447,7 @@ def _write(jobs: list[_Job], staging: Path, options: ShardOptions, progress: boo
         "keys": dict(sorted(keys.items())),
         "kinds": dict(sorted(kinds.items())),
         "roles": dict(sorted(roles.items())),
-        "sources": {name: dict(sorted(counter.items())) for name, counter in sources.items()},
+        "metadata_sources": {name: dict(sorted(counter.items())) for name, counter in origins.items()},
         "bpm": {"min": min(bpms), "max": max(bpms)} if bpms else None,
         "skipped": skipped,
         "duplicates": duplicates,
@@ -516,7 +516,7 @@ def merge_parts(out: str | os.PathLike) -> dict[str, Any]:
                 k: dict(sorted(sum((Counter(m.get(k) or {}) for m in parts), Counter()).items()))
                 for k in ("genres", "tags", "keys", "kinds", "roles")
             },
-            "sources": _sum_sources(parts),
+            "metadata_sources": _sum_sources(parts),
             "bpm": {"min": min(b["min"] for b in bpms), "max": max(b["max"] for b in bpms)} if bpms else None,
             "skipped": [s for m in parts for s in m["skipped"]],
             "duplicates": sum(m["duplicates"] for m in parts),
@@ -535,7 +535,7 @@ def _sum_sources(manifests: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """The parts' per-field source counts, added up."""
     total: dict[str, Counter] = {}
     for manifest in manifests:
-        for name, counts in (manifest.get("sources") or {}).items():
+        for name, counts in (manifest.get("metadata_sources") or {}).items():
             total.setdefault(name, Counter()).update(counts)
     return {name: dict(sorted(counter.items())) for name, counter in total.items()}
 

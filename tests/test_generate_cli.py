@@ -207,6 +207,7 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["generate", "{missing}", "--bpm", "120"], "missing"),
         (["generate", "{ckpt}", "--bpm", "0"], "bpm must be between"),
         (["generate", "{ckpt}", "--bpm", "120", "--sampler", "ddim"], "unknown sampler 'ddim'"),
+        (["generate", "{ckpt}", "--bpm", "120", "--role", "bass"], "trained without role conditioning"),
         (["vary", "{ckpt}", "{garbage}", "--strength", "0.5"], "garbage.wav"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0"], "strength must be in (0, 1]"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "0.5"], "0 ≤ start < end"),

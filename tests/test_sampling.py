@@ -23,6 +23,7 @@ from wavediff.config import (
     SamplingConfig,
     UNetConfig,
 )
+from wavediff.errors import UserError
 from wavediff.evaluation.loops import seam_jump
 from wavediff.generation.generate import INPAINT_FADE_SECONDS, generate, inpaint, interpolate, slerp, vary
 from wavediff.generation.loops import clip_shape, to_audio, to_model_space
@@ -362,3 +363,21 @@ def test_loop_periods_stay_within_the_stretch_tolerance_at_the_least_cost():
             if model.loop_tiles(f) * f < model.loop_tiles(shape.frames) * shape.frames
         ]
         assert all(abs(1200 * math.log2(exact / f)) > STRETCH_CENTS for f in cheaper)
+
+
+def test_generate_takes_a_role_for_a_model_conditioned_on_it(latent_model):
+    with pytest.raises(UserError, match="trained without role conditioning"):
+        generate(latent_model, genre=None, bpm=120, bars=1, role="bass", settings=settings(latent_model, steps=2))
+    recipe = dataclasses.replace(
+        latent_model.recipe, conditioning=dataclasses.replace(latent_model.recipe.conditioning, role=True)
+    )
+    torch.manual_seed(0)
+    model = perturbed(LoopDiffusion(recipe, latent_model.autoencoder))
+    loops = {
+        role: generate(model, genre=None, bpm=120, bars=1, role=role, settings=settings(model, steps=2))
+        for role in ("bass", "drums", None)
+    }
+    assert loops["bass"][1]["role"] == "bass" and "role" not in loops[None][1]
+    assert not torch.allclose(loops["bass"][0], loops["drums"][0])
+    # the same model without a role is the role's null: what it made before role conditioning existed
+    assert loops[None][0].shape == loops["bass"][0].shape
