@@ -15,15 +15,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_recipes import TINY_DENOISER
 
 from data_tools.inspect import format_manifest
 from data_tools.instruments import kick
 from data_tools.shard import ShardOptions, merge_parts, shard
 from data_tools.synth import synthesize_loop, synthesize_stems
 from data_tools.tag import tag
-from wavediff.config import DataConfig
+from wavediff.config import ROLES, DataConfig, DiffusionRecipe, load_recipe
+from wavediff.generation.generate import generate
+from wavediff.models.factory import load_denoiser
 from wavediff.shards.format import read_manifest, shard_paths
 from wavediff.shards.loader import make_loader
+from wavediff.training.diffusion import train_diffusion
 
 SR = 22050
 
@@ -213,3 +217,26 @@ def test_a_twenty_minute_file_is_sharded_in_chunks_without_a_tempo(tmp_path):
     assert info["bpm"] is None and "1200 s long: a song or a mix" in info["bpm_reason"]
     assert info["kind"] is None and "a song or a mix" in info["kind_reason"]
     assert info["loop"] is False
+
+
+def test_a_denoiser_trains_on_roles_and_generates_at_one(sharded, tmp_path):
+    recipe = load_recipe(
+        "loops-tiny-cpu",
+        DiffusionRecipe,
+        [
+            f'data.path="{sharded[0]}"',
+            'autoencoder=""',
+            *TINY_DENOISER,
+            f"sample_rate={SR}",
+            "model.attention_levels=[]",  # a waveform model: attention over every sample would be slow
+            "conditioning.role=true",
+            "train.steps=2",
+            "train.sample_every=1000",
+            "sampling.steps=2",
+        ],
+    )
+    last = train_diffusion(recipe, tmp_path / "run", progress=False)
+    model = load_denoiser(last, "cpu")
+    assert model.conditioner.names[-1] == "role" and model.recipe.conditioning.roles == list(ROLES)
+    audio, info = generate(model, genre=None, bpm=240, bars=1, role="bass")
+    assert info["role"] == "bass" and audio.shape[-1] == SR
