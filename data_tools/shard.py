@@ -1,6 +1,7 @@
 """Turn folders of audio into WebDataset shards: the `wavediff data shard` job.
 
-Workers decode, resample, re-channel, level and FLAC-encode each file; the parent keeps
+Workers decode, resample, re-channel, level and FLAC-encode each file, and estimate from the
+audio what its metadata leaves out (`describe`: data_tools.analysis); the parent keeps
 the sorted file order, drops duplicates, picks the split and writes the tars. So the
 shards are byte-for-byte the same whatever the worker count, and one bad file only
 costs itself (it is listed in the manifest with the reason).

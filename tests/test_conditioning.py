@@ -123,6 +123,8 @@ def test_role_is_off_by_default_so_older_configs_build_the_same_conditioner():
             assert with_role.state_dict()[key].shape == value.shape
     with pytest.raises(UserError, match="without role conditioning"):
         old.role_id("bass")
+    with pytest.raises(ConfigError, match="conditioning.roles must be"):
+        conditioner(role=True, roles=["bass", "drums"])  # ids would disagree with the loader's
 
 
 def test_role_embedding_has_a_null_and_is_dropped_like_genre():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import ConditioningConfig
+from wavediff.config import ROLES, ConditioningConfig
 from wavediff.errors import ConfigError, UserError
 
 FOURIER_BANDS = 8  # sin/cos pairs per scalar
@@ -97,6 +97,8 @@ class Conditioner(nn.Module):
         if cfg.length:
             self.length = _mlp(4 * FOURIER_BANDS + 1, cfg.dim)  # seconds, bars, and "bars known"
         if cfg.role:
+            if list(cfg.roles) != list(ROLES[: len(cfg.roles)]):  # the loader's ids index config.ROLES
+                raise ConfigError(f"conditioning.roles must be {list(ROLES)} (or a prefix), got {cfg.roles}")
             self.role = nn.Embedding(max(1, len(cfg.roles)), cfg.dim)
 
     @property
