@@ -237,10 +237,16 @@ def _audio_summary(manifest: Manifest) -> list[str]:
         f"files: {manifest.files} sharded, {len(skipped)} skipped"
         f" ({manifest.duplicates} duplicates), {manifest.ignored_files} not audio (ignored)"
     )
-    for field in ("genres", "tags", "keys"):
+    for field in ("genres", "tags", "keys", "kinds", "roles"):
         counts = getattr(manifest, field)
         if counts:
             lines.append(f"{field}: " + ", ".join(f"{name} ({n})" for name, n in counts.items()))
+    if manifest.metadata_sources:
+        lines.append("where values came from (samples):")
+        lines += [
+            f"  {field:<5} " + ", ".join(f"{source} ({n})" for source, n in counts.items())
+            for field, counts in manifest.metadata_sources.items()
+        ]
     if manifest.bpm:
         lines.append(f"bpm: {manifest.bpm['min']:g}–{manifest.bpm['max']:g}")
     if skipped:

@@ -1,13 +1,19 @@
-"""What a folder of loops says about each file: genre, tags, tempo, key, bars, loop.
+"""What a folder of loops says about each file: genre, tags, tempo, key, bars, loop, kind, role.
 
 Sources, weakest first (a later one overrides a field an earlier one set; tags add up):
-  1. folders: `SRC/techno/kicks/x.wav` → genre "techno", tags ["kicks"];
+  1. folders: `SRC/techno/kicks/x.wav` → genre "techno", tags ["kicks"], role "drums";
+     a folder named for a role or kind (`Drums/`, `Bass Loops/`, `One Shots/`) is not a genre;
   2. the file name: `128bpm`, `128 BPM`, `128_bpm`, `bpm128`; keys as tokens (`Am`, `F#min`,
-     `C#maj`, `Ebm`, `A minor`, or a bare root with an accidental such as `F#`);
+     `C#maj`, `Ebm`, `A minor`, or a bare root with an accidental such as `F#`); role and
+     kind words, also inside compound names (`bassloops`, `hihat01`, `909beat`);
   3. `metadata.csv` / `metadata.jsonl` in the file's folder or any folder above it inside
      the source (deeper tables win), rows keyed by `file_name`, `file` or `path` relative
      to the table's folder;
-  4. a JSON sidecar beside the audio with the same stem (`x.json`).
+  4. a JSON sidecar beside the audio with the same stem (`x.json`);
+  5. what the audio says (data_tools.analysis), only for what none of the above gave:
+     `describe` fills those fields and records each field's source (`bpm_source` …:
+     "folder", "name", "csv", "jsonl", "sidecar", "estimated" or "unknown"), an estimate's
+     confidence and, for a value still unknown, the reason.
 
 A table row or sidecar that does not parse or holds a bad value is ignored as a whole
 and reported as a warning naming the file; the audio is still used with what the other
@@ -26,15 +32,18 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from wavediff.config import ROLES
 from wavediff.errors import MetadataError
 
 TABLE_NAMES = ("metadata.csv", "metadata.jsonl")
 ROW_KEYS = ("file_name", "file", "path")
 BPM_RANGE = (20.0, 999.0)
+KINDS = ("loop", "one-shot")
+ESTIMATED = ("bpm", "bars", "key", "kind", "role")  # the fields whose source every sample records
 
 _PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -55,9 +64,47 @@ _BPM = (
 )
 
 
+# Words that name a role, matched in folder and file names also inside compounds: a word of
+# four letters or more anywhere in a token ("bassloops", "drumkit"), a shorter one only at a
+# token's start or end ("hihat", "subs", "topsloop"), so "what" and "stop" are not drums.
+ROLE_WORDS = {
+    "drums": ("drum", "beat", "groove", "kick", "hat", "snare", "perc", "top", "break", "clap", "cymbal", "shaker"),
+    "bass": ("bass", "303", "sub", "reese"),
+    "melodic": ("synth", "lead", "pad", "chord", "keys", "arp", "piano", "pluck", "stab", "melod"),
+    "fx": ("fx", "sfx", "riser", "impact", "sweep", "whoosh", "downlifter", "uplifter", "noise"),
+    "vocal": ("vox", "vocal", "voice", "acapella", "choir"),
+}
+# Tokens that hold a role word but mean something else (or another role).
+_ROLE_EXCEPTIONS = {
+    "what": None,
+    "that": None,
+    "chat": None,
+    "phat": None,
+    "stop": None,
+    "desktop": None,
+    "laptop": None,
+    "subtle": None,
+    "percent": None,
+    "breakdown": None,
+    "topline": "vocal",
+    "bassoon": "melodic",
+    "bassdrum": "drums",
+    "kickbass": "bass",
+    "leader": None,
+    "padding": None,
+    "keyshift": None,
+}
+# Genre names that hold role words: a genre, and no role.
+_GENRE_LIKE = re.compile(
+    r"^(drum\s*(and|&|n|'n')?\s*bass|drumnbass|breakbeats?|breaks|(future|uk)\s+bass|bass\s+(house|music)|big\s+beat)$"
+)
+_WORDS = re.compile(r"[a-z]+|[0-9]+")
+
+
 @dataclass(frozen=True)
 class Metadata:
-    """What is known about one audio file; None means unknown."""
+    """What is known about one audio file; None means unknown. `sources` says where each
+    known field came from (see the module docstring); it is left out of comparisons."""
 
     genre: str | None = None
     tags: tuple[str, ...] = ()
@@ -65,12 +112,17 @@ class Metadata:
     key: str | None = None
     bars: int | None = None
     loop: bool | None = None
+    kind: str | None = None
+    role: str | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
 
-    def merged(self, stronger: Metadata) -> Metadata:
-        """Fields `stronger` knows override ours; tags are the union, ours first."""
+    def merged(self, stronger: Metadata, source: str | None = None) -> Metadata:
+        """Fields `stronger` knows override ours (recorded as from `source` when given); tags are
+        the union, ours first."""
         tags = tuple(dict.fromkeys(self.tags + stronger.tags))
-        fields = {k: v for k, v in vars(stronger).items() if v is not None and k != "tags"}
-        return replace(self, tags=tags, **fields)
+        known = {k: v for k, v in vars(stronger).items() if v is not None and k not in ("tags", "sources")}
+        sources = {**self.sources, **stronger.sources, **dict.fromkeys(known if source else (), source)}
+        return replace(self, tags=tags, sources=sources, **known)
 
 
 # --------------------------------------------------------------------------- values
@@ -146,19 +198,75 @@ def whole_bars(duration_s: float, bpm: float | None) -> int | None:
     return n if n >= 1 and abs(bars - n) <= 0.01 else None
 
 
+def _tokens(text: str) -> list[str]:
+    """Lower-case words and numbers of a name: camelCase, digits and punctuation split it
+    ("HiHat01" → hi, hat, 01; "909beat" → 909, beat)."""
+    return _WORDS.findall(re.sub(r"([a-z])([A-Z])", r"\1 \2", text).lower())
+
+
+def _token_role(token: str) -> str | None:
+    if token in _ROLE_EXCEPTIONS:
+        return _ROLE_EXCEPTIONS[token]
+    found: list[tuple[int, str]] = []  # (where the word ends in the token, role): the last one is the head noun
+    for role, words in ROLE_WORDS.items():
+        for word in words:
+            at = token.rfind(word)
+            if at < 0:
+                continue
+            if len(word) >= 4 or token.isdigit() or at == 0 or at + len(word) == len(token):
+                found.append((at + len(word), role))
+    return max(found)[1] if found else None
+
+
+def role_from_words(text: str) -> str | None:
+    """The role a folder or file name names ("Bass Loops" → bass, "hihat01" → drums), or None.
+    The last role word wins, as English puts the head noun last ("synth bass" is a bass)."""
+    if _GENRE_LIKE.match(label(text).replace("-", " ")):
+        return None
+    roles = [r for r in (_token_role(t) for t in _tokens(text)) if r]
+    return roles[-1] if roles else None
+
+
+def kind_from_words(text: str) -> str | None:
+    """ "loop" or "one-shot" when a name says so (`loops`, `drumloop`, `one shot`, `oneshots`, `hits`)."""
+    tokens = _tokens(text)
+    kind = None
+    for i, token in enumerate(tokens):
+        if token.startswith("oneshot") or (
+            token == "one" and i + 1 < len(tokens) and tokens[i + 1] in ("shot", "shots")
+        ):
+            kind = "one-shot"
+        elif token in ("hit", "hits", "shot", "shots") and (i == 0 or tokens[i - 1] != "one"):
+            kind = "one-shot"
+        elif token.startswith("loop") or token.endswith(("loop", "loops")):
+            kind = "loop"
+    return kind
+
+
 # --------------------------------------------------------------------------- sources
 
 
 def from_folder(relative_dir: PurePosixPath) -> Metadata:
-    """Genre is the first folder below the source root, deeper folders are tags."""
-    parts = [label(p) for p in relative_dir.parts if label(p)]
-    if not parts:
-        return Metadata()
-    return Metadata(genre=parts[0], tags=tuple(parts[1:]))
+    """Genre is the first folder below the source root that does not name a role or kind
+    (`Drums/`, `Bass Loops/`); every other folder is a tag. The deepest folder naming a
+    role or kind gives it."""
+    parts = [p for p in relative_dir.parts if label(p)]
+    role = kind = genre = None
+    tags = []
+    for part in parts:
+        part_role, part_kind = role_from_words(part), kind_from_words(part)
+        role, kind = part_role or role, part_kind or kind
+        if genre is None and not (part_role or part_kind):
+            genre = label(part)
+        else:
+            tags.append(label(part))
+    return Metadata(genre=genre, tags=tuple(tags), role=role, kind=kind)
 
 
 def from_name(stem: str) -> Metadata:
-    return Metadata(bpm=bpm_from_name(stem), key=key_from_name(stem))
+    return Metadata(
+        bpm=bpm_from_name(stem), key=key_from_name(stem), role=role_from_words(stem), kind=kind_from_words(stem)
+    )
 
 
 def from_record(record: Mapping[str, Any], where: str) -> Metadata:
@@ -204,6 +312,16 @@ def from_record(record: Mapping[str, Any], where: str) -> Metadata:
         if loop is None:
             raise bad("loop", "is not true or false")
         out["loop"] = loop
+    if present("kind"):
+        kind = label(record["kind"]).replace(" ", "-") if isinstance(record["kind"], str) else None
+        if kind not in KINDS:
+            raise bad("kind", f"is not one of {', '.join(KINDS)}")
+        out["kind"] = kind
+    if present("role"):
+        role = label(record["role"]) if isinstance(record["role"], str) else None
+        if role not in ROLES:
+            raise bad("role", f"is not one of {', '.join(ROLES)}")
+        out["role"] = role
     return Metadata(**out)
 
 
@@ -306,20 +424,20 @@ def collect(root: Path, files: Iterable[Path]) -> tuple[dict[Path, Metadata], li
     result: dict[Path, Metadata] = {}
     for file in files:
         relative = PurePosixPath(file.relative_to(root).as_posix())
-        meta = from_folder(relative.parent).merged(from_name(file.stem))
+        meta = Metadata().merged(from_folder(relative.parent), "folder").merged(from_name(file.stem), "name")
         for depth in range(len(relative.parts)):
             folder = root.joinpath(*relative.parts[:depth])
             entry = table(folder).get(file.relative_to(folder).as_posix())
             if entry is not None:
                 used.add(entry[0])
                 try:
-                    meta = meta.merged(from_record(entry[1], entry[0]))
+                    meta = meta.merged(from_record(entry[1], entry[0]), _table_source(entry[0]))
                 except MetadataError as e:
                     warnings.append(str(e))
         sidecar = sidecar_path(file)
         if sidecar.is_file():
             try:
-                meta = meta.merged(read_sidecar(sidecar))
+                meta = meta.merged(read_sidecar(sidecar), "sidecar")
             except MetadataError as e:
                 warnings.append(str(e))
         result[file] = meta
@@ -328,3 +446,61 @@ def collect(root: Path, files: Iterable[Path]) -> tuple[dict[Path, Metadata], li
             if where not in used:
                 warnings.append(f"{where}: no audio file {name} in {folder}")
     return result, warnings
+
+
+def _table_source(where: str) -> str:
+    """ "csv" or "jsonl": the kind of table a row came from (`where` names its file)."""
+    return "jsonl" if ".jsonl " in where else "csv"
+
+
+# --------------------------------------------------------------------------- filling gaps
+
+
+def implied_kind(meta: Metadata, duration_s: float) -> tuple[str | None, str | None]:
+    """(kind, source) the metadata already settles: a stated kind, `loop: true`, or a known tempo
+    at which the file is whole bars (a loop, as the sharder has always taken it)."""
+    if meta.kind is not None:
+        return meta.kind, meta.sources.get("kind")
+    if meta.loop:
+        return "loop", meta.sources.get("loop")
+    if whole_bars(duration_s, meta.bpm) is not None:
+        return "loop", "estimated"
+    return None, None
+
+
+def fill(meta: Metadata, estimates: Mapping[str, Any], duration_s: float) -> tuple[Metadata, dict[str, Any]]:
+    """`meta` with its unknown fields filled from `estimates` (data_tools.analysis.Estimate by
+    field name), and the JSON fields that say where each of ESTIMATED came from: `<f>_source`
+    always, `<f>_confidence` for an estimate, `<f>_reason` for a value still unknown, and
+    `downbeat_s` when the tempo was estimated. A value the metadata gives is never replaced."""
+    values: dict[str, Any] = {}
+    sources = dict(meta.sources)
+    kind, kind_source = implied_kind(meta, duration_s)
+    if kind is not None:
+        values["kind"], sources["kind"] = kind, kind_source or "estimated"
+    if meta.bpm is not None and meta.bars is None and "bars" not in estimates:
+        bars = whole_bars(duration_s, meta.bpm)
+        if bars is not None:
+            values["bars"], sources["bars"] = bars, "estimated"
+    fields: dict[str, Any] = {}
+    for name in ESTIMATED:
+        given = values.get(name, getattr(meta, name))
+        estimate = estimates.get(name)
+        if given is None and estimate is not None and estimate.value is not None:
+            given = values[name] = estimate.value
+            sources[name] = "estimated"
+        fields[f"{name}_source"] = sources.get(name, "unknown") if given is not None else "unknown"
+        if (
+            estimate is not None
+            and estimate.confidence is not None
+            and fields[f"{name}_source"] in ("estimated", "unknown")
+        ):
+            fields[f"{name}_confidence"] = estimate.confidence
+        if given is None:
+            reason = estimate.reason if estimate is not None else None
+            if name == "bars" and meta.bpm is not None and reason is None:
+                reason = f"{duration_s:.3f} s is not a whole number of bars at {meta.bpm:g} BPM"
+            fields[f"{name}_reason"] = reason or "not in the metadata, and not estimated"
+    if estimates.get("downbeat") is not None and estimates["downbeat"].value is not None:
+        fields["downbeat_s"] = estimates["downbeat"].value
+    return replace(meta, sources=sources, **values), fields

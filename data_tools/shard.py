@@ -1,6 +1,7 @@
 """Turn folders of audio into WebDataset shards: the `wavediff data shard` job.
 
-Workers decode, resample, re-channel, level and FLAC-encode each file; the parent keeps
+Workers decode, resample, re-channel, level and FLAC-encode each file, and estimate from the
+audio what its metadata leaves out (`describe`: data_tools.analysis); the parent keeps
 the sorted file order, drops duplicates, picks the split and writes the tars. So the
 shards are byte-for-byte the same whatever the worker count, and one bad file only
 costs itself (it is listed in the manifest with the reason).
@@ -44,6 +45,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from data_tools import analysis
 from data_tools import metadata as md
 from wavediff.errors import AudioError, UserError
 from wavediff.io import audio
@@ -177,24 +179,39 @@ def _process(job: _Job) -> _Outcome:
         return _Outcome(sha1, skipped=f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())})")
 
 
+def describe(meta: md.Metadata, wav: torch.Tensor, sr: int) -> tuple[md.Metadata, dict[str, Any]]:
+    """The file's metadata with what it leaves out estimated from the audio, and the JSON fields
+    that say where each value came from (data_tools.metadata.fill)."""
+    duration = wav.shape[-1] / sr
+    kind, _ = md.implied_kind(meta, duration)
+    estimates = analysis.estimate(
+        wav, sr, kind=kind, role=meta.role, bpm=meta.bpm, bars_known=meta.bars is not None, key=meta.key
+    )
+    return md.fill(meta, estimates, duration)
+
+
 def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
-    opts, meta = job.options, job.meta
+    opts = job.options
     wav, sr = audio.decode(data, str(job.path))
     peak = float(wav.abs().max())  # float files can go over full scale; FLAC shards clip at it
     clipped = peak > 1.0 and opts.loudness is None  # levelling brings the peak under full scale
     rate = opts.sample_rate
-    wav = audio.conform(wav, sr, rate, opts.channels)
+    original, wav = wav, audio.conform(wav, sr, rate, opts.channels)
     duration = wav.shape[-1] / rate
     if duration < opts.min_seconds:
         return _Outcome(sha1, skipped=f"too short ({duration:.3f} s; the minimum is {opts.min_seconds:g} s)")
     if audio.is_silent(wav, opts.silence_db):
         return _Outcome(sha1, skipped=f"silent (RMS below {opts.silence_db:g} dBFS)")
+    meta, described = describe(job.meta, original, sr)
+    del original
     if opts.loudness is not None:
         wav = audio.normalize_loudness(wav, rate, opts.loudness)
 
     spans = chunk_spans(duration, meta.bpm, opts.max_seconds, opts.min_seconds)
     whole_file = len(spans) == 1
-    is_loop = meta.loop if meta.loop is not None else md.whole_bars(duration, meta.bpm) is not None
+    is_loop = (
+        meta.loop if meta.loop is not None else meta.kind == "loop" and md.whole_bars(duration, meta.bpm) is not None
+    )
     outcome = _Outcome(sha1)
     if clipped:
         outcome.warning = f"{job.path}: peaks at {20 * math.log10(peak):+.1f} dBFS; clipped to full scale in the shards"
@@ -221,7 +238,16 @@ def _cut(job: _Job, data: bytes, sha1: str) -> _Outcome:
             "duration_s": round(seconds, 6),
             "loop": bool(is_loop and (whole_file or bars is not None)),
             "sha1": sha1,
+            "kind": meta.kind,
+            "role": meta.role,
+            **described,
         }
+        if not whole_file:  # a chunk's bars are its own, counted at the file's tempo
+            info.pop("bars_reason", None)
+            info.pop("bars_confidence", None)
+            info["bars_source"] = "estimated" if bars is not None else "unknown"
+            if bars is None:
+                info["bars_reason"] = "the chunk is not a whole number of bars" if meta.bpm else info["bpm_reason"]
         outcome.samples.append(_Sample(sample_key(sha1, chunk), audio.encode(piece, rate, "flac"), info))
     if not outcome.samples:
         outcome.skipped = f"silent in every chunk (RMS below {opts.silence_db:g} dBFS)"
@@ -254,7 +280,7 @@ def _die_with(job: int) -> None:
 _START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 
 
-def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
+def in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int) -> Iterator[_Outcome]:
     """Results in job order, with a bounded number of files in flight (bounded memory)."""
     if workers <= 1:
         yield from map(fn, jobs)
@@ -275,7 +301,7 @@ def _in_order(fn: Callable[[_Job], _Outcome], jobs: Sequence[_Job], workers: int
 # --------------------------------------------------------------------------- finding files
 
 
-def _walk(source: Path) -> tuple[Path, list[Path], int, list[dict[str, str]]]:
+def walk_source(source: Path) -> tuple[Path, list[Path], int, list[dict[str, str]]]:
     """(root, sorted audio files, count of ignored files, skipped entries) of one source
     folder or file.
 
@@ -430,7 +456,7 @@ def shard(
         sources = [sources]
     if not sources:
         raise UserError("no sources given")
-    walked = [_walk(Path(s)) for s in sources]
+    walked = [walk_source(Path(s)) for s in sources]
     jobs: list[_Job] = []
     warnings: list[str] = []
     for root, files, _, _ in walked:
@@ -445,6 +471,8 @@ def shard(
         out = part_folder(out, *part)
 
     out = Path(out)
+    if min(options.workers, len(jobs)) > 1:
+        analysis.preload()  # once here, not once per forked worker
     staging = make_staging(out)
     try:
         manifest = {
@@ -484,12 +512,13 @@ def _write(
     writers = {split: _SplitWriter(staging, split, limit) for split in SPLITS}
     kept: dict[str, str] = {}  # sha1 → path of the file that was sharded
     skipped = list(skipped)
-    genres, tags, keys = Counter(), Counter(), Counter()
+    genres, tags, keys, kinds, roles = Counter(), Counter(), Counter(), Counter(), Counter()
+    origins: dict[str, Counter] = {name: Counter() for name in md.ESTIMATED}
     bpms: list[float] = []
     duplicates = silent_chunks = 0
     bar = tqdm(total=len(jobs), unit="file", desc="shard", disable=not progress)
     try:
-        for job, outcome in zip(jobs, _in_order(_process, jobs, min(options.workers, len(jobs)))):
+        for job, outcome in zip(jobs, in_order(_process, jobs, min(options.workers, len(jobs)))):
             bar.update()
             if outcome.sha1 in kept and outcome.skipped is None:
                 skipped.append({"path": str(job.path), "reason": f"duplicate of {kept[outcome.sha1]}"})
@@ -506,9 +535,13 @@ def _write(
                     genres.update([sample.info["genre"]] if sample.info["genre"] else [])
                     tags.update(sample.info["tags"])
                     keys.update([sample.info["key"]] if sample.info["key"] else [])
+                    kinds.update([sample.info["kind"] or "unknown"])
+                    roles.update([sample.info["role"] or "unknown"])
+                    for name, counter in origins.items():
+                        counter.update([sample.info[f"{name}_source"]])
                 silent_chunks += outcome.silent_chunks
-                if job.meta.bpm:
-                    bpms.append(job.meta.bpm)
+                if outcome.samples[0].info["bpm"]:
+                    bpms.append(outcome.samples[0].info["bpm"])
             hours = sum(w.seconds for w in writers.values()) / 3600
             bar.set_postfix(hours=f"{hours:.2f}", skipped=len(skipped), refresh=False)
     finally:
@@ -524,6 +557,9 @@ def _write(
         "genres": dict(sorted(genres.items())),
         "tags": dict(sorted(tags.items())),
         "keys": dict(sorted(keys.items())),
+        "kinds": dict(sorted(kinds.items())),
+        "roles": dict(sorted(roles.items())),
+        "metadata_sources": {name: dict(sorted(counter.items())) for name, counter in origins.items()},
         "bpm": {"min": min(bpms), "max": max(bpms)} if bpms else None,
         "skipped": skipped,
         "duplicates": duplicates,
@@ -593,8 +629,9 @@ def merge_parts(out: str | os.PathLike) -> Manifest:
             "files": sum(m.files for m in parts),
             **{
                 k: dict(sorted(sum((Counter(getattr(m, k)) for m in parts), Counter()).items()))
-                for k in ("genres", "tags", "keys")
+                for k in ("genres", "tags", "keys", "kinds", "roles")
             },
+            "metadata_sources": _sum_sources(parts),
             "bpm": {"min": min(b["min"] for b in bpms), "max": max(b["max"] for b in bpms)} if bpms else None,
             "skipped": [s for m in parts for s in m.skipped],
             "duplicates": sum(m.duplicates for m in parts),
@@ -607,6 +644,15 @@ def merge_parts(out: str | os.PathLike) -> Manifest:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(out / PARTS)
     return parse_manifest(merged, out / MANIFEST_NAME)
+
+
+def _sum_sources(manifests: list[Manifest]) -> dict[str, dict[str, int]]:
+    """The parts' per-field source counts, added up."""
+    total: dict[str, Counter] = {}
+    for manifest in manifests:
+        for name, counts in manifest.metadata_sources.items():
+            total.setdefault(name, Counter()).update(counts)
+    return {name: dict(sorted(counter.items())) for name, counter in total.items()}
 
 
 def _link(source: Path, target: Path) -> None:

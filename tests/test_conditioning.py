@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wavediff.config import ConditioningConfig
-from wavediff.errors import ConfigError
+from wavediff.config import ROLES, ConditioningConfig
+from wavediff.errors import ConfigError, UserError
 from wavediff.models.conditioning import Conditioner, Conditions, fourier_features
 
 GENRES = ["house", "techno"]
@@ -106,3 +106,41 @@ def test_fourier_features_are_bounded_and_distinct():
     f = fourier_features(torch.tensor([-1.0, 0.0, 1.0]))
     assert f.shape == (3, 16) and f.abs().max() <= 1
     assert not torch.allclose(f[0], f[2])
+
+
+# --------------------------------------------------------------------------- role
+
+
+def test_role_is_off_by_default_so_older_configs_build_the_same_conditioner():
+    old = conditioner()
+    assert ConditioningConfig().role is False
+    assert old.names == ["genre", "tempo", "length"] and old.null.shape == (3, 16)
+    assert not any(key.startswith("role") for key in old.state_dict())
+    with_role = conditioner(role=True)
+    assert with_role.names == ["genre", "tempo", "length", "role"]  # last: the others keep their places
+    for key, value in old.state_dict().items():
+        if key != "null":
+            assert with_role.state_dict()[key].shape == value.shape
+    with pytest.raises(UserError, match="without role conditioning"):
+        old.role_id("bass")
+    with pytest.raises(ConfigError, match="conditioning.roles must be"):
+        conditioner(role=True, roles=["bass", "drums"])  # ids would disagree with the loader's
+
+
+def test_role_embedding_has_a_null_and_is_dropped_like_genre():
+    c = conditioner(role=True)
+    assert c.role_id(None) == -1 and c.role_id("bass") == ROLES.index("bass")
+    with pytest.raises(UserError, match="unknown role 'guitar'; this model knows: drums, bass"):
+        c.role_id("guitar")
+    base = conds([0, 0], [120.0, 120.0], [2.0, 2.0], [1.0, 1.0])
+    _, unknown = c(base)  # no role given: the null
+    torch.testing.assert_close(unknown[:, 3], c.null[3].expand(2, -1))
+    base.role = torch.tensor([ROLES.index("bass"), ROLES.index("drums")])
+    _, tokens = c(base)
+    assert not torch.allclose(tokens[0, 3], tokens[1, 3])
+    torch.testing.assert_close(tokens[:, :3], unknown[:, :3])  # the role moves its own token only
+    _, dropped = c(base, torch.tensor([[False, False, False, True], [False] * 4]))
+    torch.testing.assert_close(dropped[0, 3], c.null[3])
+    torch.testing.assert_close(dropped[1, 3], tokens[1, 3])
+    assert c.random_drop(5, "cpu").shape == (5, 4)
+    assert conds([0], [1.0], [1.0], [1.0]).repeat(2).role is None

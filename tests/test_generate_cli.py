@@ -221,6 +221,7 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["generate", "{ckpt}", "--bpm", "120", "--bars", "1", "--n", "100000000"], "fit at once, so ask for fewer"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "100000"], "100000.0 s is longer than one run"),
         (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1000000000"], "fit at once"),
+        (["generate", "{ckpt}", "--bpm", "120", "--role", "bass"], "trained without role conditioning"),
         (["vary", "{ckpt}", "{garbage}", "--strength", "0.5"], "garbage.wav"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0"], "strength must be in (0, 1]"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "0.5"], "0 ≤ start < end"),

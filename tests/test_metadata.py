@@ -86,7 +86,62 @@ def test_whole_bars_tolerance_is_a_fraction_of_a_bar():
 def test_folder_gives_genre_then_tags():
     assert md.from_folder(PurePosixPath("")) == Metadata()
     assert md.from_folder(PurePosixPath("Techno")) == Metadata(genre="techno")
-    assert md.from_folder(PurePosixPath("Deep_House/Kicks/Dry")) == Metadata(genre="deep house", tags=("kicks", "dry"))
+    assert md.from_folder(PurePosixPath("Deep_House/Kicks/Dry")) == Metadata(
+        genre="deep house", tags=("kicks", "dry"), role="drums"
+    )
+    # a folder named for a role or kind is not a genre, wherever it sits
+    assert md.from_folder(PurePosixPath("Bass Loops/Techno")) == Metadata(
+        genre="techno", tags=("bass loops",), role="bass", kind="loop"
+    )
+    assert md.from_folder(PurePosixPath("Drum_and_Bass/One Shots")) == Metadata(
+        genre="drum and bass", tags=("one shots",), kind="one-shot"
+    )
+
+
+@pytest.mark.parametrize(
+    "name, role",
+    [
+        ("bassloops", "bass"),
+        ("hihat01", "drums"),
+        ("909beat01", "drums"),
+        ("HiHat_Open", "drums"),
+        ("Drums", "drums"),
+        ("break01", "drums"),
+        ("SubBass", "bass"),
+        ("acid_303_line", "bass"),
+        ("synth_bass", "bass"),  # the last role word is the head noun
+        ("BassDrum", "drums"),
+        ("padloop", "melodic"),
+        ("Chords", "melodic"),
+        ("arp", "melodic"),
+        ("Riser_FX", "fx"),
+        ("vox_chop", "vocal"),
+        ("Vocals", "vocal"),
+        ("topline", "vocal"),
+        ("what_a_night", None),  # "hat" inside a word is not drums
+        ("stop", None),
+        ("subtle", None),
+        ("drum-and-bass", None),  # a genre, not a role
+        ("techno", None),
+    ],
+)
+def test_role_words_match_inside_compound_names(name, role):
+    assert md.role_from_words(name) == role
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("drumloop_01", "loop"),
+        ("Bass Loops", "loop"),
+        ("One Shots", "one-shot"),
+        ("oneshot_kick", "one-shot"),
+        ("snare_hits", "one-shot"),
+        ("kick_01", None),
+    ],
+)
+def test_kind_words(name, kind):
+    assert md.kind_from_words(name) == kind
 
 
 def test_merge_overrides_fields_and_unions_tags():
@@ -109,7 +164,10 @@ def test_record_validation_names_the_file_and_field():
         genre="acid techno", tags=("dark", "303"), bpm=133.0, key="Gm", bars=8, loop=True
     )
     assert md.from_record({"bpm": "", "key": None}, "x.json") == Metadata()  # empty cells mean unknown
+    assert md.from_record({"kind": "One Shot", "role": "Bass"}, "x.json") == Metadata(kind="one-shot", role="bass")
     for bad, field in [
+        ({"kind": "phrase"}, "kind"),
+        ({"role": "guitar"}, "role"),
         ({"bpm": "fast"}, "bpm"),
         ({"bpm": 5}, "bpm"),
         ({"key": "Q"}, "key"),
@@ -150,10 +208,22 @@ def test_collect_applies_sources_in_priority_order(tmp_path):
     (a.with_suffix(".json")).write_text(json.dumps({"key": "Ebm", "loop": True, "genre": "Hard Techno"}))
     metas, warnings = md.collect(root, [a, b, c, d])
     assert warnings == []
-    assert metas[a] == Metadata(genre="hard techno", tags=("kicks", "punchy", "909"), bpm=131.0, key="Ebm", loop=True)
-    assert metas[b] == Metadata(genre="techno", bpm=126.0, bars=4)
+    assert metas[a] == Metadata(
+        genre="hard techno", tags=("kicks", "punchy", "909"), bpm=131.0, key="Ebm", loop=True, role="drums"
+    )
+    assert metas[b] == Metadata(genre="techno", bpm=126.0, bars=4, role="bass")
     assert metas[c] == Metadata(genre="ambient", tags=("pad", "wide"), key="F#")
-    assert metas[d] == Metadata(genre="house", key="Cm")
+    assert metas[d] == Metadata(genre="house", key="Cm", role="melodic")
+    # where each value came from: the strongest source that gave it
+    assert metas[a].sources == {
+        "genre": "sidecar",
+        "role": "name",
+        "bpm": "csv",
+        "key": "sidecar",
+        "loop": "sidecar",
+    }
+    assert metas[b].sources == {"genre": "folder", "bpm": "jsonl", "bars": "jsonl", "role": "name"}
+    assert metas[c].sources == {"genre": "csv", "key": "csv"}
 
 
 def test_collect_reports_bad_metadata_and_keeps_the_rest(tmp_path):
@@ -168,9 +238,9 @@ def test_collect_reports_bad_metadata_and_keeps_the_rest(tmp_path):
     (root / "metadata.csv").write_text("name,genre\nx.wav,rock\n")
     (root / "dnb" / "metadata.csv").write_text("file,genre\nreeses.wav,jungle\n")
     metas, warnings = md.collect(root, [a, b, c])
-    assert metas[a] == Metadata(genre="dnb", bpm=174.0)  # folder and name still apply
-    assert metas[b] == Metadata(genre="dnb")  # the bad row is dropped as a whole
-    assert metas[c] == Metadata(genre="dnb", key="Fm")
+    assert metas[a] == Metadata(genre="dnb", bpm=174.0, role="drums")  # folder and name still apply
+    assert metas[b] == Metadata(genre="dnb", role="bass")  # the bad row is dropped as a whole
+    assert metas[c] == Metadata(genre="dnb", key="Fm", role="bass")
     text = "\n".join(warnings)
     assert len(warnings) == 6, text
     assert f"{a.with_suffix('.json')}: invalid JSON sidecar" in text
@@ -186,3 +256,44 @@ def test_sidecar_must_be_an_object(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(MetadataError, match="JSON object"):
         md.read_sidecar(path)
+
+
+class _Guess:
+    """An estimate as data_tools.analysis makes them."""
+
+    def __init__(self, value=None, confidence=None, reason=None):
+        self.value, self.confidence, self.reason = value, confidence, reason
+
+
+def test_fill_takes_estimates_only_where_the_metadata_says_nothing():
+    meta = Metadata(genre="house", role="bass", sources={"genre": "folder", "role": "csv"})
+    estimates = {
+        "kind": _Guess("loop", 0.9),
+        "bpm": _Guess(124.0, 0.8),
+        "bars": _Guess(2, 0.8),
+        "key": _Guess(confidence=0.3, reason="no clear key (best Am, correlation 0.30)"),
+        "downbeat": _Guess(0.01, 0.8),
+    }
+    filled, fields = md.fill(meta, estimates, duration_s=240 * 2 / 124)
+    assert (filled.bpm, filled.bars, filled.kind, filled.role, filled.key) == (124.0, 2, "loop", "bass", None)
+    assert fields == {
+        "bpm_source": "estimated",
+        "bpm_confidence": 0.8,
+        "bars_source": "estimated",
+        "bars_confidence": 0.8,
+        "key_source": "unknown",
+        "key_confidence": 0.3,
+        "key_reason": "no clear key (best Am, correlation 0.30)",
+        "kind_source": "estimated",
+        "kind_confidence": 0.9,
+        "role_source": "csv",
+        "downbeat_s": 0.01,
+    }
+    # a tempo the metadata gives is kept, and makes a whole-bar file a loop without estimating
+    tagged = Metadata(bpm=120.0, sources={"bpm": "name"})
+    filled, fields = md.fill(tagged, {"role": _Guess("drums", 0.7)}, duration_s=4.0)
+    assert (filled.bpm, filled.bars, filled.kind) == (120.0, 2, "loop")
+    assert fields["bpm_source"] == "name" and "bpm_confidence" not in fields
+    assert fields["bars_source"] == fields["kind_source"] == "estimated"
+    filled, fields = md.fill(tagged, {}, duration_s=4.3)
+    assert filled.bars is None and fields["bars_reason"] == "4.300 s is not a whole number of bars at 120 BPM"

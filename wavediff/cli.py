@@ -102,6 +102,14 @@ def _part(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected I/N (task I of an N-task job array), got {text!r}") from None
 
 
+def cmd_data_tag(args: argparse.Namespace) -> int:
+    from data_tools.tag import tag
+
+    for path, rows in tag(args.sources, workers=args.workers, progress=not args.quiet).items():
+        print(f"{path}: {rows} file(s)")
+    return 0
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from data_tools.inspect import format_manifest, inspect_shards
     from wavediff.shards.format import read_manifest
@@ -299,6 +307,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         settings=_sampling_settings(args, model),
         circular=args.circular,
         progress=not args.quiet,
+        role=args.role,
     )
     info["checkpoint"] = str(args.ckpt)
     for path in save_loops(audio, info, args.out, format=args.format):
@@ -520,6 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(data, "merge", cmd_data_merge, "join the parts written by `data shard --part I/N` into one dataset")
     p.add_argument("out", type=Path, metavar="OUT")
 
+    p = command(
+        data,
+        "tag",
+        cmd_data_tag,
+        "write what the sharder would infer (role, kind, tempo, bars, key) as a metadata.csv draft per folder",
+    )
+    p.add_argument("sources", nargs="+", type=Path, metavar="SRC")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+
     p = command(data, "inspect", cmd_data_inspect, "summarize a shard folder and verify every sample decodes")
     p.add_argument("folder", type=Path)
 
@@ -656,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_generate)
     p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
     p.add_argument("--genre", default=None, help="one of the model's genres (default: unconditional)")
+    p.add_argument(
+        "--role", default=None, help="drums, bass, melodic, fx or vocal (a model trained with conditioning.role)"
+    )
     p.add_argument("--bpm", type=float, required=True)
     p.add_argument("--bars", type=int, default=4)
     p.add_argument("--n", type=int, default=1, help="how many loops")

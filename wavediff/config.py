@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 # --------------------------------------------------------------------------- data
 
+# What part of a track a file is: the sharder gives every sample one (data_tools.metadata),
+# and a denoiser with `conditioning.role` learns one embedding per entry.
+ROLES = ("drums", "bass", "melodic", "fx", "vocal")
+
 
 @dataclass
 class AugmentConfig:
@@ -52,6 +56,7 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes per rank (0 loads in the main process)
     shuffle_buffer: int = 1000  # samples held for shuffling, per worker (training only)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    one_shots: bool = False  # also train on samples whose kind is "one-shot" (loops only by default)
 
 
 # --------------------------------------------------------------------------- models
@@ -136,6 +141,8 @@ class ConditioningConfig:
     dropout_all: float = 0.1  # every condition is nulled together (the unconditional model CFG needs)
     beats_per_bar: int = 4
     genres: list[str] = field(default_factory=list)  # the vocabulary: filled from the shards when empty
+    role: bool = False  # an embedding of the sample's role (drums, bass, …); off in configs that predate it
+    roles: list[str] = field(default_factory=lambda: list(ROLES))  # the role vocabulary
 
 
 @dataclass

@@ -92,8 +92,10 @@ def generate(
     settings: SamplingConfig | None = None,
     circular: bool | None = None,
     progress: bool = False,
+    role: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
-    """n loops of `bars` bars at `bpm` in `genre` → ((n, channels, samples) audio, settings used).
+    """n loops of `bars` bars at `bpm` in `genre` (and `role`, for a model conditioned on it) →
+    ((n, channels, samples) audio, settings used).
 
     `circular` defaults to the model's padding setting (seamless loops for a circular model).
     """
@@ -104,7 +106,7 @@ def generate(
     _check_fits(model, shape, n, settings, shape.samples / bars)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
-    cond = loop_conditions(model, genre, bpm, bars, n, device)
+    cond = loop_conditions(model, genre, bpm, bars, n, device, role)
     sigmas = sigmas_for(model, settings, device)
     x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
     denoiser = Denoiser(model, cond, settings.cfg_scale, circular)
@@ -128,6 +130,7 @@ def generate(
         "frames": shape.frames,
         "stretch_cents": round(shape.stretch_cents, 3),
         "model_evaluations": denoiser.calls,
+        **({"role": role} if role is not None else {}),
     }
     return audio, info
 

@@ -86,27 +86,38 @@ def clip_conditions(
     seconds: float,
     n: int,
     device: torch.device | str,
+    role: str | None = None,
 ) -> Conditions | None:
-    """The conditions of n clips of `seconds`; a genre, tempo or bar count not given stays unknown (null).
-    None for an unconditional model."""
+    """The conditions of n clips of `seconds`; a genre, tempo, bar count or role not given stays unknown
+    (null). None for an unconditional model."""
     check_tempo(bpm, bars)
     if model.conditioner is None:
+        if role is not None:
+            raise UserError(f"role {role!r}: this model is unconditional")
         return None
     genre_id = model.conditioner.genre_id(genre)
+    role_id = model.conditioner.role_id(role)
 
     def full(value: float, dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.full((n,), value, dtype=dtype, device=device)
 
-    return Conditions(full(genre_id, torch.long), full(bpm or 0.0), full(seconds), full(float(bars or 0)))
+    roles = full(role_id, torch.long) if role is not None else None
+    return Conditions(full(genre_id, torch.long), full(bpm or 0.0), full(seconds), full(float(bars or 0)), role=roles)
 
 
 def loop_conditions(
-    model: LoopDiffusion, genre: str | None, bpm: float, bars: int, n: int, device: torch.device | str
+    model: LoopDiffusion,
+    genre: str | None,
+    bpm: float,
+    bars: int,
+    n: int,
+    device: torch.device | str,
+    role: str | None = None,
 ) -> Conditions | None:
-    """The conditions of n loops of one genre, tempo and length (None for an unconditional model)."""
+    """The conditions of n loops of one genre, tempo, length and role (None for an unconditional model)."""
     check_tempo(bpm, bars)
     seconds = bars * model.recipe.conditioning.beats_per_bar * 60.0 / bpm
-    return clip_conditions(model, genre, bpm, bars, seconds, n, device)
+    return clip_conditions(model, genre, bpm, bars, seconds, n, device, role)
 
 
 def model_device(model: LoopDiffusion) -> torch.device:

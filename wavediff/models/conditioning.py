@@ -1,4 +1,4 @@
-"""What the denoiser is told about the loop it makes: genre, tempo and length.
+"""What the denoiser is told about the loop it makes: genre, tempo, length and (when on) role.
 
 Each condition becomes one vector (a token). Their sum is the pooled vector that modulates
 every U-Net block; the tokens themselves feed cross-attention when the U-Net has it (and
@@ -22,18 +22,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from wavediff.config import ConditioningConfig
+from wavediff.config import ROLES, ConditioningConfig
 from wavediff.errors import ConfigError, UserError
 
 FOURIER_BANDS = 8  # sin/cos pairs per scalar
 TEMPO_REFERENCE = 120.0  # BPM at which the tempo features are centred
 SECONDS_REFERENCE = 4.0
-CONDITIONS = ("genre", "tempo", "length")
+CONDITIONS = ("genre", "tempo", "length", "role")  # role last: older checkpoints' tokens keep their places
 
 
 @dataclass
 class Conditions:
-    """Per-example values for a batch; 0 (or genre −1) means unknown."""
+    """Per-example values for a batch; 0 (or genre/role −1) means unknown."""
 
     genre: Tensor  # (B,) long: index into the vocabulary, −1 unknown
     bpm: Tensor  # (B,) float
@@ -42,6 +42,7 @@ class Conditions:
     # (B,) float: where the window starts in its loop or source, in seconds (a training crop);
     # None: at the start, which is what generation makes. Only the tempo clock reads it.
     start: Tensor | None = None
+    role: Tensor | None = None  # (B,) long: index into the role vocabulary, −1 unknown; None: all unknown
 
     @property
     def batch_size(self) -> int:
@@ -49,7 +50,8 @@ class Conditions:
 
     def _map(self, fn: Callable[[Tensor], Tensor]) -> Conditions:
         start = None if self.start is None else fn(self.start)
-        return Conditions(fn(self.genre), fn(self.bpm), fn(self.seconds), fn(self.bars), start)
+        role = None if self.role is None else fn(self.role)
+        return Conditions(fn(self.genre), fn(self.bpm), fn(self.seconds), fn(self.bars), start, role)
 
     def to(self, device: torch.device | str) -> Conditions:
         return self._map(lambda t: t.to(device))
@@ -94,6 +96,10 @@ class Conditioner(nn.Module):
             self.tempo = _mlp(2 * FOURIER_BANDS, cfg.dim)
         if cfg.length:
             self.length = _mlp(4 * FOURIER_BANDS + 1, cfg.dim)  # seconds, bars, and "bars known"
+        if cfg.role:
+            if list(cfg.roles) != list(ROLES[: len(cfg.roles)]):  # the loader's ids index config.ROLES
+                raise ConfigError(f"conditioning.roles must be {list(ROLES)} (or a prefix), got {cfg.roles}")
+            self.role = nn.Embedding(max(1, len(cfg.roles)), cfg.dim)
 
     @property
     def genres(self) -> list[str]:
@@ -108,11 +114,25 @@ class Conditioner(nn.Module):
             raise UserError(f"unknown genre {name!r}; this model knows: {known}")
         return self.cfg.genres.index(name)
 
+    def role_id(self, name: str | None) -> int:
+        """The vocabulary index of a role (−1 for None); a model without role conditioning takes none."""
+        if name is None:
+            return -1
+        if not self.cfg.role:
+            raise UserError(f"role {name!r}: this model was trained without role conditioning")
+        if name not in self.cfg.roles:
+            raise UserError(f"unknown role {name!r}; this model knows: {', '.join(self.cfg.roles)}")
+        return self.cfg.roles.index(name)
+
     def _token(self, name: str, c: Conditions) -> tuple[Tensor, Tensor]:
         """(vector (B, dim), known (B,) bool) of one condition."""
         if name == "genre":
             known = (c.genre >= 0) & (c.genre < len(self.cfg.genres))
             return self.genre(c.genre.clamp(0, self.genre.num_embeddings - 1)), known
+        if name == "role":
+            role = c.role if c.role is not None else torch.full_like(c.genre, -1)
+            known = (role >= 0) & (role < len(self.cfg.roles))
+            return self.role(role.clamp(0, self.role.num_embeddings - 1)), known
         if name == "tempo":
             known = c.bpm > 0
             return self.tempo(fourier_features(torch.log2(c.bpm.clamp_min(1.0) / TEMPO_REFERENCE))), known

@@ -60,7 +60,7 @@ class LoopDiffusion(nn.Module):
         if recipe.channels < 1:
             raise ConfigError("channels must be resolved (positive) before the model is built")
         cond = recipe.conditioning
-        self.conditioner = Conditioner(cond) if any((cond.genre, cond.tempo, cond.length)) else None
+        self.conditioner = Conditioner(cond) if any((cond.genre, cond.tempo, cond.length, cond.role)) else None
         dim = self.conditioner.dim if self.conditioner is not None else 0
         token_dim = dim if recipe.model.cross_attention else 0
         self.clock = cond.tempo and cond.tempo_clock

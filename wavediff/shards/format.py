@@ -79,6 +79,10 @@ class Manifest:
     files: int = 0
     tags: dict[str, int] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, int] = field(default_factory=dict)  # samples per kind: loop, one-shot, unknown
+    roles: dict[str, int] = field(default_factory=dict)  # samples per role (drums, bass, …, unknown)
+    # per estimated field (bpm, bars, key, …): samples per source (name, sidecar, csv, estimated, unknown)
+    metadata_sources: dict[str, dict[str, int]] = field(default_factory=dict)
     bpm: dict[str, float] | None = None  # {"min", "max"} of the known tempos
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"path", "reason"} per file left out
     duplicates: int = 0

@@ -45,7 +45,7 @@ from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import make_seed, pytorch_worker_info
 
-from wavediff.config import AugmentConfig, DataConfig
+from wavediff.config import ROLES, AugmentConfig, DataConfig
 from wavediff.errors import AudioError, DataError, UserError
 from wavediff.io.audio import EncodedAudio, convert_channels
 from wavediff.shards.format import Manifest, read_manifest, shard_paths, shard_samples
@@ -257,8 +257,10 @@ class ShardDataset(IterableDataset):
         rank: int,
         world_size: int,
         expected: Mapping[str, int],
+        one_shots: bool = True,
     ):
         super().__init__()
+        self.one_shots = one_shots
         self.urls, self.kind, self.sample_size = urls, kind, sample_size
         self.sample_rate, self.channels, self.genres = sample_rate, channels, genres
         self.augment = augment if training else None
@@ -296,9 +298,11 @@ class ShardDataset(IterableDataset):
             except CorruptSample as e:
                 warnings.warn(f"skipped {e}", RuntimeWarning, stacklevel=2)
                 continue
-            yield prepared
+            if prepared is not None:
+                yield prepared
 
-    def _prepare(self, sample: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    def _prepare(self, sample: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
+        """The sample as tensors and numbers; None for a one-shot the dataset leaves out."""
         key, where = sample["__key__"], f"{sample['__url__']}: sample {sample['__key__']}"
         try:
             meta = json.loads(sample["json"])
@@ -308,6 +312,8 @@ class ShardDataset(IterableDataset):
             raise CorruptSample(f"{where}: json member does not parse ({e})") from None
         if not isinstance(meta, dict):
             raise CorruptSample(f"{where}: json member is not an object")
+        if not self.one_shots and meta.get("kind") == "one-shot":
+            return None
         member = _MEMBER[self.kind]
         if member not in sample:
             raise CorruptSample(f"{where}: no .{member} member")
@@ -327,6 +333,7 @@ class ShardDataset(IterableDataset):
             self.kind: window,
             "frames": valid,
             "genre": self.genres.id(meta.get("genre")),
+            "role": ROLES.index(meta["role"]) if meta.get("role") in ROLES else -1,
             "bpm": _number(meta, "bpm", 0.0, where),
             "bars": _number(meta, "bars", 0.0, where),
             "loop": loop,
@@ -413,8 +420,9 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class ShardLoader(DataLoader):
-    """A DataLoader of batch dicts: `audio` (B, C, T) float32 or `latent` (B, C, F), `frames`
-    and `genre` LongTensors, `loop` BoolTensor, `bpm`, `bars`, `seconds`, `seconds_start`,
+    """A DataLoader of batch dicts: `audio` (B, C, T) float32 or `latent` (B, C, F), `frames`,
+    `genre` and `role` (an index into config.ROLES, −1 unknown) LongTensors, `loop` BoolTensor,
+    `bpm`, `bars`, `seconds`, `seconds_start`,
     `seconds_total` float32 tensors, and `key` a list of str."""
 
     def __iter__(self) -> _Batches:
@@ -466,12 +474,14 @@ def build_dataset(
     rank: int | None = None,
     world_size: int | None = None,
     expected_samples: Mapping[str, int] | None = None,
+    one_shots: bool = True,
 ) -> ShardDataset:
     """A dataset of single samples over shard URLs (a brace pattern, `::` list or list).
 
     sample_size counts audio samples, or latent frames for kind="latent". sample_rate,
     when given, must match every sample (a mismatch is a DataError naming shard and key);
-    channels converts audio to that many channels. rank/world_size default to the
+    channels converts audio to that many channels; one_shots=False leaves out samples whose
+    kind is "one-shot". rank/world_size default to the
     torch.distributed (or RANK/WORLD_SIZE) values; tests pass them to simulate ranks.
     expected_samples ({url: samples}, from the manifest) makes a shard that ends early a warning.
     """
@@ -501,6 +511,7 @@ def build_dataset(
         rank=rank,
         world_size=world_size,
         expected=expected_samples or {},
+        one_shots=one_shots,
     )
 
 
@@ -549,6 +560,7 @@ def make_loader(
         rank=rank,
         world_size=world_size,
         expected_samples={str(path): n for path, n in shard_samples(cfg.path, manifest).items()} if manifest else None,
+        one_shots=cfg.one_shots,
     )
     return ShardLoader(
         dataset,
