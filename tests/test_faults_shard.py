@@ -256,7 +256,9 @@ def _infos(out: Path) -> list[dict]:
 AS_NOBODY = textwrap.dedent(
     """
     import json, os, sys
+    from data_tools import analysis
     from data_tools.shard import ShardOptions, shard
+    analysis.preload()  # librosa imports lazily, from where nobody cannot read
     os.setgid(65534)
     os.setuid(65534)
     options = ShardOptions(sample_rate=8000, channels=1, workers=1, val_fraction=0.0)
