@@ -149,12 +149,16 @@ def to_model_space(model: LoopDiffusion, audio: Tensor, shape: LoopShape) -> Ten
 MAX_SECONDS = 600.0
 
 
+# The scratch of one head in a fused attention kernel, in elements: a block of scores and their
+# exponentials, at most 256 queries × 512 keys (PyTorch's CPU flash kernel; GPU kernels keep less).
+FLASH_BLOCK = 2 * 256 * 512
+
+
 def _unet_bytes(model: LoopDiffusion, length: int, batch: int) -> int:
     """Peak bytes of one U-Net call on (batch, channels, length), weights aside: the skips it keeps,
-    plus the largest stage's working tensors. Attention is counted with its (L × L) score matrix
-    per head, three times (scores, softmax and its masks, as PyTorch's math kernel measures): the
-    memory-efficient kernels avoid them, but not every input takes those kernels, and refusing a
-    long loop beats running out of memory halfway."""
+    plus the largest stage's working tensors. Attention runs in SDPA's fused kernels (unet.SelfAttention
+    hands them contiguous inputs), which never hold an (L × L) score matrix: their scratch is a few
+    query-by-key blocks (FLASH_BLOCK), so attention is linear in L like the rest."""
     cfg = model.recipe.model
     factor = model.factor
     length = -(-length // factor) * factor
@@ -170,7 +174,7 @@ def _unet_bytes(model: LoopDiffusion, length: int, batch: int) -> int:
         level = (4 * inputs + 6 * c) * n
         if i in cfg.attention_levels:  # 12 c·n: q, k, v, their rotations and products; 8 d·n: float64 angles
             heads = max(1, c // cfg.head_channels)
-            level = max(level, 12 * c * n + 3 * heads * n * n + 8 * (c // heads) * n)
+            level = max(level, 12 * c * n + 8 * (c // heads) * n + heads * FLASH_BLOCK)
         working = max(working, level)
     data = 12 * (model.data_channels + 4) * length  # the sampler's state, the tempo clock, guidance copies
     return batch * (skips + working + data) * _element_bytes(model)
