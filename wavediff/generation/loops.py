@@ -2,7 +2,8 @@
 
 A loop of `bars` bars at `bpm` is exactly N = bars · beats_per_bar · 60/bpm seconds of
 samples (wavediff.io.audio.loop_samples). A circular model generates one period of F
-frames, F within STRETCH_CENTS of N / hop (LoopDiffusion.denoise wraps any period); the
+frames, F within STRETCH_CENTS of N / hop (LoopDiffusion.denoise wraps any period, at the
+cost of one plain call); the
 decoded period (F · hop samples) is then resized to exactly N samples by band-limited
 periodic resampling (wavediff.io.audio.resize_loop), which keeps the loop seamless at a pitch
 change the sidecar records in cents. A non-circular model generates ⌈N / hop⌉ frames and
@@ -56,9 +57,9 @@ def _cents(samples: int, frames: int, hop: int) -> float:
 def clip_shape(model: LoopDiffusion, samples: int, circular: bool) -> LoopShape:
     """Frames for exactly `samples` samples of audio (see the module docstring).
 
-    A loop period of F frames costs the denoiser loop_tiles(F) × F frames per call: among
-    the frame counts near samples / hop whose resize stays within STRETCH_CENTS (or the
-    nearest, when none does), the cheapest is taken, the nearest of equal cost.
+    Among the frame counts near samples / hop whose resize stays within STRETCH_CENTS (or the
+    nearest, when none does), a multiple of the U-Net's factor is taken if there is one (the
+    U-Net then runs the period as it is, not resampled to loop_frames), then the nearest.
     """
     hop = model.hop_length
     if not circular:
@@ -67,7 +68,7 @@ def clip_shape(model: LoopDiffusion, samples: int, circular: bool) -> LoopShape:
     near = range(max(1, math.floor(exact) - model.factor), math.ceil(exact) + model.factor + 1)
     tolerance = max(STRETCH_CENTS, min(abs(_cents(samples, f, hop)) for f in near))
     fits = [f for f in near if abs(_cents(samples, f, hop)) <= tolerance + 1e-9]
-    frames = min(fits, key=lambda f: (model.loop_tiles(f) * f, abs(f - exact)))
+    frames = min(fits, key=lambda f: (f % model.factor != 0, abs(f - exact)))
     return LoopShape(samples, frames, True, _cents(samples, frames, hop))
 
 
@@ -211,9 +212,9 @@ def peak_bytes(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool)
     Measured on real runs it lies between the peak of the live tensors and three times it
     (tests/test_sampling.py); the margin is room for the allocator's fragmentation.
     """
-    tiles = model.loop_tiles(shape.frames) if shape.circular else 1
+    frames = model.loop_frames(shape.frames) if shape.circular else shape.frames
     context = 2 * model.autoencoder.decoder_context() if model.autoencoder is not None else 0
-    denoise = _unet_bytes(model, shape.frames * tiles, batch * (2 if guided else 1))
+    denoise = _unet_bytes(model, max(frames, shape.frames), batch * (2 if guided else 1))
     codec = _codec_bytes(model, shape.frames + context, batch)
     return max(denoise, codec)
 
