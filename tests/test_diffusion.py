@@ -151,7 +151,14 @@ def test_unresolved_or_inconsistent_recipes_are_refused():
         LoopDiffusion(r, ae)
 
 
-def test_circular_denoising_wraps_a_period_of_any_length():
+def fourier_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
+    """x (..., N) moved `shift` frames later around its period, by band-limited interpolation (N odd)."""
+    n = x.shape[-1]
+    phase = torch.exp(-2j * math.pi * torch.arange(n // 2 + 1) * shift / n)
+    return torch.fft.irfft(torch.fft.rfft(x.double()) * phase, n=n).to(x.dtype)
+
+
+def circular_model() -> LoopDiffusion:
     r = recipe()
     r.model = UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[2], head_channels=8)
     r.conditioning.tempo_clock = False  # the clock fixes a phase origin: rotations of the loop then differ
@@ -159,16 +166,45 @@ def test_circular_denoising_wraps_a_period_of_any_length():
     m = LoopDiffusion(r)
     for p in m.unet.parameters():  # leave the zero init: the output must depend on the input
         p.data.add_(torch.randn_like(p) * 0.05)
-    assert m.factor == 4 and [m.loop_tiles(t) for t in (37, 38, 40)] == [4, 2, 1]
+    return m
+
+
+def test_circular_denoising_wraps_a_period_of_any_length():
+    """A period the U-Net cannot halve exactly runs resampled to the nearest length it can: the result
+    is a function on the loop, rotated with it by every shift that is a whole U-Net grid step there."""
+    m = circular_model()
+    assert m.factor == 4 and [m.loop_frames(t) for t in (37, 38, 39, 40, 2)] == [36, 40, 40, 40, 4]
     x, sigma = torch.randn(2, 4, 37), torch.tensor([1.0, 0.3])
     out = m.denoise(x, sigma, conds(), circular=True)
     assert out.shape == x.shape
-    for shift in (1, 5, 36):  # an odd period: every alignment of the U-Net's grid is averaged in
+    for grid_steps in (1, 2, 8):  # a grid step of the 36-frame run is 37/36 frames of the loop
+        shift = grid_steps * m.factor * 37 / 36
         torch.testing.assert_close(
-            m.denoise(x.roll(shift, -1), sigma, conds(), circular=True), out.roll(shift, -1), atol=1e-5, rtol=1e-4
+            m.denoise(fourier_shift(x, shift), sigma, conds(), circular=True),
+            fourier_shift(out, shift),
+            atol=1e-4,
+            rtol=1e-4,
         )
+    x = torch.randn(2, 4, 40)  # a period the U-Net halves exactly runs as it is: whole-frame rotations
+    out = m.denoise(x, sigma, conds(), circular=True)
+    torch.testing.assert_close(m.denoise(x.roll(8, -1), sigma, conds(), circular=True), out.roll(8, -1))
     plain = m.denoise(x, sigma, conds())
-    assert not torch.allclose(plain.roll(1, -1), m.denoise(x.roll(1, -1), sigma, conds()), atol=1e-4)
+    assert not torch.allclose(plain.roll(8, -1), m.denoise(x.roll(8, -1), sigma, conds()), atol=1e-4)
+
+
+def test_a_circular_call_costs_one_plain_call():
+    """A loop period of any length runs once through the U-Net, at most factor/2 frames longer than
+    itself (not as copies tiled up to a multiple of the factor: up to factor× the work)."""
+    m = circular_model()
+    seen: list[tuple[int, ...]] = []
+    hook = m.unet.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    try:
+        for period in (37, 38, 39, 41):
+            m.denoise(torch.randn(2, 4, period), torch.ones(2), conds(), circular=True)
+    finally:
+        hook.remove()
+    assert [s[0] for s in seen] == [2] * 4
+    assert [s[-1] for s in seen] == [36, 40, 40, 40]
 
 
 def test_the_tempo_clock_ticks_at_the_beat_and_wraps_on_a_loop():

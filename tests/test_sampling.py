@@ -163,6 +163,37 @@ def test_a_circular_loop_has_no_special_wrap_point(latent_model):
     torch.testing.assert_close(rolled_audio, audio.roll(k * m.hop_length, -1), rtol=1e-4, atol=1e-4)
 
 
+def test_a_loop_whose_period_the_unet_cannot_halve_costs_one_plain_pass_per_step():
+    """loops-44k's geometry in small: a hop so coarse that no multiple of the U-Net's factor lies within
+    STRETCH_CENTS of the loop. Each step runs the U-Net once on about one period; the loop still comes out
+    exactly its length and seamless."""
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[8, 8], latent_dim=4))
+    recipe = DiffusionRecipe(
+        autoencoder="tiny-ae",
+        sample_rate=8000,
+        channels=4,
+        model=UNetConfig(base_channels=8, channel_mults=[1, 2, 2, 2], attention_levels=[3], head_channels=8),
+        conditioning=ConditioningConfig(dim=8, genres=["techno"]),
+        diffusion=DiffusionConfig(sigma_data=0.5),
+        sampling=SamplingConfig(steps=3),
+    )
+    m = perturbed(LoopDiffusion(recipe, ae))
+    shape = clip_shape(m, loop_samples(128, 1, m.sample_rate), circular=True)
+    assert m.factor == 8 and shape.frames % m.factor  # 234.4 frames exactly: 234 or 235 within 6 cents
+    seen: list[int] = []
+    hook = m.unet.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[-1]))
+    try:
+        audio, info = generate(m, genre="techno", bpm=128, bars=1, circular=True, settings=settings(m, cfg_scale=1.0))
+    finally:
+        hook.remove()
+    assert len(seen) == info["model_evaluations"] == 3
+    assert all(abs(n - shape.frames) <= m.factor // 2 for n in seen), (seen, shape.frames)
+    assert audio.shape[-1] == loop_samples(128, 1, m.sample_rate)
+    steps = audio[0, 0].diff().abs()
+    assert seam_jump(audio[0])["wrap"] <= float(steps.quantile(0.99) / steps.mean())
+
+
 def test_circular_wrap_jump_is_like_the_steps_inside(latent_model):
     audio, _ = generate(latent_model, genre="techno", bpm=128, bars=1, circular=True)
     steps = audio[0, 0].diff().abs()
@@ -350,7 +381,7 @@ def test_bad_requests_are_refused_with_the_numbers(latent_model, call, message):
         call(latent_model, clip(latent_model, 0.5))
 
 
-def test_loop_periods_stay_within_the_stretch_tolerance_at_the_least_cost():
+def test_loop_periods_stay_within_the_stretch_tolerance_and_run_at_about_their_length():
     from wavediff.config import ConditioningConfig, DiffusionConfig, DiffusionRecipe, UNetConfig
     from wavediff.generation.loops import STRETCH_CENTS, loop_shape
     from wavediff.models.diffusion import LoopDiffusion
@@ -367,12 +398,11 @@ def test_loop_periods_stay_within_the_stretch_tolerance_at_the_least_cost():
         shape = loop_shape(model, bpm, bars, circular=True)
         assert abs(shape.stretch_cents) <= STRETCH_CENTS
         exact = shape.samples / model.hop_length
-        cheaper = [
-            f
-            for f in range(round(exact) - 40, round(exact) + 41)
-            if model.loop_tiles(f) * f < model.loop_tiles(shape.frames) * shape.frames
-        ]
-        assert all(abs(1200 * math.log2(exact / f)) > STRETCH_CENTS for f in cheaper)
+        # a period the U-Net halves exactly (no resampling) whenever one is within the tolerance
+        exact_fits = [f for f in range(round(exact) - 40, round(exact) + 41) if f % model.factor == 0]
+        if any(abs(1200 * math.log2(exact / f)) <= STRETCH_CENTS for f in exact_fits):
+            assert shape.frames % model.factor == 0
+        assert abs(model.loop_frames(shape.frames) - shape.frames) <= model.factor // 2
 
 
 def test_generate_takes_a_role_for_a_model_conditioned_on_it(latent_model):
@@ -406,11 +436,11 @@ from wavediff.models.diffusion import LoopDiffusion
 
 torch.set_num_threads(1)
 kind = sys.argv[1]
-if kind == "attention":  # the score matrices dominate
+if kind == "attention":  # wide attention at every level: q, k, v and their rotations (fused kernels: no L × L scores)
     ae = AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
-    unet = UNetConfig(base_channels=8, channel_mults=[1, 2], attention_levels=[1], head_channels=8)
+    unet = UNetConfig(base_channels=256, channel_mults=[1, 2], attention_levels=[0, 1], head_channels=64)
     recipe = DiffusionRecipe(autoencoder="ae", sample_rate=8000, channels=4, model=unet)
-    bars, cfg = 4, 3.0
+    bars, cfg = 2, 3.0
 elif kind == "decoder":  # a wide autoencoder at the audio rate dominates
     ae = AutoencoderConfig(channels=2, base_channels=32, channel_mults=[1, 2], strides=[2, 4], latent_dim=4)
     unet = UNetConfig(base_channels=4, channel_mults=[1, 2], attention_levels=[])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from wavediff.config import UNetConfig
 from wavediff.models.blocks import count_parameters
@@ -185,3 +186,23 @@ def test_dance_diffusion_size_waveform_model_constructs() -> None:
         net = UNet1D(cfg, 2, cond_dim=256)
     assert net.factor == 512
     assert 150e6 < count_parameters(net) < 250e6
+
+
+@pytest.mark.parametrize("kind", ["self", "cross"])
+def test_attention_takes_a_fused_kernel_not_the_math_path(kind: str) -> None:
+    """scaled_dot_product_attention falls back to its math kernel (an L × L score matrix per head:
+    quadratic memory, many times slower) when an input is not contiguous; the fused kernel must run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from wavediff.models.unet import CrossAttention, SelfAttention
+
+    attn = (SelfAttention(32, 16) if kind == "self" else CrossAttention(32, 16, 16)).eval()
+    nn.init.normal_(attn.out.weight)  # the residual branch starts at zero; make it count
+    x = torch.randn(2, 32, 64)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = attn(x, circular=False) if kind == "self" else attn(x, torch.randn(2, 5, 16))
+    names = {event.key for event in prof.key_averages()}
+    assert "aten::scaled_dot_product_attention" in names
+    assert not any("math" in name for name in names), sorted(n for n in names if "attention" in n)
+    assert any("flash" in name or "efficient" in name for name in names), sorted(names)
+    assert not torch.allclose(out, x)

@@ -2,7 +2,8 @@
 
 A loop of `bars` bars at `bpm` is exactly N = bars · beats_per_bar · 60/bpm seconds of
 samples (wavediff.io.audio.loop_samples). A circular model generates one period of F
-frames, F within STRETCH_CENTS of N / hop (LoopDiffusion.denoise wraps any period); the
+frames, F within STRETCH_CENTS of N / hop (LoopDiffusion.denoise wraps any period, at the
+cost of one plain call); the
 decoded period (F · hop samples) is then resized to exactly N samples by band-limited
 periodic resampling (wavediff.io.audio.resize_loop), which keeps the loop seamless at a pitch
 change the sidecar records in cents. A non-circular model generates ⌈N / hop⌉ frames and
@@ -56,9 +57,9 @@ def _cents(samples: int, frames: int, hop: int) -> float:
 def clip_shape(model: LoopDiffusion, samples: int, circular: bool) -> LoopShape:
     """Frames for exactly `samples` samples of audio (see the module docstring).
 
-    A loop period of F frames costs the denoiser loop_tiles(F) × F frames per call: among
-    the frame counts near samples / hop whose resize stays within STRETCH_CENTS (or the
-    nearest, when none does), the cheapest is taken, the nearest of equal cost.
+    Among the frame counts near samples / hop whose resize stays within STRETCH_CENTS (or the
+    nearest, when none does), a multiple of the U-Net's factor is taken if there is one (the
+    U-Net then runs the period as it is, not resampled to loop_frames), then the nearest.
     """
     hop = model.hop_length
     if not circular:
@@ -67,7 +68,7 @@ def clip_shape(model: LoopDiffusion, samples: int, circular: bool) -> LoopShape:
     near = range(max(1, math.floor(exact) - model.factor), math.ceil(exact) + model.factor + 1)
     tolerance = max(STRETCH_CENTS, min(abs(_cents(samples, f, hop)) for f in near))
     fits = [f for f in near if abs(_cents(samples, f, hop)) <= tolerance + 1e-9]
-    frames = min(fits, key=lambda f: (model.loop_tiles(f) * f, abs(f - exact)))
+    frames = min(fits, key=lambda f: (f % model.factor != 0, abs(f - exact)))
     return LoopShape(samples, frames, True, _cents(samples, frames, hop))
 
 
@@ -160,12 +161,16 @@ def to_model_space(model: LoopDiffusion, audio: Tensor, shape: LoopShape) -> Ten
 MAX_SECONDS = 600.0
 
 
+# The scratch of one head in a fused attention kernel, in elements: a block of scores and their
+# exponentials, at most 256 queries × 512 keys (PyTorch's CPU flash kernel; GPU kernels keep less).
+FLASH_BLOCK = 2 * 256 * 512
+
+
 def _unet_bytes(model: LoopDiffusion, length: int, batch: int) -> int:
     """Peak bytes of one U-Net call on (batch, channels, length), weights aside: the skips it keeps,
-    plus the largest stage's working tensors. Attention is counted with its (L × L) score matrix
-    per head, three times (scores, softmax and its masks, as PyTorch's math kernel measures): the
-    memory-efficient kernels avoid them, but not every input takes those kernels, and refusing a
-    long loop beats running out of memory halfway."""
+    plus the largest stage's working tensors. Attention runs in SDPA's fused kernels (unet.SelfAttention
+    hands them contiguous inputs), which never hold an (L × L) score matrix: their scratch is a few
+    query-by-key blocks (FLASH_BLOCK), so attention is linear in L like the rest."""
     cfg = model.recipe.model
     factor = model.factor
     length = -(-length // factor) * factor
@@ -181,7 +186,7 @@ def _unet_bytes(model: LoopDiffusion, length: int, batch: int) -> int:
         level = (4 * inputs + 6 * c) * n
         if i in cfg.attention_levels:  # 12 c·n: q, k, v, their rotations and products; 8 d·n: float64 angles
             heads = max(1, c // cfg.head_channels)
-            level = max(level, 12 * c * n + 3 * heads * n * n + 8 * (c // heads) * n)
+            level = max(level, 12 * c * n + 8 * (c // heads) * n + heads * FLASH_BLOCK)
         working = max(working, level)
     data = 12 * (model.data_channels + 4) * length  # the sampler's state, the tempo clock, guidance copies
     return batch * (skips + working + data) * _element_bytes(model)
@@ -218,9 +223,9 @@ def peak_bytes(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool)
     Measured on real runs it lies between the peak of the live tensors and three times it
     (tests/test_sampling.py); the margin is room for the allocator's fragmentation.
     """
-    tiles = model.loop_tiles(shape.frames) if shape.circular else 1
+    frames = model.loop_frames(shape.frames) if shape.circular else shape.frames
     context = 2 * model.autoencoder.decoder_context() if model.autoencoder is not None else 0
-    denoise = _unet_bytes(model, shape.frames * tiles, batch * (2 if guided else 1))
+    denoise = _unet_bytes(model, max(frames, shape.frames), batch * (2 if guided else 1))
     codec = _codec_bytes(model, shape.frames + context, batch)
     return max(denoise, codec)
 

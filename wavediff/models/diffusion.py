@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from wavediff.config import DiffusionRecipe
 from wavediff.errors import ConfigError
+from wavediff.io.audio import resize_loop
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.blocks import pad1d
 from wavediff.models.conditioning import Conditioner, Conditions
@@ -153,9 +154,8 @@ class LoopDiffusion(nn.Module):
         cond: Conditions | None,
         drop: Tensor | None,
         circular: bool,
-        period: int | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(network output, c_skip, c_out) for input x at noise σ (B,); x may be `period`-long copies of a loop."""
+        """(network output, c_skip, c_out) for input x at noise σ (B,)."""
         c_skip, c_out, c_in = (s.to(x.dtype)[:, None, None] for s in self.precond.get_scalings(sigma))
         vector = tokens = None
         inputs = x * c_in
@@ -169,23 +169,23 @@ class LoopDiffusion(nn.Module):
                 known = cond.bpm > 0
                 if drop is not None:
                     known = known & ~drop[:, self.conditioner.names.index("tempo")]
-                frames = period or x.shape[-1]
                 clock = tempo_clock(
-                    frames,
+                    x.shape[-1],
                     cond.bpm,
                     self.sample_rate / self.hop_length,
                     self.recipe.conditioning.beats_per_bar,
                     circular,
                     cond.start,
                 )
-                clock = (clock * known[:, None, None]).to(x.dtype).repeat(1, 1, x.shape[-1] // frames)
+                clock = (clock * known[:, None, None]).to(x.dtype)
                 inputs = torch.cat([inputs, clock], dim=1)
         out = self.unet(inputs, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
         return out, c_skip, c_out
 
-    def loop_tiles(self, frames: int) -> int:
-        """Copies of a `frames`-long loop period that make a length the U-Net can wrap exactly."""
-        return self.factor // math.gcd(frames, self.factor)
+    def loop_frames(self, frames: int) -> int:
+        """The length a `frames`-long loop period runs through the U-Net at: the nearest multiple of its
+        factor (the lengths it halves exactly on a loop at every level)."""
+        return max(1, round(frames / self.factor)) * self.factor
 
     def denoise(
         self,
@@ -198,18 +198,21 @@ class LoopDiffusion(nn.Module):
         """D(x; σ): the denoised estimate, what k-diffusion samplers call. σ is (B,) or a scalar.
 
         `circular`: x is one period of a loop, of any length. The U-Net wraps exactly only
-        lengths that are a multiple of its factor, so the period is tiled up to the shortest
-        such length (loop_tiles copies) and the copies of the output are averaged back into
-        one period: the result is a function on the loop, seamless by construction (the
-        copies differ only in where the down-sampling grid falls).
+        lengths that are a multiple of its factor, so another period is resampled (band-limited,
+        periodic: resize_loop) to the nearest such length (loop_frames), run once, and its output
+        resampled back: a function on the loop, seamless by construction, at the cost of one
+        plain call. (A loop of 4 bars at 128 BPM is 161.5 frames of ae-44k-stereo; the nearest
+        multiple of 8 would stretch the audio by 16 cents, so the period stays 162 frames and
+        only the U-Net sees it as 160.) The network sees the loop 1/factor or less faster or
+        slower; the skip path keeps every frequency of x.
         """
         sigma = sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma
         period = x.shape[-1]
-        tiles = self.loop_tiles(period) if circular else 1
-        tiled = x.repeat(1, 1, tiles) if tiles > 1 else x
-        out, c_skip, c_out = self._network(tiled, sigma, cond, drop, circular, period)
-        if tiles > 1:
-            out = out.unflatten(-1, (tiles, period)).mean(-2)
+        frames = self.loop_frames(period) if circular else period
+        inputs = resize_loop(x.float(), frames).to(x.dtype) if frames != period else x
+        out, c_skip, c_out = self._network(inputs, sigma, cond, drop, circular)
+        if frames != period:
+            out = resize_loop(out.float(), period).to(out.dtype)
         return out * c_out + x * c_skip
 
     def sample_sigmas(self, n: int, device: torch.device | str) -> Tensor:

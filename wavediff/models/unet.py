@@ -155,8 +155,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, circular: bool) -> Tensor:
         q, k, v = (_split_heads(t, self.heads) for t in self.qkv(self.norm(x)).chunk(3, dim=1))
-        q, k = rotary(q, circular), rotary(k, circular)
-        return x + self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        q, k = rotary(q, circular), rotary(k, circular)  # rotary's outputs are new, contiguous tensors
+        # v is a transposed view: a non-contiguous input sends SDPA to its math kernel (an L × L score
+        # matrix per head), so it is copied into the layout the fused kernels take.
+        return x + self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v.contiguous())))
 
 
 class CrossAttention(nn.Module):
@@ -171,8 +173,8 @@ class CrossAttention(nn.Module):
         self.out = _zero(Conv1d(channels, channels, 1))
 
     def forward(self, x: Tensor, tokens: Tensor) -> Tensor:
-        q = _split_heads(self.q(self.norm(x)), self.heads)
-        k, v = (_split_heads(t, self.heads) for t in self.kv(tokens).transpose(1, 2).chunk(2, dim=1))
+        q = _split_heads(self.q(self.norm(x)), self.heads).contiguous()  # views: the fused kernel needs copies
+        k, v = (_split_heads(t, self.heads).contiguous() for t in self.kv(tokens).transpose(1, 2).chunk(2, dim=1))
         return x + self.out(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 

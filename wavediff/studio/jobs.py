@@ -128,7 +128,7 @@ class Plan:
     params: dict[str, Any]  # everything the run needs
     samples: int  # length of each loop it makes, at the model's rate
     frames: int  # latent frames the sampler integrates
-    tiles: int  # copies of a loop period the U-Net runs on (circular mode)
+    unet_frames: int  # frames the U-Net runs per clip and call (a loop period: LoopDiffusion.loop_frames)
     calls: int  # U-Net calls expected
 
 
@@ -150,7 +150,7 @@ class Job:
 
 @dataclass
 class CostModel:
-    """Seconds of one U-Net call on a batch of loops of L frames (L = frames × tiles): batch × L ×
+    """Seconds of one U-Net call on a batch of loops of L frames (L = the plan's unet_frames): batch × L ×
     per_frame, times a correction learnt from the jobs that finished (the decoding, the attention's
     quadratic part, what the machine is busy with)."""
 
@@ -159,7 +159,7 @@ class CostModel:
 
     def seconds(self, plan: Plan, guided: bool) -> float:
         batch = plan.params["n"] * (2 if guided else 1)
-        return plan.calls * batch * plan.frames * plan.tiles * self.per_frame * self.correction
+        return plan.calls * batch * plan.unet_frames * self.per_frame * self.correction
 
     def learn(self, predicted: float, took: float) -> None:
         """Move the correction most of the way (in log scale) to what a job took against its estimate."""
@@ -186,14 +186,13 @@ def calibrate(model: LoopDiffusion) -> CostModel:
     device = model_device(model)
     circular = model.recipe.model.padding == "circular"
     frames = min(loop_shape(model, 120.0, 4, circular).frames, CALIBRATION_MAX_FRAMES)
-    tiles = model.loop_tiles(frames) if circular else 1
     x = torch.randn(2, model.data_channels, frames, device=device)
     sigma = torch.ones(2, device=device)
     with torch.no_grad():
         call = lambda: model.denoise(x, sigma, None, None, circular)
         call()
         times = sorted(_timed(call, device) for _ in range(3))
-    return CostModel(per_frame=times[1] / (2 * frames * tiles))
+    return CostModel(per_frame=times[1] / (2 * (model.loop_frames(frames) if circular else frames)))
 
 
 def describe_seconds(seconds: float) -> str:
@@ -340,9 +339,9 @@ class Studio:
             calls = denoiser_calls(settings.sampler, steps)
         params |= {"sampler": settings.sampler, "schedule": settings.schedule, "steps": settings.steps}
         params["cfg"] = settings.cfg_scale
-        tiles = self.model.loop_tiles(shape.frames) if shape.circular else 1
+        unet_frames = self.model.loop_frames(shape.frames) if shape.circular else shape.frames
         request = {"kind": kind} | {k: v for k, v in f.values.items() if k != "wait"}
-        return Plan(kind, request, params, shape.samples, shape.frames, tiles, calls)
+        return Plan(kind, request, params, shape.samples, shape.frames, unet_frames, calls)
 
     def _bar_seconds(self, record: dict[str, Any], bars: int) -> float:
         beats = int(record.get("beats_per_bar") or self.model.recipe.conditioning.beats_per_bar)

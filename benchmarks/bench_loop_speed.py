@@ -1,0 +1,254 @@
+"""What a generated loop costs on this CPU: a circular sampler step against a plain one, the decode, and the demo model.
+
+    python benchmarks/bench_loop_speed.py [--threads N] [--quick]
+
+(1) The denoiser call one guided sampler step makes (conditional and unconditional passes as one
+    batch of 2) on a 4-bar loop at 128 BPM for the loops-44k U-Net with the ae-44k-stereo hop (full
+    size, untrained): plain (zero padding), circular as `generate` runs it now (the period resampled
+    to the nearest multiple of the U-Net's factor, one call), and circular as it ran before (the
+    period tiled up to a multiple of the factor: the same call on loop_tiles copies). Interleaved
+    repeats, medians: the ratios are side by side in one process.
+(2) The loop's decode (wrapped context, the ae-44k-stereo decoder): as LoopDiffusion.decode runs it
+    (no_grad, weight-norm parametrizations) against inference_mode with the weight norm fused into
+    plain weights, interleaved; and at 1 thread against the default.
+(3) The demo-size model (recipes/loops-tiny-cpu.toml on recipes/ae-tiny-cpu.toml's autoencoder):
+    one 4-bar loop through `generate`, end to end, at its recipe's 50 steps.
+
+Writes the "Loop speed" section of BENCHMARKS.md. --quick: every U-Net and the autoencoder ÷8 wide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn.utils import parametrize
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from report import machine, write_section  # noqa: E402
+
+from data_tools.synth import GENRES  # noqa: E402
+from wavediff.config import AERecipe, DiffusionRecipe, load_recipe  # noqa: E402
+from wavediff.generation.generate import generate  # noqa: E402
+from wavediff.generation.loops import STRETCH_CENTS, loop_conditions, loop_shape  # noqa: E402
+from wavediff.generation.samplers import Denoiser  # noqa: E402
+from wavediff.models.autoencoder import Autoencoder  # noqa: E402
+from wavediff.models.diffusion import LoopDiffusion  # noqa: E402
+
+BPM, BARS, GENRE = 128.0, 4, "techno"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call, run in turns after one untimed round (a busy machine's load hits all alike)."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name].append(timed(call))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def model(diffusion: str, ae: str, divisor: int) -> LoopDiffusion:
+    """The recipe pair as written (σ_data 1, the synth pack's genres), widths ÷ divisor, untrained."""
+    ae_recipe = load_recipe(ae, AERecipe)
+    recipe = load_recipe(diffusion, DiffusionRecipe)
+    unet = dataclasses.replace(
+        recipe.model,
+        base_channels=recipe.model.base_channels // divisor,
+        head_channels=max(2, recipe.model.head_channels // divisor),
+    )
+    recipe = dataclasses.replace(
+        recipe,
+        autoencoder=f"{ae} (untrained)",
+        sample_rate=ae_recipe.sample_rate,
+        channels=ae_recipe.model.latent_dim,
+        model=unet,
+        conditioning=dataclasses.replace(recipe.conditioning, genres=list(GENRES)),
+        diffusion=dataclasses.replace(recipe.diffusion, sigma_data=1.0),
+    )
+    ae_model = dataclasses.replace(ae_recipe.model, base_channels=max(1, ae_recipe.model.base_channels // divisor))
+    torch.manual_seed(0)
+    return LoopDiffusion(recipe, Autoencoder(ae_model)).eval()
+
+
+def fused_decoder(model: LoopDiffusion) -> LoopDiffusion:
+    """A copy of the model whose autoencoder has its weight norm folded into plain weights."""
+    copy = LoopDiffusion(model.recipe, Autoencoder(model.autoencoder.cfg)).eval()
+    copy.load_state_dict(model.state_dict())
+    for module in copy.autoencoder.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return copy
+
+
+def tiled_period(model: LoopDiffusion, samples: int) -> tuple[int, int]:
+    """(frames, tiles) the loop ran at before: the period within STRETCH_CENTS that cost the fewest tiled frames."""
+    hop, factor, exact = model.hop_length, model.factor, samples / model.hop_length
+
+    def cents(f: int) -> float:
+        return abs(1200 * math.log2(samples / (f * hop)))
+
+    def tiles(f: int) -> int:
+        return factor // math.gcd(f, factor)
+
+    near = range(max(1, math.floor(exact) - factor), math.ceil(exact) + factor + 1)
+    tolerance = max(STRETCH_CENTS, min(cents(f) for f in near))
+    frames = min((f for f in near if cents(f) <= tolerance + 1e-9), key=lambda f: (tiles(f) * f, abs(f - exact)))
+    return frames, tiles(frames)
+
+
+def step_costs(model: LoopDiffusion, repeats: int) -> dict[str, float]:
+    shape = loop_shape(model, BPM, BARS, circular=True)
+    frames = shape.frames
+    old_frames, tiles = tiled_period(model, shape.samples)
+    denoiser = {
+        circular: Denoiser(model, loop_conditions(model, GENRE, BPM, BARS, 1, "cpu"), 3.0, circular)
+        for circular in (False, True)
+    }
+    x, sigma = torch.randn(1, model.data_channels, frames), torch.ones(1)
+    tiled = torch.randn(1, model.data_channels, old_frames).repeat(1, 1, tiles)  # as denoise ran it before
+    with torch.no_grad():
+        times = interleaved(
+            {
+                "plain": lambda: denoiser[False](x, sigma),
+                "circular": lambda: denoiser[True](x, sigma),
+                "tiled": lambda: denoiser[True](tiled, sigma),
+            },
+            repeats,
+        )
+    return times | {
+        "frames": frames,
+        "unet_frames": model.loop_frames(frames),
+        "old_frames": old_frames,
+        "tiles": tiles,
+    }
+
+
+def decode_costs(model: LoopDiffusion, repeats: int) -> dict[str, float]:
+    frames = loop_shape(model, BPM, BARS, circular=True).frames
+    latent = torch.randn(1, model.data_channels, frames)
+    fused = fused_decoder(model)
+    with torch.no_grad():
+        difference = (fused.decode(latent, loop=True) - model.decode(latent, loop=True)).abs().max().item()
+
+    def inference(m: LoopDiffusion) -> Callable[[], object]:
+        def call() -> object:
+            with torch.inference_mode():
+                return m.decode(latent, loop=True)
+
+        return call
+
+    threads = torch.get_num_threads()
+
+    def one_thread() -> object:
+        torch.set_num_threads(1)
+        try:
+            return model.decode(latent, loop=True)
+        finally:
+            torch.set_num_threads(threads)
+
+    times = interleaved(
+        {
+            "default": lambda: model.decode(latent, loop=True),
+            "inference_mode": inference(model),
+            "inference_mode + fused": inference(fused),
+            "1 thread": one_thread,
+        },
+        repeats,
+    )
+    return times | {"max_difference": difference}
+
+
+def demo_loop(repeats: int) -> dict[str, float]:
+    m = model("loops-tiny-cpu", "ae-tiny-cpu", 1)
+    shape = loop_shape(m, BPM, BARS, circular=True)
+    generate(m, genre=GENRE, bpm=BPM, bars=1, settings=dataclasses.replace(m.recipe.sampling, steps=2))  # warm-up
+    seconds = statistics.median(timed(lambda: generate(m, genre=GENRE, bpm=BPM, bars=BARS)) for _ in range(repeats))
+    return {"seconds": seconds, "frames": shape.frames, "unet_frames": m.loop_frames(shape.frames)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="every network ÷8 wide: a smoke run")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    where = machine()
+    divisor = 8 if args.quick else 1
+    big = model("loops-44k", "ae-44k-stereo", divisor)
+    print("step costs", flush=True)
+    step = step_costs(big, args.repeats)
+    print(f"  {step}", flush=True)
+    print("decode costs", flush=True)
+    dec = decode_costs(big, max(1, args.repeats - 1))
+    print(f"  {dec}", flush=True)
+    print("demo loop", flush=True)
+    demo = demo_loop(args.repeats)
+    print(f"  {demo}", flush=True)
+
+    command = "python benchmarks/bench_loop_speed.py" + (" --quick" if args.quick else "")
+    command += f" --threads {args.threads}" if args.threads else ""
+    scale = "full size" if divisor == 1 else f"÷{divisor} wide (a smoke run: not the real ratios)"
+    text = (
+        f"""## Loop speed
+
+`{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}, CPU threads: {torch.get_num_threads()}.
+The machine was shared with other jobs (other agents' tests and trainings), so absolute times are noisy; each
+table's rows ran interleaved in one process, so their ratios are comparable. Untrained weights, {scale}.
+
+One guided sampler step (a batch of 2: conditional and unconditional) on a {BARS}-bar loop at {BPM:g} BPM,
+loops-44k U-Net on ae-44k-stereo latents: the period is {step["frames"]} frames, not a multiple of the
+U-Net's factor ({big.factor}), and no multiple of it is within the 6-cent stretch rule (STRETCH_CENTS):
+
+| denoiser call | frames the U-Net runs | time | ÷ plain |
+|---|---|---|---|
+| plain (zero padding, not a loop) | {step["frames"]} | {step["plain"]:.2f} s | 1.00 |
+| circular, before: a {step["old_frames"]}-frame period, {step["tiles"]} tiles averaged | {
+            step["old_frames"] * step["tiles"]
+        } | {step["tiled"]:.2f} s | {step["tiled"] / step["plain"]:.2f} |
+| circular, now: resampled to a multiple of {big.factor} | {step["unet_frames"]} | {step["circular"]:.2f} s | {
+            step["circular"] / step["plain"]:.2f} |
+
+The loop's decode ({step["frames"]} frames with wrapped context, ae-44k-stereo decoder; fused and unfused
+differ by at most {dec["max_difference"]:.1e}):
+
+| decode | time | ÷ default |
+|---|---|---|
+"""
+        + "\n".join(
+            f"| {name} | {dec[name]:.1f} s | {dec[name] / dec['default']:.2f} |"
+            for name in ("default", "inference_mode", "inference_mode + fused", "1 thread")
+        )
+        + f"""
+
+Demo-size model (recipes/loops-tiny-cpu.toml U-Net on recipes/ae-tiny-cpu.toml's autoencoder, untrained):
+one {BARS}-bar loop at {BPM:g} BPM ({BARS * 4 * 60 / BPM:.1f} s, {demo["frames"]} frames, the U-Net runs {
+            demo["unet_frames"]
+        }) through `generate` at its recipe's 50 steps, CFG 3: {demo["seconds"]:.1f} s.
+"""
+    )
+    print(text)
+    print(f"wrote {write_section('Loop speed', text)}")
+
+
+if __name__ == "__main__":
+    main()
