@@ -100,7 +100,8 @@ def distill(
             "cfg_scale": cfg_scale,
         },
     }
-    run_dir = Path(out) if out is not None else Path("runs") / f"distill-{settings.steps}-{folder.parent.parent.name}"
+    name = folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name
+    run_dir = Path(out) if out is not None else Path("runs") / f"distill-{settings.steps}-{name}"
     return train(
         lambda: DistillObjective(student, teacher, settings, cfg_scale, extra),
         shard_batches(student.data, student.data_kind, student.sample_rate, student.conditioning.genres),

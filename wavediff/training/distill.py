@@ -108,11 +108,14 @@ class DistillObjective(ObjectiveBase):
         self.target = copy.deepcopy(student).eval().requires_grad_(False) if settings.method == "consistency" else None
         self.heun = dataclasses.replace(recipe.sampling, sampler="heun")
 
+    def networks(self) -> dict[str, nn.Module]:
+        """The student, and the consistency target: a network of the run (never optimized), so its
+        weights are in every checkpoint's training state and a resumed run goes on with them."""
+        return {**super().networks(), **({"consistency_target": self.target} if self.target is not None else {})}
+
     def to(self, device: torch.device) -> None:
-        """The frozen teacher (and the consistency target) live outside the trained network."""
+        """The frozen teacher lives outside the trained networks."""
         self.teacher.to(device)
-        if self.target is not None:
-            self.target.to(device)
 
     def _teacher(self, x: Tensor, levels: Tensor, cond: Conditions, circular: bool) -> Tensor:
         """The guided teacher's ODE solution from x at levels[0] down to levels[-1] (Heun)."""
@@ -141,23 +144,25 @@ class DistillObjective(ObjectiveBase):
             # the denoised estimate whose Euler step from (x, high) lands at (landed, low)
             target = x - (landed - x) * (high / (low - high))
         else:
-            self._follow(student)
+            target_net = nets["consistency_target"]
+            self._follow(target_net, student)
             n = int(torch.randint(len(self.fine) - 1, ()))
             high, low = self.fine[n], self.fine[n + 1]
             x = x0 + noise * high
             with torch.no_grad():
                 landed = self._teacher(x, torch.stack([high, low]), cond, circular)
                 sigma_low = low.to(x0.device).expand(x0.shape[0])
-                target = self.target.denoise(landed, sigma_low, cond, None, circular)
+                target = target_net.denoise(landed, sigma_low, cond, None, circular)
         sigma = high.to(x0.device).expand(x0.shape[0])
         losses = student(x, cond, batch["frames"], target=target, sigma=sigma, circular=circular)
         loss = losses.mean()
         return loss, {"distill/loss": loss.detach(), "distill/sigma": sigma[0].detach()}
 
+    @staticmethod
     @torch.no_grad()
-    def _follow(self, student: nn.Module) -> None:
+    def _follow(target: nn.Module, student: nn.Module) -> None:
         """Move the consistency target's weights a step towards the student's (an EMA)."""
-        for mine, theirs in zip(self.target.parameters(), student.parameters()):
+        for mine, theirs in zip(target.parameters(), student.parameters()):
             mine.lerp_(theirs.detach(), 1 - CONSISTENCY_EMA)
 
     def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
