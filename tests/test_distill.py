@@ -19,6 +19,7 @@ from test_train_diffusion import tiny
 
 from wavediff.cli import main
 from wavediff.evaluation.loops import seam_jump
+from wavediff.evaluation.suite import evaluate_model
 from wavediff.generation.generate import generate, inpaint, vary
 from wavediff.generation.loops import loop_conditions
 from wavediff.generation.samplers import Denoiser, run_sampler, seeded_noise, sigmas_for
@@ -89,6 +90,11 @@ def test_generate_uses_the_students_steps_and_no_guidance_without_flags(setup, t
     assert teacher_info["cfg_scale"] == 3.0 and teacher_info["steps"] == teacher.recipe.sampling.steps
     with pytest.warns(UserWarning, match="distilled to sample in 4 steps"):
         main(["generate", str(setup["student"]), "--bpm", "140", "--bars", "1", "--steps", "6", "--out", str(out)])
+
+
+def test_eval_judges_the_student_at_its_own_settings(setup):
+    report = evaluate_model(setup["student"], setup["pack"]["audio"], n=2)
+    assert (report["settings"]["steps"], report["settings"]["cfg_scale"]) == (4, 1.0)
 
 
 @pytest.mark.parametrize("bpm,bars", [(140, 1), (97.5, 2)])

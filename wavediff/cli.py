@@ -785,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", choices=("train", "val", "all"), help="reference clips to use")
     p.add_argument("--n", type=int, default=64, help="loops to generate, split evenly over genres")
     p.add_argument("--per-condition", type=int, default=2, help="seeds per (genre, bpm, bars) condition")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the checkpoint's)")
     p.add_argument("--sampler", default=None, help="sampler name (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
