@@ -5,9 +5,9 @@
 Run after `wavediff demo` (it reads DEMO/denoiser, DEMO/shards and, when there, DEMO/classifier).
 (1) Students distilled from the demo's denoiser with `wavediff.pipelines.distill.distill` and
     recipes/distill-cpu.toml (its step budget set by --train-steps): progressive distillation to
-    8 and 4 steps, and consistency distillation to 4 steps (--methods picks). Runs already
+    8 and 4 steps (--students picks). Runs already
     finished in OUT are reused, and so is every eval report (OUT/eval/), so parts run apart
-    (`--only teacher`, `--only students --methods NAME`) make one table when run again whole.
+    (`--only teacher`, `--only students --students NAME`) make one table when run again whole.
 (2) The eval suite (wavediff.evaluation.suite.evaluate_model) on each: the teacher at 50, 25, 8 and
     4 steps (its own sampler and guidance), the undistilled start (the teacher at 4 steps, Euler,
     no guidance: what a student begins as), and every student at its own settings. FD on
@@ -40,18 +40,14 @@ from wavediff.models.checkpoint import latest_checkpoint, read_config, resolve_c
 from wavediff.pipelines.distill import distill  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "distill-cpu.toml"
-STUDENTS = {
-    "progressive-8": ("progressive", 8),
-    "progressive-4": ("progressive", 4),
-    "consistency-4": ("consistency", 4),
-}
+STUDENTS = {"progressive-8": 8, "progressive-4": 4}  # name → the student's steps
 
 
 def train_students(teacher: Path, out: Path, names: list[str], train_steps: int) -> dict[str, tuple[Path, float]]:
     """{name: (checkpoint, training minutes)}; a finished run is reused (its minutes from its first pass)."""
     done = {}
     for name in names:
-        method, steps = STUDENTS[name]
+        steps = STUDENTS[name]
         run = out / name
         timing = run / "minutes.json"
         last = latest_checkpoint(run)
@@ -60,7 +56,6 @@ def train_students(teacher: Path, out: Path, names: list[str], train_steps: int)
             last = distill(
                 teacher,
                 steps=steps,
-                method=method,
                 out=run,
                 recipe=RECIPE,
                 overrides=[f"train.steps={train_steps}", f"train.checkpoint_every={train_steps}"],
@@ -89,7 +84,7 @@ def rows_wanted(students: list[str]) -> dict[str, tuple[int, dict]]:
     """Row name → (steps, evaluate_model settings); students are evaluated at their own settings."""
     rows = {f"teacher {s}": (s, {}) for s in (50, 25, 8, 4)}
     rows["teacher 4, Euler, no guidance (a student's start)"] = (4, {"cfg_scale": 1.0, "sampler": "euler"})
-    rows.update({f"student: {name}": (STUDENTS[name][1], {}) for name in students})
+    rows.update({f"student: {name}": (STUDENTS[name], {}) for name in students})
     return rows
 
 
@@ -98,7 +93,7 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=ROOT / "demo-out")
     parser.add_argument("--out", type=Path, default=None, help="student runs and eval reports (default: DEMO/distill)")
     parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--methods", default=",".join(STUDENTS), help=f"students, of {', '.join(STUDENTS)}")
+    parser.add_argument("--students", default=",".join(STUDENTS), help=f"of {', '.join(STUDENTS)}")
     parser.add_argument("--n", type=int, default=12, help="loops per eval (2 per condition)")
     parser.add_argument(
         "--only", default=None, help="'teacher' or 'students': that part alone (parts run apart can share OUT)"
@@ -109,7 +104,7 @@ def main() -> None:
     out = args.out or args.demo / "distill"
     teacher = resolve_checkpoint(args.demo / "denoiser")
     classifier = args.demo / "classifier" if latest_checkpoint(args.demo / "classifier") else None
-    names = args.methods.split(",")
+    names = args.students.split(",")
     students = {} if args.only == "teacher" else train_students(teacher, out, names, args.train_steps)
     reports = {}
     for name, (steps, settings) in rows_wanted(names).items():

@@ -268,7 +268,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
             args.teacher,
             steps=args.steps,
             out=args.out,
-            method=args.method,
             data=args.data,
             recipe=args.recipe,
             overrides=args.set,
@@ -638,7 +637,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("teacher", type=Path, metavar="CKPT", help="the teacher: a denoiser checkpoint or run folder")
     p.add_argument("--steps", type=int, default=None, help="the student's sampler steps: 4 or 8 (default 8)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/distill-<steps>-<teacher run>)")
-    p.add_argument("--method", default=None, choices=("progressive", "consistency"), help="default: the recipe's")
     p.add_argument("--data", type=Path, default=None, help="shards to distill on (default: the teacher's own)")
     p.add_argument("--recipe", default="distill-cpu", help="a distill recipe (default distill-cpu)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")

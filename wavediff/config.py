@@ -333,10 +333,9 @@ DISTILL_STEPS = (4, 8)  # the student step counts `wavediff distill` makes
 
 @dataclass
 class DistillConfig:
-    """What `wavediff distill` makes of a teacher denoiser: a student that samples in `steps` steps
-    with no classifier-free guidance (wavediff.training.distill)."""
+    """What `wavediff distill` makes of a teacher denoiser: a student that samples in `steps` Euler
+    steps with no classifier-free guidance (progressive distillation: wavediff.training.distill)."""
 
-    method: Literal["progressive", "consistency"] = "progressive"  # see wavediff.training.distill
     steps: int = 8  # the student's sampler steps: one of DISTILL_STEPS
     teacher_substeps: int = 2  # Heun steps of the guided teacher per student step (its target)
     teacher_cfg_scale: float = 0.0  # guidance the student bakes in; 0: the teacher's sampling.cfg_scale
@@ -391,7 +390,7 @@ class DistilledFrom:
 
     teacher: str
     hash: str  # the teacher's weights_hash
-    method: str
+    method: str  # "progressive"
     steps: int
     cfg_scale: float  # the teacher's guidance the student learnt to reproduce in one pass
 

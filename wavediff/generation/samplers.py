@@ -36,10 +36,9 @@ SAMPLERS = {
     "dpmpp-3m-sde": "sample_dpmpp_3m_sde",
     "dpm-fast": "sample_dpm_fast",
     "dpm-adaptive": "sample_dpm_adaptive",
-    "consistency": "sample_consistency",  # ours, below: what a consistency-distilled student samples with
 }
 _BROWNIAN = {"dpmpp-sde", "dpmpp-2m-sde", "dpmpp-3m-sde"}  # draw correlated noise from a Brownian tree
-_ANCESTRAL = {"euler-ancestral", "dpm2-ancestral", "dpmpp-2s-ancestral", "dpm-fast", "dpm-adaptive", "consistency"}
+_ANCESTRAL = {"euler-ancestral", "dpm2-ancestral", "dpmpp-2s-ancestral", "dpm-fast", "dpm-adaptive"}
 _ADAPTIVE = {"dpm-fast", "dpm-adaptive"}  # take (σ_min, σ_max, steps), not a list of σ
 SCHEDULES = ("karras", "exponential", "polyexponential")
 
@@ -82,26 +81,6 @@ def sigmas_for(model: LoopDiffusion, settings: SamplingConfig, device: torch.dev
     if settings.schedule == "exponential":
         return k.get_sigmas_exponential(n, lo, hi, device=device)
     return k.get_sigmas_polyexponential(n, lo, hi, settings.rho, device=device)
-
-
-def sample_consistency(
-    model: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    sigmas: Tensor,
-    disable: bool | None = None,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
-) -> Tensor:
-    """Multistep consistency sampling (Song et al., 2023), in k-diffusion's sampler signature: denoise,
-    then noise the estimate afresh to the next level. A consistency model maps any level to a clean
-    loop in one pass, so each step refines the last step's loop instead of integrating an ODE."""
-    noise_sampler = noise_sampler or (lambda sigma, sigma_next: torch.randn_like(x))
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * x.new_ones([x.shape[0]]))
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        x = denoised + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] if sigmas[i + 1] > 0 else denoised
-    return x
 
 
 def seeded_noise(shape: Sequence[int], seeds: Sequence[int], device: torch.device | str) -> Tensor:
@@ -168,8 +147,7 @@ def run_sampler(
 ) -> Tensor:
     """Integrate from x at sigmas[0] down the schedule with the named sampler."""
     k = _k_sampling()
-    name = SAMPLERS[settings.sampler]
-    fn = sample_consistency if name == "sample_consistency" else getattr(k, name)
+    fn = getattr(k, SAMPLERS[settings.sampler])
     kwargs: dict[str, Any] = {"disable": not progress, "callback": callback}
     positive = sigmas[sigmas > 0]
     if settings.sampler in _BROWNIAN:  # bounds a hair wider than the schedule: float32 σ must fall inside

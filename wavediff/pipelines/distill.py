@@ -1,6 +1,6 @@
 """`wavediff distill`: a teacher denoiser checkpoint → a student that samples in 4 or 8 steps without guidance.
 
-The recipe (recipes/distill-*.toml, a DistillRecipe) gives the method, the step count, the data
+The recipe (recipes/distill-*.toml, a DistillRecipe) gives the step count, the teacher's substeps, the data
 and the training settings; the model, conditioning, diffusion settings and the embedded
 autoencoder are the teacher's, and the student starts from the teacher's weights. The data
 is the teacher's own training shards unless `data` names others (latent shards of the same
@@ -29,11 +29,9 @@ from wavediff.training.engine import train
 DEFAULT_RECIPE = "distill-cpu"
 
 
-def distill_recipe(
-    recipe: str | os.PathLike, overrides: Sequence[str], steps: int | None, method: str | None
-) -> DistillRecipe:
-    """The distill recipe with `--set` overrides, --steps and --method on top, checked."""
-    dr = load_recipe(recipe, DistillRecipe, [*overrides, *([f"distill.method={method}"] if method else [])])
+def distill_recipe(recipe: str | os.PathLike, overrides: Sequence[str], steps: int | None) -> DistillRecipe:
+    """The distill recipe with `--set` overrides and --steps on top, checked."""
+    dr = load_recipe(recipe, DistillRecipe, list(overrides))
     settings = dr.distill
     if steps is not None:
         settings = dataclasses.replace(settings, steps=steps)
@@ -51,7 +49,6 @@ def distill(
     *,
     steps: int | None = None,
     out: str | os.PathLike | None = None,
-    method: str | None = None,
     data: str | os.PathLike | None = None,
     recipe: str | os.PathLike = DEFAULT_RECIPE,
     overrides: Sequence[str] = (),
@@ -59,7 +56,7 @@ def distill(
     progress: bool = True,
 ) -> Path:
     """Distill `teacher_ckpt` into a few-step student in run folder `out`; returns its last checkpoint."""
-    dr = distill_recipe(recipe, overrides, steps, method)
+    dr = distill_recipe(recipe, overrides, steps)
     settings = dr.distill
     folder = resolve_checkpoint(teacher_ckpt)
     config = read_config(folder, "diffusion")  # an autoencoder, a classifier, an adapter: refused, named
@@ -95,7 +92,7 @@ def distill(
         "distilled": {
             "teacher": str(folder.resolve()),
             "hash": weights_hash(folder),
-            "method": settings.method,
+            "method": "progressive",
             "steps": settings.steps,
             "cfg_scale": cfg_scale,
         },
