@@ -268,6 +268,27 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from wavediff.pipelines.distill import distill
+
+    last = _training(
+        lambda: distill(
+            args.teacher,
+            steps=args.steps,
+            out=args.out,
+            data=args.data,
+            recipe=args.recipe,
+            overrides=args.set,
+            max_steps=args.max_steps,
+            progress=not args.quiet,
+        )
+    )
+    if last is None:
+        return 1
+    print(f"checkpoint: {last}")
+    return 0
+
+
 def cmd_merge_lora(args: argparse.Namespace) -> int:
     from wavediff.models.factory import merge_lora
 
@@ -630,6 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
 
+    p = command(sub, "distill", cmd_distill, "distill a denoiser into a student that samples in 4 or 8 steps")
+    p.add_argument("teacher", type=Path, metavar="CKPT", help="the teacher: a denoiser checkpoint or run folder")
+    p.add_argument("--steps", type=int, default=None, help="the student's sampler steps: 4 or 8 (default 8)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/distill-<steps>-<teacher run>)")
+    p.add_argument("--data", type=Path, default=None, help="shards to distill on (default: the teacher's own)")
+    p.add_argument("--recipe", default="distill-cpu", help="a distill recipe (default distill-cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+
     p = command(sub, "merge-lora", cmd_merge_lora, "bake a LoRA adapter into its base: an ordinary checkpoint")
     p.add_argument("base", type=Path, metavar="BASE")
     p.add_argument("lora", type=Path, metavar="LORA")
@@ -774,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", choices=("train", "val", "all"), help="reference clips to use")
     p.add_argument("--n", type=int, default=64, help="loops to generate, split evenly over genres")
     p.add_argument("--per-condition", type=int, default=2, help="seeds per (genre, bpm, bars) condition")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the checkpoint's)")
     p.add_argument("--sampler", default=None, help="sampler name (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
@@ -803,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The commands that train: they record stop signals from their first moment (see main).
-TRAINING_COMMANDS = ("train-ae", "train", "finetune", "train-classifier")
+TRAINING_COMMANDS = ("train-ae", "train", "finetune", "distill", "train-classifier")
 
 
 def main(argv: list[str] | None = None) -> int:

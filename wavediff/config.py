@@ -170,6 +170,9 @@ class SamplingConfig:
     rho: float = 7.0  # karras / polyexponential schedule shape
     cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off)
     example_bars: int = 2  # training examples: one loop per genre of this many bars
+    # A distilled student's (`wavediff distill`): the step count it learnt to sample in, with the
+    # settings above; other steps or guidance still run, with a warning. 0: any steps (a teacher).
+    distilled_steps: int = 0
 
 
 # --------------------------------------------------------------------------- training
@@ -332,6 +335,31 @@ class FinetuneRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+DISTILL_STEPS = (4, 8)  # the student step counts `wavediff distill` makes
+
+
+@dataclass
+class DistillConfig:
+    """What `wavediff distill` makes of a teacher denoiser: a student that samples in `steps` Euler
+    steps with no classifier-free guidance (progressive distillation: wavediff.training.distill)."""
+
+    steps: int = 8  # the student's sampler steps: one of DISTILL_STEPS
+    teacher_substeps: int = 2  # Heun steps of the guided teacher per student step (its target)
+    teacher_cfg_scale: float = 0.0  # guidance the student bakes in; 0: the teacher's sampling.cfg_scale
+    circular_every: int = 2  # every n-th batch is distilled as a loop (circular), as generate samples; 0: never
+
+
+@dataclass
+class DistillRecipe:
+    """Everything `wavediff distill` adds to a teacher checkpoint's recipe: the student keeps the
+    teacher's model, conditioning and diffusion settings; data.path defaults to the teacher's shards."""
+
+    kind: Literal["distill"] = "distill"
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 # --------------------------------------------------------------------------- checkpoint configs
 
 
@@ -364,6 +392,17 @@ class MergedFrom:
 
 
 @dataclass
+class DistilledFrom:
+    """The teacher a few-step student was distilled from (`wavediff distill`), and how."""
+
+    teacher: str
+    hash: str  # the teacher's weights_hash
+    method: str  # "progressive"
+    steps: int
+    cfg_scale: float  # the teacher's guidance the student learnt to reproduce in one pass
+
+
+@dataclass
 class CheckpointConfig:
     """A checkpoint's config.json: the kind, the whole resolved recipe, and what else rebuilding
     or applying the model needs. The recipe's class follows its `kind`."""
@@ -376,6 +415,7 @@ class CheckpointConfig:
     finetune: dict[str, Any] | None = None  # the fine-tune's settings, as trained (for people)
     lora: dict[str, Any] | None = None  # an adapter's shapes (models.lora.LoraAdapters.config)
     merged: MergedFrom | None = None
+    distilled: DistilledFrom | None = None  # a few-step student's
     exported_from: str = ""  # an autoencoder exported from a denoiser checkpoint
     imported_from: str = ""  # weights converted from another tool's checkpoint (wavediff import-ae, import-dd)
 

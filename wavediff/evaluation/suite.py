@@ -207,7 +207,7 @@ def evaluate_model(
     ref_shards: str | os.PathLike,
     *,
     n: int = 64,
-    steps: int = 50,
+    steps: int | None = None,
     cfg_scale: float | None = None,
     sampler: str | None = None,
     per_condition: int = 2,
@@ -223,8 +223,9 @@ def evaluate_model(
     Loops are split evenly over the model's genres; each condition (genre, bpm, bars) is
     taken from a reference loop and made with `per_condition` seeds, so "diversity among
     loops of the same condition" catches a model that ignores its noise. Reference clips
-    of genres the model does not know are left out. `cfg_scale` and `sampler` default to
-    the checkpoint's; `grid` writes the spectrogram PNG there.
+    of genres the model does not know are left out. `steps`, `cfg_scale` and `sampler`
+    default to the checkpoint's (a distilled student's: its few steps without guidance);
+    `grid` writes the spectrogram PNG there.
     """
     model = load_denoiser(checkpoint, device)
     given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}

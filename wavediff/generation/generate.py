@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +43,16 @@ def _settings(model: LoopDiffusion, settings: SamplingConfig | None, **numbers: 
     """The settings to sample with (the checkpoint's by default), checked with the call's other `numbers`."""
     settings = settings or model.recipe.sampling
     check_settings(settings, **numbers)
+    own, steps = model.recipe.sampling, model.recipe.sampling.distilled_steps
+    learnt = ("steps", "sampler", "schedule", "rho", "cfg_scale")
+    if steps and any(getattr(settings, k) != getattr(own, k) for k in learnt):
+        warnings.warn(
+            f"this model was distilled to sample in {steps} steps ({own.sampler}, cfg {own.cfg_scale:g}, guidance "
+            f"built in); at {settings.steps} steps, {settings.sampler}, cfg {settings.cfg_scale:g} it runs off what it "
+            "learnt, so expect worse loops (leave --steps, --sampler, --schedule and --cfg at the checkpoint's)",
+            UserWarning,
+            stacklevel=3,
+        )
     return settings
 
 

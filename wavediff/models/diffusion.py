@@ -226,21 +226,40 @@ class LoopDiffusion(nn.Module):
         lo, hi = (math.atan(s) * 2 / math.pi for s in (cfg.sigma_min, cfg.sigma_max))
         return torch.tan((torch.rand(n, device=device) * (hi - lo) + lo) * math.pi / 2)
 
-    def forward(self, data: Tensor, cond: Conditions | None = None, frames: Tensor | None = None) -> Tensor:
-        """Per-example training loss of shard data (B, C, T) (latents or audio, not yet normalized).
+    def forward(
+        self,
+        data: Tensor,
+        cond: Conditions | None = None,
+        frames: Tensor | None = None,
+        target: Tensor | None = None,
+        sigma: Tensor | None = None,
+        circular: bool = False,
+    ) -> Tensor:
+        """Per-example training loss.
 
-        `frames` (B,) counts the real steps of each window; the zero padding after them is
-        not scored. Conditions are dropped at random (classifier-free guidance).
+        Diffusion (no `target`): `data` is shard data (B, C, T) (latents or audio, not yet
+        normalized), noised here at random σ; conditions are dropped at random (classifier-free
+        guidance). Distillation (`target` and `sigma` (B,)): `data` is model-space input already
+        at noise σ, and the loss is the distance of D(data; σ) (`cond` as given, `circular` as
+        denoise takes it) to the denoised estimate `target`, in the network's output units and
+        weighted as the diffusion loss is, so both losses mean the same at every σ.
+        `frames` (B,) counts the real steps of each window; the zero padding after them is not scored.
         """
-        x0 = self.to_model(data)
-        sigma = self.sample_sigmas(x0.shape[0], x0.device)
-        noised = x0 + torch.randn_like(x0) * sigma[:, None, None]
-        drop = None
-        if self.conditioner is not None and cond is not None:
-            drop = self.conditioner.random_drop(x0.shape[0], x0.device)
-        out, c_skip, c_out = self._network(noised, sigma, cond, drop, circular=False)
-        target = (x0 - c_skip * noised) / c_out
-        error = (out.float() - target.float()).pow(2).mean(dim=1)  # (B, T)
+        if target is not None:
+            if sigma is None:
+                raise ValueError("a distillation loss needs the input's sigma")
+            c_out = self.precond.get_scalings(sigma)[1][:, None, None]
+            error = ((self.denoise(data, sigma, cond, None, circular).float() - target.float()) / c_out).pow(2)
+        else:
+            x0 = self.to_model(data)
+            sigma = self.sample_sigmas(x0.shape[0], x0.device)
+            noised = x0 + torch.randn_like(x0) * sigma[:, None, None]
+            drop = None
+            if self.conditioner is not None and cond is not None:
+                drop = self.conditioner.random_drop(x0.shape[0], x0.device)
+            out, c_skip, c_out = self._network(noised, sigma, cond, drop, circular=False)
+            error = (out.float() - ((x0 - c_skip * noised) / c_out).float()).pow(2)
+        error = error.mean(dim=1)  # (B, T)
         if frames is not None:
             mask = torch.arange(error.shape[-1], device=error.device)[None, :] < frames[:, None]
             per_example = (error * mask).sum(-1) / mask.sum(-1).clamp_min(1)

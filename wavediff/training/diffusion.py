@@ -96,6 +96,23 @@ def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | Non
     return resolved, autoencoder, ae_info
 
 
+def genre_examples(model: nn.Module, recipe: DiffusionRecipe, batch: Batch) -> dict[str, Tensor]:
+    """One loop per genre (one unconditional loop without genres), at a tempo that genre has in the
+    batch, with the recipe's sampling settings (at most EXAMPLE_STEPS steps): the examples in TensorBoard."""
+    settings = dataclasses.replace(recipe.sampling, steps=min(recipe.sampling.steps, EXAMPLE_STEPS))
+    genres = recipe.conditioning.genres if recipe.conditioning.genre else []
+    bpm = batch["bpm"].float().cpu()
+    known = bpm[bpm > 0]
+    default = float(known.median()) if known.numel() else 120.0
+    audio = {}
+    for i, name in enumerate(genres or [None]):
+        of_genre = bpm[(batch["genre"].cpu() == i) & (bpm > 0)]
+        tempo = float(of_genre[0]) if of_genre.numel() else default
+        loops, _ = generate(model, genre=name, bpm=tempo, bars=settings.example_bars, seed=i, settings=settings)
+        audio[f"{name or 'loop'}-{tempo:.0f}bpm"] = loops[0]
+    return audio
+
+
 class DiffusionObjective(ObjectiveBase):
     """The Objective for a LoopDiffusion denoiser; see the module docstring."""
 
@@ -115,19 +132,7 @@ class DiffusionObjective(ObjectiveBase):
         return loss, {"diffusion/loss": loss.detach()}
 
     def examples(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """One loop per genre (one unconditional loop without genres), at a tempo that genre has in the batch."""
-        settings = dataclasses.replace(self.recipe.sampling, steps=min(self.recipe.sampling.steps, EXAMPLE_STEPS))
-        genres = self.recipe.conditioning.genres if self.recipe.conditioning.genre else []
-        bpm = batch["bpm"].float().cpu()
-        known = bpm[bpm > 0]
-        default = float(known.median()) if known.numel() else 120.0
-        audio = {}
-        for i, name in enumerate(genres or [None]):
-            of_genre = bpm[(batch["genre"].cpu() == i) & (bpm > 0)]
-            tempo = float(of_genre[0]) if of_genre.numel() else default
-            loops, _ = generate(model, genre=name, bpm=tempo, bars=settings.example_bars, seed=i, settings=settings)
-            audio[f"{name or 'loop'}-{tempo:.0f}bpm"] = loops[0]
-        return audio, {}
+        return genre_examples(model, self.recipe, batch), {}
 
     def checkpoint_config(self) -> dict[str, Any]:
         return {**super().checkpoint_config(), "autoencoder": self.ae_info}
