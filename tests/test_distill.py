@@ -189,7 +189,7 @@ def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     out = str(tmp_path / "x")
     recipe = ["--recipe", RECIPE]
     cases = [
-        (["distill", str(setup["pack"]["ae"]), "--out", out], "a autoencoder checkpoint, not a denoiser"),
+        (["distill", str(setup["pack"]["ae"]), "--out", out], "an autoencoder checkpoint, not a denoiser"),
         (["distill", teacher, "--steps", "5", "--out", out], "--steps must be one of 4, 8, got 5"),
         (["distill", teacher, "--data", str(tmp_path / "nowhere"), "--out", out], "nowhere: no shards here"),
         (["distill", student, "--out", out], "already a 4-step student"),

@@ -217,7 +217,6 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "2", "--cfg=-inf"], "cfg scale must be a finite"),
         (["generate", "{ckpt}", "--bpm", "120", "--lora", "{missing}", "--lora-scale", "nan"], "lora scale must be a"),
         (["generate", "{ckpt}", "--bpm", "120", "--bars", "1000"], "2000.0 s (1000 bars) is longer than one run"),
-        (["generate", "{ckpt}", "--bpm", "120", "--bars", "200"], "the longest that fits is"),
         (["generate", "{ckpt}", "--bpm", "120", "--bars", "1", "--n", "100000000"], "fit at once, so ask for fewer"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "100000"], "100000.0 s is longer than one run"),
         (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1000000000"], "fit at once"),
@@ -237,6 +236,25 @@ def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, ca
     assert err.startswith("wavediff: error:") and "\n" not in err
     assert expected in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_loop_too_large_for_free_memory_is_refused_naming_the_longest_that_fits(ckpt, tmp_path, capsys, monkeypatch):
+    """On a machine with 64 MB free (the tiny model's 200 bars fit a real one), the refusal names
+    the longest loop whose estimated peak fits, in whole bars, and one bar more would not."""
+    from wavediff.generation import loops
+    from wavediff.models.factory import load_denoiser
+
+    free = 64 * 2**20
+    monkeypatch.setattr(loops, "free_bytes", lambda device: free)
+    assert main(["generate", str(ckpt), "--bpm", "120", "--bars", "200", "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wavediff: error:") and "\n" not in err and not (tmp_path / "out").exists()
+    bars = int(err.split("the longest that fits is ")[1].split("(")[1].split(" bar")[0])
+    model = load_denoiser(ckpt)
+    guided = model.recipe.sampling.cfg_scale != 1
+    assert 1 <= bars < 200
+    assert loops.peak_bytes(model, loops.loop_shape(model, 120, bars, True), 1, guided) <= free
+    assert loops.peak_bytes(model, loops.loop_shape(model, 120, bars + 1, True), 1, guided) > free
 
 
 @pytest.fixture(scope="module")
