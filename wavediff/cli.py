@@ -133,17 +133,22 @@ def _training(run: Callable[[], T]) -> T | None:
         return None
 
 
+def _checkpoint_command(run: Callable[[], Path]) -> int:
+    """A command that trains and ends with a checkpoint: print where it is (exit 0), or exit 1."""
+    last = _training(run)
+    if last is None:
+        return 1
+    print(f"checkpoint: {last}")
+    return 0
+
+
 def _train(args: argparse.Namespace, recipe_class: type, train: Callable[..., Path]) -> int:
     """Every recipe-driven training command: load the recipe with its overrides, train (or resume)."""
     from wavediff.config import load_recipe
 
     recipe = load_recipe(args.recipe, recipe_class, args.set)
     out = args.out or Path("runs") / args.recipe.stem
-    last = _training(lambda: train(recipe, out, max_steps=args.max_steps, progress=not args.quiet))
-    if last is None:
-        return 1
-    print(f"checkpoint: {last}")
-    return 0
+    return _checkpoint_command(lambda: train(recipe, out, max_steps=args.max_steps, progress=not args.quiet))
 
 
 def cmd_train_ae(args: argparse.Namespace) -> int:
@@ -248,7 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from wavediff.pipelines.finetune import finetune
 
-    last = _training(
+    return _checkpoint_command(
         lambda: finetune(
             args.base,
             args.pack,
@@ -262,16 +267,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     )
-    if last is None:
-        return 1
-    print(f"checkpoint: {last}")
-    return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from wavediff.pipelines.distill import distill
 
-    last = _training(
+    return _checkpoint_command(
         lambda: distill(
             args.teacher,
             steps=args.steps,
@@ -283,10 +284,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     )
-    if last is None:
-        return 1
-    print(f"checkpoint: {last}")
-    return 0
 
 
 def cmd_merge_lora(args: argparse.Namespace) -> int:
