@@ -19,6 +19,7 @@ T = TypeVar("T")
 # One line, no traceback: the user's mistakes, and what the machine refused (a missing path,
 # no permission, a full disk: OSError names the file). Anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, OSError)
+KEY_HELP = "the loop's key, such as Am, F#m, Gb minor, Eb (a model trained with conditioning.key)"
 
 
 def _finite(text: str) -> float:
@@ -308,6 +309,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         circular=args.circular,
         progress=not args.quiet,
         role=args.role,
+        key=args.key,
     )
     info["checkpoint"] = str(args.ckpt)
     for path in save_loops(audio, info, args.out, format=args.format):
@@ -327,6 +329,7 @@ def _save_clips(args: argparse.Namespace, audio, info: dict, names: list[str]) -
 def _clip_options(args: argparse.Namespace, model) -> dict:
     """The keyword arguments vary, interpolate and inpaint share."""
     return {
+        **({"key": args.key} if getattr(args, "key", None) is not None else {}),
         "genre": args.genre,
         "bpm": args.bpm,
         "bars": args.bars,
@@ -677,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--role", default=None, help="drums, bass, melodic, fx or vocal (a model trained with conditioning.role)"
     )
+    p.add_argument("--key", default=None, help=KEY_HELP)
     p.add_argument("--bpm", type=float, required=True)
     p.add_argument("--bars", type=int, default=4)
     p.add_argument("--n", type=int, default=1, help="how many loops")
@@ -708,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("--strength", type=float, required=True, help="in (0, 1]: 1 starts from pure noise")
     p.add_argument("--n", type=int, default=1, help="how many variations")
+    p.add_argument("--key", default=None, help=KEY_HELP)
 
     p = audio_command("interpolate", cmd_interpolate, "morph between two clips through the noise they invert to")
     p.add_argument("a", type=Path, metavar="A")
@@ -718,6 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("--start", type=float, required=True, help="seconds")
     p.add_argument("--end", type=float, required=True, help="seconds (past the clip's end: continue it)")
+    p.add_argument("--key", default=None, help=KEY_HELP)
     p.add_argument("--n", type=int, default=1, help="how many versions")
 
     p = command(sub, "studio", cmd_studio, "a local web page to audition, regenerate and download loops")

@@ -143,6 +143,7 @@ class ConditioningConfig:
     genres: list[str] = field(default_factory=list)  # the vocabulary: filled from the shards when empty
     role: bool = False  # an embedding of the sample's role (drums, bass, …); off in configs that predate it
     roles: list[str] = field(default_factory=lambda: list(ROLES))  # the role vocabulary
+    key: bool = False  # an embedding of the key (24 classes: tonic × major/minor); off in configs that predate it
 
 
 @dataclass

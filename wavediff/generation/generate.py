@@ -35,6 +35,7 @@ from wavediff.generation.loops import (
     to_model_space,
 )
 from wavediff.generation.samplers import Denoiser, check_settings, run_sampler, seeded_noise, sigmas_for
+from wavediff.io.keys import KEYS, key_index
 from wavediff.models.diffusion import LoopDiffusion
 
 
@@ -93,9 +94,10 @@ def generate(
     circular: bool | None = None,
     progress: bool = False,
     role: str | None = None,
+    key: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
-    """n loops of `bars` bars at `bpm` in `genre` (and `role`, for a model conditioned on it) →
-    ((n, channels, samples) audio, settings used).
+    """n loops of `bars` bars at `bpm` in `genre` (and `role` and `key`, for a model conditioned on them) →
+    ((n, channels, samples) audio, settings used). The key is recorded as stored ("Gb minor" → "F#m").
 
     `circular` defaults to the model's padding setting (seamless loops for a circular model).
     """
@@ -106,7 +108,7 @@ def generate(
     _check_fits(model, shape, n, settings, shape.samples / bars)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
-    cond = loop_conditions(model, genre, bpm, bars, n, device, role)
+    cond = loop_conditions(model, genre, bpm, bars, n, device, role, key)
     sigmas = sigmas_for(model, settings, device)
     x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
     denoiser = Denoiser(model, cond, settings.cfg_scale, circular)
@@ -131,8 +133,14 @@ def generate(
         "stretch_cents": round(shape.stretch_cents, 3),
         "model_evaluations": denoiser.calls,
         **({"role": role} if role is not None else {}),
+        **_key_info(key),
     }
     return audio, info
+
+
+def _key_info(key: str | None) -> dict[str, Any]:
+    """The sidecar's "key": as stored ("Gb minor" → "F#m"); nothing when none was asked for."""
+    return {} if key is None else {"key": KEYS[key_index(key)]}
 
 
 # --------------------------------------------------------------------------- audio in: vary, interpolate, inpaint
@@ -176,6 +184,7 @@ def vary(
     settings: SamplingConfig | None = None,
     circular: bool | None = None,
     progress: bool = False,
+    key: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """n variations of a clip → ((n, channels, samples) audio, settings used): Dance Diffusion's
     "style transfer" at a noise level.
@@ -196,7 +205,7 @@ def vary(
     _check_fits(model, shape, n, settings)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
-    cond = clip_conditions(model, genre, bpm, bars, shape.samples / model.sample_rate, n, device)
+    cond = clip_conditions(model, genre, bpm, bars, shape.samples / model.sample_rate, n, device, key=key)
     start = min(round((1 - strength) * settings.steps), settings.steps - 1)
     sigmas = sigmas_for(model, settings, device)[start:]
     x0 = to_model_space(model, wav, shape)
@@ -215,6 +224,7 @@ def vary(
         strength=strength,
         start_step=start,
         start_sigma=float(sigmas[0]),
+        **_key_info(key),
     )
     return _decoded(model, latent, shape, settings), info
 
@@ -347,6 +357,7 @@ def inpaint(
     settings: SamplingConfig | None = None,
     circular: bool | None = None,
     progress: bool = False,
+    key: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Regenerate seconds [start, end) of a clip and keep the rest → ((n, channels, samples) audio, settings).
 
@@ -375,7 +386,7 @@ def inpaint(
     padded = torch.nn.functional.pad(wav, (0, total - length))
     x0 = to_model_space(model, padded, shape)
     mask = known_frames(shape, model.hop_length, first, last, length).to(device)
-    cond = clip_conditions(model, genre, bpm, bars, total / sr, n, device)
+    cond = clip_conditions(model, genre, bpm, bars, total / sr, n, device, key=key)
     sigmas = sigmas_for(model, settings, device)
     x = seeded_noise(x0.shape[1:], seeds, device) * sigmas[0]
     denoiser = Denoiser(model, cond, settings.cfg_scale, shape.circular, known=(x0.expand(n, -1, -1), mask))
@@ -397,5 +408,6 @@ def inpaint(
         input_samples=length,
         fade_samples=fade,
         known_frames=int(mask.sum()),
+        **_key_info(key),
     )
     return out, info

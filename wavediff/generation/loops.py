@@ -87,22 +87,27 @@ def clip_conditions(
     n: int,
     device: torch.device | str,
     role: str | None = None,
+    key: str | None = None,
 ) -> Conditions | None:
-    """The conditions of n clips of `seconds`; a genre, tempo, bar count or role not given stays unknown
-    (null). None for an unconditional model."""
+    """The conditions of n clips of `seconds`; a genre, tempo, bar count, role or key not given stays
+    unknown (null). None for an unconditional model."""
     check_tempo(bpm, bars)
     if model.conditioner is None:
-        if role is not None:
-            raise UserError(f"role {role!r}: this model is unconditional")
+        for name, value in (("role", role), ("key", key)):
+            if value is not None:
+                raise UserError(f"{name} {value!r}: this model is unconditional")
         return None
     genre_id = model.conditioner.genre_id(genre)
     role_id = model.conditioner.role_id(role)
+    key_id = model.conditioner.key_id(key)
 
     def full(value: float, dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.full((n,), value, dtype=dtype, device=device)
 
     roles = full(role_id, torch.long) if role is not None else None
-    return Conditions(full(genre_id, torch.long), full(bpm or 0.0), full(seconds), full(float(bars or 0)), role=roles)
+    keys = full(key_id, torch.long) if key is not None else None
+    genres, timing = full(genre_id, torch.long), (full(bpm or 0.0), full(seconds), full(float(bars or 0)))
+    return Conditions(genres, *timing, role=roles, key=keys)
 
 
 def loop_conditions(
@@ -113,11 +118,12 @@ def loop_conditions(
     n: int,
     device: torch.device | str,
     role: str | None = None,
+    key: str | None = None,
 ) -> Conditions | None:
-    """The conditions of n loops of one genre, tempo, length and role (None for an unconditional model)."""
+    """The conditions of n loops of one genre, tempo, length, role and key (None for an unconditional model)."""
     check_tempo(bpm, bars)
     seconds = bars * model.recipe.conditioning.beats_per_bar * 60.0 / bpm
-    return clip_conditions(model, genre, bpm, bars, seconds, n, device, role)
+    return clip_conditions(model, genre, bpm, bars, seconds, n, device, role, key)
 
 
 def model_device(model: LoopDiffusion) -> torch.device:

@@ -1,4 +1,4 @@
-"""What the denoiser is told about the loop it makes: genre, tempo, length and (when on) role.
+"""What the denoiser is told about the loop it makes: genre, tempo, length and (when on) role and key.
 
 Each condition becomes one vector (a token). Their sum is the pooled vector that modulates
 every U-Net block; the tokens themselves feed cross-attention when the U-Net has it (and
@@ -24,11 +24,13 @@ from torch import Tensor, nn
 
 from wavediff.config import ROLES, ConditioningConfig
 from wavediff.errors import ConfigError, UserError
+from wavediff.io.keys import KEYS, key_index
 
 FOURIER_BANDS = 8  # sin/cos pairs per scalar
 TEMPO_REFERENCE = 120.0  # BPM at which the tempo features are centred
 SECONDS_REFERENCE = 4.0
-CONDITIONS = ("genre", "tempo", "length", "role")  # role last: older checkpoints' tokens keep their places
+# New conditions go last: older checkpoints' tokens (and null rows) keep their places.
+CONDITIONS = ("genre", "tempo", "length", "role", "key")
 
 
 @dataclass
@@ -43,15 +45,15 @@ class Conditions:
     # None: at the start, which is what generation makes. Only the tempo clock reads it.
     start: Tensor | None = None
     role: Tensor | None = None  # (B,) long: index into the role vocabulary, −1 unknown; None: all unknown
+    key: Tensor | None = None  # (B,) long: a class of wavediff.io.keys.KEYS, −1 unknown; None: all unknown
 
     @property
     def batch_size(self) -> int:
         return self.genre.shape[0]
 
     def _map(self, fn: Callable[[Tensor], Tensor]) -> Conditions:
-        start = None if self.start is None else fn(self.start)
-        role = None if self.role is None else fn(self.role)
-        return Conditions(fn(self.genre), fn(self.bpm), fn(self.seconds), fn(self.bars), start, role)
+        start, role, key = (None if t is None else fn(t) for t in (self.start, self.role, self.key))
+        return Conditions(fn(self.genre), fn(self.bpm), fn(self.seconds), fn(self.bars), start, role, key)
 
     def to(self, device: torch.device | str) -> Conditions:
         return self._map(lambda t: t.to(device))
@@ -100,6 +102,8 @@ class Conditioner(nn.Module):
             if list(cfg.roles) != list(ROLES[: len(cfg.roles)]):  # the loader's ids index config.ROLES
                 raise ConfigError(f"conditioning.roles must be {list(ROLES)} (or a prefix), got {cfg.roles}")
             self.role = nn.Embedding(max(1, len(cfg.roles)), cfg.dim)
+        if cfg.key:
+            self.key = nn.Embedding(len(KEYS), cfg.dim)
 
     @property
     def genres(self) -> list[str]:
@@ -124,6 +128,18 @@ class Conditioner(nn.Module):
             raise UserError(f"unknown role {name!r}; this model knows: {', '.join(self.cfg.roles)}")
         return self.cfg.roles.index(name)
 
+    def key_id(self, name: str | None) -> int:
+        """The class of a key as written ("F#m", "Gb minor", "A"; −1 for None); a model without key
+        conditioning takes none, and a name that is not a key is an error."""
+        if name is None:
+            return -1
+        if not self.cfg.key:
+            raise UserError(f"key {name!r}: this model was trained without key conditioning")
+        index = key_index(name)
+        if index < 0:
+            raise UserError(f"unknown key {name!r}; write a tonic and an optional mode: Am, F#m, Gb minor, Eb")
+        return index
+
     def _token(self, name: str, c: Conditions) -> tuple[Tensor, Tensor]:
         """(vector (B, dim), known (B,) bool) of one condition."""
         if name == "genre":
@@ -133,6 +149,10 @@ class Conditioner(nn.Module):
             role = c.role if c.role is not None else torch.full_like(c.genre, -1)
             known = (role >= 0) & (role < len(self.cfg.roles))
             return self.role(role.clamp(0, self.role.num_embeddings - 1)), known
+        if name == "key":
+            key = c.key if c.key is not None else torch.full_like(c.genre, -1)
+            known = (key >= 0) & (key < len(KEYS))
+            return self.key(key.clamp(0, len(KEYS) - 1)), known
         if name == "tempo":
             known = c.bpm > 0
             return self.tempo(fourier_features(torch.log2(c.bpm.clamp_min(1.0) / TEMPO_REFERENCE))), known

@@ -48,6 +48,7 @@ from webdataset.utils import make_seed, pytorch_worker_info
 from wavediff.config import ROLES, AugmentConfig, DataConfig
 from wavediff.errors import AudioError, DataError, UserError
 from wavediff.io.audio import EncodedAudio, convert_channels
+from wavediff.io.keys import key_index
 from wavediff.shards.format import Manifest, read_manifest, shard_paths, shard_samples
 
 Kind = Literal["audio", "latent"]
@@ -334,6 +335,7 @@ class ShardDataset(IterableDataset):
             "frames": valid,
             "genre": self.genres.id(meta.get("genre")),
             "role": ROLES.index(meta["role"]) if meta.get("role") in ROLES else -1,
+            "key_class": key_index(meta.get("key")),
             "bpm": _number(meta, "bpm", 0.0, where),
             "bars": _number(meta, "bars", 0.0, where),
             "loop": loop,
@@ -421,9 +423,10 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 class ShardLoader(DataLoader):
     """A DataLoader of batch dicts: `audio` (B, C, T) float32 or `latent` (B, C, F), `frames`,
-    `genre` and `role` (an index into config.ROLES, −1 unknown) LongTensors, `loop` BoolTensor,
+    `genre`, `role` (an index into config.ROLES) and `key_class` (the musical key, an index into
+    io.keys.KEYS) LongTensors (−1 unknown), `loop` BoolTensor,
     `bpm`, `bars`, `seconds`, `seconds_start`,
-    `seconds_total` float32 tensors, and `key` a list of str."""
+    `seconds_total` float32 tensors, and `key` (the sample's name in its shard) a list of str."""
 
     def __iter__(self) -> _Batches:
         return _Batches(super().__iter__())

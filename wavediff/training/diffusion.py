@@ -37,9 +37,15 @@ EXAMPLE_STEPS = 25  # sampler steps of the examples written to TensorBoard
 
 def batch_conditions(batch: Batch) -> Conditions:
     """The conditions a loader batch describes: its genre, tempo, the length of the loop it was cut
-    from, where in that loop the window starts (it sets the tempo clock's phase), and its role."""
+    from, where in that loop the window starts (it sets the tempo clock's phase), its role and key."""
     return Conditions(
-        batch["genre"], batch["bpm"], batch["seconds_total"], batch["bars"], batch["seconds_start"], batch.get("role")
+        batch["genre"],
+        batch["bpm"],
+        batch["seconds_total"],
+        batch["bars"],
+        batch["seconds_start"],
+        batch.get("role"),
+        batch.get("key_class"),
     )
 
 
