@@ -34,12 +34,16 @@ ROLES = ("drums", "bass", "melodic", "fx", "vocal")
 @dataclass
 class AugmentConfig:
     """Loop-preserving augmentations applied by the loader to training batches (never to
-    evaluation). Roll applies to loops, audio or latent; the others to audio only."""
+    evaluation). Roll applies to loops, audio or latent; the others to audio only. Each keeps
+    the sample's labels true (transpose moves them with the audio)."""
 
     roll: bool = True  # random circular shift: a rolled loop is still the same loop
     gain_db: float = 0.0  # random gain in ±gain_db dB (0 turns it off)
     polarity: bool = False  # random sign flip
     channel_swap: bool = False  # random left/right swap
+    # Random transposition by a whole number of semitones in ±transpose (0 turns it off): the audio is
+    # resampled, so its tempo moves with its pitch and both labels (key, bpm) move with it. Audio shards only.
+    transpose: int = 0
 
 
 @dataclass
