@@ -226,6 +226,8 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["vary", "{ckpt}", "{drums}", "--strength", "0.5", "--key", "A dorian"], "unknown key 'A dorian'"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "0.5", "--end", "1", "--key", "X"], "unknown key 'X'"),
         (["generate", "{old}", "--bpm", "120", "--key", "Am"], "key 'Am': this model was trained without key"),
+        (["generate", "{old}", "--bpm", "120", "--prompt", "techno"], "prompt: this model was trained without text"),
+        (["generate", "{ckpt}", "--bpm", "120", "--prompt-cfg", "-1"], "prompt cfg scale must not be negative"),
         (["vary", "{ckpt}", "{garbage}", "--strength", "0.5"], "garbage.wav"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0"], "strength must be in (0, 1]"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "0.5"], "0 ≤ start < end"),
@@ -246,10 +248,12 @@ def test_bad_input_is_one_line_and_exit_2(ckpt, old_ckpt, latent_pack, drums, tm
 
 @pytest.fixture(scope="module")
 def old_ckpt(ckpt, tmp_path_factory) -> Path:
-    """The tiny checkpoint as a checkpoint made before key conditioning: no `conditioning.key` in its
-    config.json, no key embedding or key null in its weights."""
+    """The tiny checkpoint as a checkpoint made before key and text conditioning: no `conditioning.key`,
+    `conditioning.text` or `sampling.prompt_cfg_scale` in its config.json, no key embedding or key null
+    in its weights."""
     config, state = read_raw_config(ckpt), read_weights(ckpt)
-    del config["recipe"]["conditioning"]["key"]
+    for table, name in (("conditioning", "key"), ("conditioning", "text"), ("sampling", "prompt_cfg_scale")):
+        del config["recipe"][table][name]
     del state["conditioner.key.weight"]
     state["conditioner.null"] = state["conditioner.null"][:3]  # genre, tempo, length
     return save_checkpoint(tmp_path_factory.mktemp("old-ckpt"), config["step"], state, config)

@@ -55,6 +55,8 @@ def test_a_transposed_tone_moves_by_the_semitones_its_labels_say(tone_shards):
         assert heard == pytest.approx(semitones, abs=0.1)  # and so did the key label (within 4.3 cents)
         assert s["audio"].shape == (1, 4096) and s["frames"] == 4096
         assert s["seconds_total"] == pytest.approx(2.0 / stretch)  # the loop is shorter when played faster
+        if "bpm" in s["prompt"]:  # the training prompt's words are written from the moved labels
+            assert f"{s['bpm']:.0f} bpm" in s["prompt"].split(", ")
         shifts.add(semitones)
     assert shifts == {-2, -1, 0, 1, 2}
 
@@ -67,7 +69,7 @@ def test_off_by_default_and_never_in_evaluation(tone_shards):
     evaluation = build_dataset(
         tone_shards, sample_size=4096, augment=AugmentConfig(transpose=2), training=False, rank=0, world_size=1
     )
-    assert [s["bpm"] for s in evaluation] == [120.0]
+    assert [(s["bpm"], s["prompt"]) for s in evaluation] == [(120.0, "melody, tone, 120 bpm, A major")]
 
 
 def test_latent_shards_cannot_be_transposed(tone_shards):

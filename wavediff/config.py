@@ -148,6 +148,10 @@ class ConditioningConfig:
     role: bool = False  # an embedding of the sample's role (drums, bass, …); off in configs that predate it
     roles: list[str] = field(default_factory=lambda: list(ROLES))  # the role vocabulary
     key: bool = False  # an embedding of the key (24 classes: tonic × major/minor); off in configs that predate it
+    # A text prompt (wavediff.models.text): its sentence-encoder token embeddings feed cross-attention
+    # (model.cross_attention must be on) and their mean the pooled vector. Training prompts are composed
+    # from each sample's labels (wavediff.io.prompts). Off in configs that predate it.
+    text: bool = False
 
 
 @dataclass
@@ -173,7 +177,8 @@ class SamplingConfig:
     sampler: str = "dpmpp-2m"  # a name from wavediff.generation.samplers.SAMPLERS
     schedule: Literal["karras", "exponential", "polyexponential"] = "karras"
     rho: float = 7.0  # karras / polyexponential schedule shape
-    cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off)
+    cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off); with a prompt, of the structured controls
+    prompt_cfg_scale: float = 3.0  # guidance of the prompt, on top of the structured controls' (text models)
     example_bars: int = 2  # training examples: one loop per genre of this many bars
 
 

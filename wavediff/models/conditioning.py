@@ -1,10 +1,15 @@
-"""What the denoiser is told about the loop it makes: genre, tempo, length and (when on) role and key.
+"""What the denoiser is told about the loop it makes: genre, tempo, length and (when on) role,
+key and a text prompt.
 
 Each condition becomes one vector (a token). Their sum is the pooled vector that modulates
-every U-Net block; the tokens themselves feed cross-attention when the U-Net has it (and
-will carry text later). Tempo and length are continuous, so they enter as Fourier features
-of their logarithms (Stable Audio's timing conditioning does the same for seconds): 120 and
-121 BPM get nearby vectors, and a tempo between the training tempos still means something.
+every U-Net block; the tokens themselves feed cross-attention when the U-Net has it. A prompt
+gives one such token (its mean token embedding, projected) and, for cross-attention, all its
+token embeddings projected to the conditioner's width; the padding after a short prompt, and
+every token of an absent or dropped prompt, is one learned pad vector.
+
+Tempo and length are continuous, so they enter as Fourier features of their logarithms
+(Stable Audio's timing conditioning does the same for seconds): 120 and 121 BPM get nearby
+vectors, and a tempo between the training tempos still means something.
 
 Every condition has a learned null vector. It stands in for unknown values (no genre, no
 tempo in the metadata) and, during training, replaces the condition at random, so the
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -25,12 +30,13 @@ from torch import Tensor, nn
 from wavediff.config import ROLES, ConditioningConfig
 from wavediff.errors import ConfigError, UserError
 from wavediff.io.keys import KEYS, key_index
+from wavediff.models.text import TEXT_DIM, TEXT_TOKENS
 
 FOURIER_BANDS = 8  # sin/cos pairs per scalar
 TEMPO_REFERENCE = 120.0  # BPM at which the tempo features are centred
 SECONDS_REFERENCE = 4.0
 # New conditions go last: older checkpoints' tokens (and null rows) keep their places.
-CONDITIONS = ("genre", "tempo", "length", "role", "key")
+CONDITIONS = ("genre", "tempo", "length", "role", "key", "text")
 
 
 @dataclass
@@ -46,21 +52,42 @@ class Conditions:
     start: Tensor | None = None
     role: Tensor | None = None  # (B,) long: index into the role vocabulary, −1 unknown; None: all unknown
     key: Tensor | None = None  # (B,) long: a class of wavediff.io.keys.KEYS, −1 unknown; None: all unknown
+    text: Tensor | None = None  # (B, TEXT_TOKENS, TEXT_DIM) prompt token embeddings (models.text); None: no prompt
+    text_mask: Tensor | None = None  # (B, TEXT_TOKENS) bool: which of them are real tokens
 
     @property
     def batch_size(self) -> int:
         return self.genre.shape[0]
 
     def _map(self, fn: Callable[[Tensor], Tensor]) -> Conditions:
-        start, role, key = (None if t is None else fn(t) for t in (self.start, self.role, self.key))
-        return Conditions(fn(self.genre), fn(self.bpm), fn(self.seconds), fn(self.bars), start, role, key)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Conditions(**{name: None if t is None else fn(t) for name, t in values.items()})
 
     def to(self, device: torch.device | str) -> Conditions:
         return self._map(lambda t: t.to(device))
 
     def repeat(self, times: int) -> Conditions:
         """The batch repeated `times` over (classifier-free guidance runs cond and uncond in one pass)."""
-        return self._map(lambda t: t.repeat(times))
+        return self._map(lambda t: t.repeat(times, *[1] * (t.dim() - 1)))
+
+    @staticmethod
+    def cat(parts: list[Conditions]) -> Conditions:
+        """Batches one after another; a value some parts lack is unknown (or no prompt) in those."""
+        first = parts[0]
+
+        def unknown(p: Conditions, name: str) -> Tensor:
+            like = next(getattr(q, name) for q in parts if getattr(q, name) is not None)
+            shape = (p.batch_size, *like.shape[1:])
+            return like.new_zeros(shape) if name in ("text", "text_mask", "start") else like.new_full(shape, -1)
+
+        out = {}
+        for f in fields(first):
+            values = [getattr(p, f.name) for p in parts]
+            if all(v is None for v in values):
+                out[f.name] = None
+            else:
+                out[f.name] = torch.cat([v if v is not None else unknown(p, f.name) for v, p in zip(values, parts)])
+        return Conditions(**out)
 
 
 def fourier_features(value: Tensor, bands: int = FOURIER_BANDS) -> Tensor:
@@ -104,6 +131,10 @@ class Conditioner(nn.Module):
             self.role = nn.Embedding(max(1, len(cfg.roles)), cfg.dim)
         if cfg.key:
             self.key = nn.Embedding(len(KEYS), cfg.dim)
+        if cfg.text:
+            self.text = _mlp(TEXT_DIM, cfg.dim)  # the pooled token: the prompt's mean token embedding
+            self.text_tokens = nn.Linear(TEXT_DIM, cfg.dim)  # each token embedding, for cross-attention
+            self.text_pad = nn.Parameter(torch.randn(cfg.dim) * 0.02)
 
     @property
     def genres(self) -> list[str]:
@@ -153,6 +184,11 @@ class Conditioner(nn.Module):
             key = c.key if c.key is not None else torch.full_like(c.genre, -1)
             known = (key >= 0) & (key < len(KEYS))
             return self.key(key.clamp(0, len(KEYS) - 1)), known
+        if name == "text":
+            text, mask = self._text(c)
+            count = mask.sum(1, keepdim=True)
+            mean = (text * mask[..., None]).sum(1) / count.clamp_min(1)
+            return self.text(mean), count[:, 0] > 0
         if name == "tempo":
             known = c.bpm > 0
             return self.tempo(fourier_features(torch.log2(c.bpm.clamp_min(1.0) / TEMPO_REFERENCE))), known
@@ -167,6 +203,15 @@ class Conditioner(nn.Module):
         )
         return self.length(features), known
 
+    def _text(self, c: Conditions) -> tuple[Tensor, Tensor]:
+        """The prompt's (embeddings, mask), all padding when there is none."""
+        if c.text is not None and c.text_mask is not None:
+            return c.text.float(), c.text_mask
+        b, device = c.batch_size, c.genre.device
+        return torch.zeros(b, TEXT_TOKENS, TEXT_DIM, device=device), torch.zeros(
+            b, TEXT_TOKENS, dtype=torch.bool, device=device
+        )
+
     def random_drop(self, batch_size: int, device: torch.device | str) -> Tensor:
         """(B, n) bool: which conditions training replaces by their null (global RNG, per-rank seeded)."""
         each = torch.rand(batch_size, len(self.names), device=device) < self.cfg.dropout
@@ -174,7 +219,8 @@ class Conditioner(nn.Module):
         return each | every
 
     def forward(self, c: Conditions, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """`drop` (B, n) bool nulls conditions on top of the unknown ones; all True is the unconditional model."""
+        """(pooled (B, dim), tokens (B, n [+ TEXT_TOKENS], dim)). `drop` (B, n) bool nulls conditions on
+        top of the unknown ones (the "text" column the whole prompt); all True is the unconditional model."""
         tokens = []
         for i, name in enumerate(self.names):
             vector, known = self._token(name, c)
@@ -182,4 +228,11 @@ class Conditioner(nn.Module):
                 known = known & ~drop[:, i]
             tokens.append(torch.where(known[:, None], vector, self.null[i].to(vector.dtype)))
         stacked = torch.stack(tokens, dim=1)
-        return stacked.sum(dim=1), stacked
+        if not self.cfg.text:
+            return stacked.sum(dim=1), stacked
+        text, mask = self._text(c)
+        if drop is not None:
+            mask = mask & ~drop[:, self.names.index("text"), None]
+        words = self.text_tokens(text)
+        words = torch.where(mask[..., None], words, self.text_pad.to(words.dtype))
+        return stacked.sum(dim=1), torch.cat([stacked, words], dim=1)

@@ -60,6 +60,10 @@ class LoopDiffusion(nn.Module):
         if recipe.channels < 1:
             raise ConfigError("channels must be resolved (positive) before the model is built")
         cond = recipe.conditioning
+        if cond.text and not recipe.model.cross_attention:
+            raise ConfigError(
+                "conditioning.text needs model.cross_attention = true (the prompt's tokens are attended to)"
+            )
         self.conditioner = Conditioner(cond) if any(getattr(cond, name) for name in CONDITIONS) else None
         dim = self.conditioner.dim if self.conditioner is not None else 0
         token_dim = dim if recipe.model.cross_attention else 0

@@ -52,6 +52,7 @@ from wavediff.config import ROLES, AugmentConfig, DataConfig
 from wavediff.errors import AudioError, ConfigError, DataError, UserError
 from wavediff.io.audio import EncodedAudio, convert_channels, resample
 from wavediff.io.keys import key_index, transpose
+from wavediff.io.prompts import compose_prompt
 from wavediff.shards.format import Manifest, read_manifest, shard_paths, shard_samples
 
 Kind = Literal["audio", "latent"]
@@ -291,6 +292,7 @@ class ShardDataset(IterableDataset):
             random.Random(make_seed(self.seed, epoch)).shuffle(shards)
         mine, offset, stride = _assign(shards, [(self.rank, self.world_size), (worker, workers)])
         rng = random.Random(make_seed(self.seed, epoch, self.rank, worker))
+        words = random.Random(make_seed(self.seed, epoch, self.rank, worker, 1))  # prompts: rng's stream stays
         samples = _tar_samples(mine, self.expected)
         if stride > 1:
             samples = islice(samples, offset, None, stride)
@@ -298,15 +300,15 @@ class ShardDataset(IterableDataset):
             samples = wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
         for sample in samples:
             try:
-                prepared = self._prepare(sample, rng)
+                prepared = self._prepare(sample, rng, words)
             except CorruptSample as e:
                 warnings.warn(f"skipped {e}", RuntimeWarning, stacklevel=2)
                 continue
             if prepared is not None:
                 yield prepared
 
-    def _prepare(self, sample: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
-        """The sample as tensors and numbers; None for a one-shot the dataset leaves out."""
+    def _prepare(self, sample: dict[str, Any], rng: random.Random, words: random.Random) -> dict[str, Any] | None:
+        """The sample as tensors, numbers and its prompt (composed with `words`); None for a one-shot left out."""
         key, where = sample["__key__"], f"{sample['__url__']}: sample {sample['__key__']}"
         try:
             meta = json.loads(sample["json"])
@@ -340,19 +342,22 @@ class ShardDataset(IterableDataset):
         total = _number(meta, "source_duration_s", offset + n / rate, where)
         stretch = source / target  # played faster by this: tempo ×, times ÷
         key_class = key_index(meta.get("key"))
+        key_class = transpose(key_class, semitones) if key_class >= 0 else -1
+        bpm = _number(meta, "bpm", 0.0, where) * stretch
         return {
             self.kind: window,
             "frames": valid,
             "genre": self.genres.id(meta.get("genre")),
             "role": ROLES.index(meta["role"]) if meta.get("role") in ROLES else -1,
-            "key_class": transpose(key_class, semitones) if key_class >= 0 else -1,
-            "bpm": _number(meta, "bpm", 0.0, where) * stretch,
+            "key_class": key_class,
+            "bpm": bpm,
             "bars": _number(meta, "bars", 0.0, where),
             "loop": loop,
             "seconds": valid / rate,
             "seconds_start": (offset + start / rate) / stretch,
             "seconds_total": total / stretch,
             "key": key,
+            "prompt": compose_prompt(meta, bpm, key_class, words if self.training else None) or "",
         }
 
     def _start(self, n: int, loop: bool, rng: random.Random, size: int) -> int:
@@ -449,7 +454,8 @@ class ShardLoader(DataLoader):
     `genre`, `role` (an index into config.ROLES) and `key_class` (the musical key, an index into
     io.keys.KEYS) LongTensors (−1 unknown), `loop` BoolTensor,
     `bpm`, `bars`, `seconds`, `seconds_start`,
-    `seconds_total` float32 tensors, and `key` (the sample's name in its shard) a list of str."""
+    `seconds_total` float32 tensors, and `key` (the sample's name in its shard) and `prompt` (words
+    composed from its labels, io.prompts; "" when it has none) lists of str."""
 
     def __iter__(self) -> _Batches:
         return _Batches(super().__iter__())
