@@ -116,10 +116,12 @@ def main() -> None:
         return f"{100 * x:.0f}%"
 
     def tempo(t: dict) -> str:
-        return " | ".join(pct(t[k]) for k in ("exact", "double", "half", "miss"))
+        return " / ".join(pct(t[k]) for k in ("exact", "double", "half", "miss"))
 
     n = len(with_key)
-    text = f"""{date}, {machine()}; shared CPU: other jobs ran on the same 2 cores throughout, so rates are
+    text = f"""## Key and text
+
+{date}, {machine()}; shared CPU: other jobs ran on the same 2 cores throughout, so rates are
 rough. `python benchmarks/bench_key_text.py --demo DEMO --steps {args.steps}` on a `wavediff demo`'s
 autoencoder, latents and genre classifier (DEMO's own denoiser not used).
 
