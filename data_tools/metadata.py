@@ -38,6 +38,7 @@ from typing import Any
 
 from wavediff.config import ROLES
 from wavediff.errors import MetadataError
+from wavediff.io.keys import MINOR_WORDS, canonical_key, parse_key
 
 TABLE_NAMES = ("metadata.csv", "metadata.jsonl")
 ROW_KEYS = ("file_name", "file", "path")
@@ -45,14 +46,6 @@ BPM_RANGE = (20.0, 999.0)
 KINDS = ("loop", "one-shot")
 ESTIMATED = ("bpm", "bars", "key", "kind", "role")  # the fields whose source every sample records
 
-_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_SHIFT = {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}
-_MINOR = {"m", "min", "minor"}
-_MAJOR = {"", "maj", "major"}
-
-# A key written as one field value: root, accidental, then an optional mode word.
-_KEY_FIELD = re.compile(r"^\s*([A-Ga-g])([#♯b♭]?)\s*(m|(?i:minor|major|min|maj))?\s*$")
 # A key inside a file name token: capital root, so "am" / "Ebony" / "Amen" are not keys.
 _KEY_TOKEN = re.compile(r"^([A-G])([#♯b♭]?)(m|(?i:minor|major|min|maj))?$")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -133,21 +126,6 @@ def label(text: str) -> str:
     return " ".join(text.replace("_", " ").split()).lower()
 
 
-def canonical_key(root: str, accidental: str, minor: bool) -> str:
-    pitch = (_PITCH[root.upper()] + _SHIFT[accidental]) % 12
-    return _NAMES[pitch] + ("m" if minor else "")
-
-
-def parse_key(text: str) -> str | None:
-    """A key as written in a metadata field ("A minor", "f#m", "Eb", "C major") → "Am"/"F#m"/"Eb"/"C"."""
-    m = _KEY_FIELD.match(text)
-    if not m:
-        return None
-    root, accidental, mode = m.groups()
-    # A lone capital "M" (major to some, minor to others) is deliberately not read.
-    return canonical_key(root, accidental, (mode or "").lower() in _MINOR)
-
-
 def key_from_name(stem: str) -> str | None:
     """The first key token in a file name, or None.
 
@@ -165,7 +143,7 @@ def key_from_name(stem: str) -> str | None:
             mode = tokens[i + 1]
         if mode is None and not accidental:
             continue
-        return canonical_key(root, accidental, (mode or "").lower() in _MINOR)
+        return canonical_key(root, accidental, (mode or "").lower() in MINOR_WORDS)
     return None
 
 

@@ -144,3 +144,50 @@ def test_role_embedding_has_a_null_and_is_dropped_like_genre():
     torch.testing.assert_close(dropped[1, 3], tokens[1, 3])
     assert c.random_drop(5, "cpu").shape == (5, 4)
     assert conds([0], [1.0], [1.0], [1.0]).repeat(2).role is None
+
+
+# --------------------------------------------------------------------------- key
+
+
+def test_key_is_off_by_default_so_older_configs_build_the_same_conditioner():
+    assert ConditioningConfig().key is False
+    old = conditioner(role=True)
+    with_key = conditioner(role=True, key=True)
+    assert with_key.names == ["genre", "tempo", "length", "role", "key"]  # last: the others keep their places
+    assert not any(k.startswith("key") for k in old.state_dict())
+    for k, value in old.state_dict().items():
+        if k != "null":
+            assert with_key.state_dict()[k].shape == value.shape
+    with pytest.raises(UserError, match="key 'Am': this model was trained without key conditioning"):
+        old.key_id("Am")
+
+
+@pytest.mark.parametrize(
+    "written, stored", [("F#m", "F#m"), ("Gb minor", "F#m"), ("gbm", "F#m"), ("A", "A"), ("Bb major", "Bb")]
+)
+def test_key_names_are_normalised_to_one_of_24_classes(written, stored):
+    from wavediff.io.keys import KEYS
+
+    c = conditioner(key=True)
+    assert KEYS[c.key_id(written)] == stored and len(KEYS) == 24
+
+
+@pytest.mark.parametrize("bad", ["H", "F##", "A dorian", "", "132"])
+def test_an_unknown_key_is_an_error_that_shows_how_to_write_one(bad):
+    with pytest.raises(UserError, match=f"unknown key {bad!r}; write a tonic"):
+        conditioner(key=True).key_id(bad)
+
+
+def test_key_embedding_has_a_null_and_is_dropped_like_genre():
+    c = conditioner(key=True)
+    base = conds([0, 0], [120.0, 120.0], [2.0, 2.0], [1.0, 1.0])
+    _, unknown = c(base)
+    torch.testing.assert_close(unknown[:, 3], c.null[3].expand(2, -1))
+    base.key = torch.tensor([c.key_id("Am"), c.key_id("C")])  # relatives: same notes, different classes
+    _, tokens = c(base)
+    assert not torch.allclose(tokens[0, 3], tokens[1, 3])
+    torch.testing.assert_close(tokens[:, :3], unknown[:, :3])
+    _, dropped = c(base, torch.tensor([[False, False, False, True], [False] * 4]))
+    torch.testing.assert_close(dropped[0, 3], c.null[3])
+    torch.testing.assert_close(dropped[1, 3], tokens[1, 3])
+    assert base.repeat(2).key.tolist() == base.key.tolist() * 2

@@ -105,6 +105,25 @@ def test_evaluate_model_reports_every_measure_per_genre(pack, classifier, tmp_pa
     assert report["grid"]["rows"] == GENRES and grid.read_bytes()[:4] == b"\x89PNG"
     table = format_report(report)
     assert "overall" in table and all(g in table for g in GENRES) and "val clips" in table
+    keys = report["key_accuracy"]  # the recipe conditions on key: every loop was asked for one
+    assert keys["loops"] == 8 and len(keys["estimated"]) == 8 and keys["chance"] == pytest.approx(1 / 24, abs=1e-4)
+    assert 0 <= keys["exact"] <= keys["tonic"] <= 1 and "key accuracy (librosa chroma, 8 loops" in table
+    assert "prompt_adherence" not in report  # a model without text
+
+
+def test_a_text_model_is_judged_on_loops_from_prompts_alone(pack, classifier, tmp_path):
+    text = ["conditioning.text=true", "model.cross_attention=true"]
+    paths = [f'data.path="{pack / "latents"}"', f'autoencoder="{pack / "ae"}"']
+    recipe = load_recipe("loops-tiny-cpu", DiffusionRecipe, paths + TINY_DENOISER + text)
+    train_diffusion(recipe, tmp_path / "text-denoiser", progress=False)
+    report = evaluate_model(
+        tmp_path / "text-denoiser", pack / "audio", n=4, steps=1, per_condition=1, classifier=pack / "classifier"
+    )
+    adherence = report["prompt_adherence"]
+    assert adherence["loops"] == len(GENRES) and list(adherence["per_genre"]) == GENRES
+    assert adherence["genre"] == pytest.approx(np.mean(list(adherence["per_genre"].values())))
+    assert sum(sum(v.values()) for v in adherence["classified_as"].values()) == len(GENRES)
+    assert "prompt adherence (genre named by the prompt alone, 4 loops)" in format_report(report)
 
 
 def test_eval_commands_write_reports(pack, classifier, tmp_path, capsys):

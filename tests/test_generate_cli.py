@@ -221,16 +221,23 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "100000"], "100000.0 s is longer than one run"),
         (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1000000000"], "fit at once"),
         (["generate", "{ckpt}", "--bpm", "120", "--role", "bass"], "trained without role conditioning"),
+        (["generate", "{ckpt}", "--bpm", "120", "--key", "H"], "unknown key 'H'; write a tonic"),
+        (["vary", "{ckpt}", "{drums}", "--strength", "0.5", "--key", "A dorian"], "unknown key 'A dorian'"),
+        (["inpaint", "{ckpt}", "{drums}", "--start", "0.5", "--end", "1", "--key", "X"], "unknown key 'X'"),
+        (["generate", "{old}", "--bpm", "120", "--key", "Am"], "key 'Am': this model was trained without key"),
+        (["generate", "{old}", "--bpm", "120", "--prompt", "techno"], "prompt: this model was trained without text"),
+        (["generate", "{ckpt}", "--bpm", "120", "--prompt-cfg", "-1"], "prompt cfg scale must not be negative"),
         (["vary", "{ckpt}", "{garbage}", "--strength", "0.5"], "garbage.wav"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0"], "strength must be in (0, 1]"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "1", "--end", "0.5"], "0 ≤ start < end"),
         (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1"], "frames must be at least 2"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, capsys, argv, expected):
+def test_bad_input_is_one_line_and_exit_2(ckpt, old_ckpt, latent_pack, drums, tmp_path, capsys, argv, expected):
     garbage = tmp_path / "garbage.wav"
     garbage.write_text("not audio")
     paths = {"ckpt": ckpt, "ae": latent_pack["ae"], "missing": tmp_path / "missing", "garbage": garbage, "drums": drums}
+    paths["old"] = old_ckpt
     assert main([a.format(**paths) for a in argv] + ["--out", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("wavediff: error:") and "\n" not in err
@@ -255,6 +262,46 @@ def test_a_loop_too_large_for_free_memory_is_refused_naming_the_longest_that_fit
     assert 1 <= bars < 200
     assert loops.peak_bytes(model, loops.loop_shape(model, 120, bars, True), 1, guided) <= free
     assert loops.peak_bytes(model, loops.loop_shape(model, 120, bars + 1, True), 1, guided) > free
+
+
+@pytest.fixture(scope="module")
+def old_ckpt(ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint as a checkpoint made before key and text conditioning: no `conditioning.key`,
+    `conditioning.text` or `sampling.prompt_cfg_scale` in its config.json, no key embedding or key null
+    in its weights."""
+    config, state = read_raw_config(ckpt), read_weights(ckpt)
+    for table, name in (("conditioning", "key"), ("conditioning", "text"), ("sampling", "prompt_cfg_scale")):
+        del config["recipe"][table][name]
+    del state["conditioner.key.weight"]
+    state["conditioner.null"] = state["conditioner.null"][:3]  # genre, tempo, length
+    return save_checkpoint(tmp_path_factory.mktemp("old-ckpt"), config["step"], state, config)
+
+
+def test_generate_with_a_key_names_the_file_and_records_it(ckpt, tmp_path, capsys):
+    argv = ["generate", str(ckpt), "--genre", "techno", "--bpm", "120", "--bars", "1", "--out", str(tmp_path)]
+    [path] = run([*argv, "--key", "Gb minor"], capsys)
+    assert path.name == "techno-120bpm-F#m-1bars-seed0.wav"
+    assert json.loads(path.with_suffix(".json").read_text())["key"] == "F#m"
+    [other] = run([*argv, "--key", "C"], capsys)
+    [again] = run([*argv, "--key", "F#m"], capsys)  # the same key written otherwise: the same file, the same loop
+    assert other.name == "techno-120bpm-C-1bars-seed0.wav" and again == path
+    assert not torch.equal(load(other)[0], load(path)[0])
+
+
+def test_vary_and_inpaint_take_a_key(ckpt, drums, tmp_path, capsys):
+    [varied] = run(["vary", str(ckpt), str(drums), "--strength", "0.5", "--key", "Am", "--out", str(tmp_path)], capsys)
+    [painted] = run(
+        ["inpaint", str(ckpt), str(drums), "--start", "0.5", "--end", "1", "--key", "eb", "--out", str(tmp_path)],
+        capsys,
+    )
+    assert json.loads(varied.with_suffix(".json").read_text())["key"] == "Am"
+    assert json.loads(painted.with_suffix(".json").read_text())["key"] == "Eb"
+
+
+def test_a_checkpoint_from_before_key_conditioning_still_generates(old_ckpt, tmp_path, capsys):
+    [path] = run(["generate", str(old_ckpt), "--bpm", "120", "--bars", "1", "--out", str(tmp_path)], capsys)
+    assert path.name == "loop-120bpm-1bars-seed0.wav" and "key" not in json.loads(path.with_suffix(".json").read_text())
+    assert torch.isfinite(load(path)[0]).all()
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,11 @@ def studio(ckpt, tmp_path_factory) -> Iterator[str]:
 # --------------------------------------------------------------------------- the JSON API
 
 
+def test_the_api_takes_a_key(studio):
+    [record] = generate(studio, genre="techno", bpm=120, bars=1, seed=0, key="Gb minor")
+    assert record["key"] == "F#m" and record["name"] == "techno-120bpm-F_m-1bars-seed0"  # safe ASCII
+
+
 def test_the_api_generates_loops_and_serves_them_as_wav_flac_and_mp3(studio, tmp_path):
     loops = generate(studio, genre="techno", bpm=197.3, bars=2, n=2, seed=7, cfg=2.5)
     assert [r["seed"] for r in loops] == [7, 8]
@@ -152,6 +157,7 @@ def test_the_api_generates_loops_and_serves_them_as_wav_flac_and_mp3(studio, tmp
         ("/api/generate", {"bpm": 120, "steps": "many"}, "steps must be a number, got 'many'"),
         ("/api/generate", {"bpm": 120, "bars": 1.5}, "bars must be a whole number, got 1.5"),
         ("/api/generate", {"bpm": 120, "genre": "polka"}, "polka"),
+        ("/api/generate", {"bpm": 120, "key": "H minor"}, "unknown key 'H minor'"),
         ("/api/generate", {"bpm": 120, "sampler": "magic"}, "unknown sampler 'magic'"),
         ("/api/generate", {"bpm": 120, "bmp": 120}, "unknown field 'bmp'"),
         ("/api/vary", {"strength": 0.5}, "source is required"),

@@ -73,4 +73,7 @@ TINY_DENOISER = [
     "model.attention_levels=[1]",
     "model.head_channels=8",
     "conditioning.dim=16",
+    # No prompt: loading the sentence encoder costs seconds per test process (tests/test_text.py turns it on).
+    "conditioning.text=false",
+    "model.cross_attention=false",
 ]

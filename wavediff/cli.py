@@ -19,6 +19,14 @@ T = TypeVar("T")
 # One line, no traceback: the user's mistakes, and what the machine refused (a missing path,
 # no permission, a full disk: OSError names the file). Anything else is a bug and keeps its traceback.
 USER_ERRORS = (UserError, OSError)
+KEY_HELP = "the loop's key, such as Am, F#m, Gb minor, Eb (a model trained with conditioning.key)"
+PROMPT_HELP = "words, such as 'dark rolling techno, 303 bass' (a model trained with conditioning.text); "
+PROMPT_HELP += "where they contradict --genre, --bpm, --key or --role, those win"
+
+
+def _prompt_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", default=None, help=PROMPT_HELP)
+    p.add_argument("--negative-prompt", default=None, help="words the loop should move away from")
 
 
 def _finite(text: str) -> float:
@@ -306,7 +314,13 @@ def _sampling_settings(args: argparse.Namespace, model):
     """The checkpoint's sampling settings with the command line's on top."""
     from dataclasses import replace
 
-    given = {"steps": args.steps, "sampler": args.sampler, "schedule": args.schedule, "cfg_scale": args.cfg}
+    given = {
+        "steps": args.steps,
+        "sampler": args.sampler,
+        "schedule": args.schedule,
+        "cfg_scale": args.cfg,
+        "prompt_cfg_scale": args.prompt_cfg,
+    }
     return replace(model.recipe.sampling, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -326,6 +340,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         circular=args.circular,
         progress=not args.quiet,
         role=args.role,
+        key=args.key,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
     )
     info["checkpoint"] = str(args.ckpt)
     for path in save_loops(audio, info, args.out, format=args.format):
@@ -345,6 +362,7 @@ def _save_clips(args: argparse.Namespace, audio, info: dict, names: list[str]) -
 def _clip_options(args: argparse.Namespace, model) -> dict:
     """The keyword arguments vary, interpolate and inpaint share."""
     return {
+        **{n: getattr(args, n) for n in ("key", "prompt", "negative_prompt") if getattr(args, n, None) is not None},
         "genre": args.genre,
         "bpm": args.bpm,
         "bars": args.bars,
@@ -673,7 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dpmpp-2m-sde, dpmpp-3m-sde, dpm-fast, dpm-adaptive, … (default dpmpp-2m)",
     )
     sampling.add_argument("--schedule", default=None, choices=("karras", "exponential", "polyexponential"))
-    sampling.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off; default 3)")
+    sampling.add_argument(
+        "--cfg", type=float, default=None, help="classifier-free guidance of genre, tempo, key… (1 = off; default 3)"
+    )
+    sampling.add_argument(
+        "--prompt-cfg", type=float, default=None, help="guidance of the prompt, on top of --cfg's (default 3)"
+    )
     sampling.add_argument("--out", type=Path, default=Path("loops"), help="output folder")
     sampling.add_argument("--format", default="wav", choices=("wav", "flac", "mp3"))
     sampling.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
@@ -704,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--role", default=None, help="drums, bass, melodic, fx or vocal (a model trained with conditioning.role)"
     )
+    p.add_argument("--key", default=None, help=KEY_HELP)
+    _prompt_options(p)
     p.add_argument("--bpm", type=float, required=True)
     p.add_argument("--bars", type=int, default=4)
     p.add_argument("--n", type=int, default=1, help="how many loops")
@@ -735,6 +760,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("--strength", type=float, required=True, help="in (0, 1]: 1 starts from pure noise")
     p.add_argument("--n", type=int, default=1, help="how many variations")
+    p.add_argument("--key", default=None, help=KEY_HELP)
+    _prompt_options(p)
 
     p = audio_command("interpolate", cmd_interpolate, "morph between two clips through the noise they invert to")
     p.add_argument("a", type=Path, metavar="A")
@@ -745,6 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN")
     p.add_argument("--start", type=float, required=True, help="seconds")
     p.add_argument("--end", type=float, required=True, help="seconds (past the clip's end: continue it)")
+    p.add_argument("--key", default=None, help=KEY_HELP)
+    _prompt_options(p)
     p.add_argument("--n", type=int, default=1, help="how many versions")
 
     p = command(sub, "studio", cmd_studio, "a local web page to audition, regenerate and download loops")

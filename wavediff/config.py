@@ -34,12 +34,16 @@ ROLES = ("drums", "bass", "melodic", "fx", "vocal")
 @dataclass
 class AugmentConfig:
     """Loop-preserving augmentations applied by the loader to training batches (never to
-    evaluation). Roll applies to loops, audio or latent; the others to audio only."""
+    evaluation). Roll applies to loops, audio or latent; the others to audio only. Each keeps
+    the sample's labels true (transpose moves them with the audio)."""
 
     roll: bool = True  # random circular shift: a rolled loop is still the same loop
     gain_db: float = 0.0  # random gain in ±gain_db dB (0 turns it off)
     polarity: bool = False  # random sign flip
     channel_swap: bool = False  # random left/right swap
+    # Random transposition by a whole number of semitones in ±transpose (0 turns it off): the audio is
+    # resampled, so its tempo moves with its pitch and both labels (key, bpm) move with it. Audio shards only.
+    transpose: int = 0
 
 
 @dataclass
@@ -143,6 +147,11 @@ class ConditioningConfig:
     genres: list[str] = field(default_factory=list)  # the vocabulary: filled from the shards when empty
     role: bool = False  # an embedding of the sample's role (drums, bass, …); off in configs that predate it
     roles: list[str] = field(default_factory=lambda: list(ROLES))  # the role vocabulary
+    key: bool = False  # an embedding of the key (24 classes: tonic × major/minor); off in configs that predate it
+    # A text prompt (wavediff.models.text): its sentence-encoder token embeddings feed cross-attention
+    # (model.cross_attention must be on) and their mean the pooled vector. Training prompts are composed
+    # from each sample's labels (wavediff.io.prompts). Off in configs that predate it.
+    text: bool = False
 
 
 @dataclass
@@ -168,7 +177,8 @@ class SamplingConfig:
     sampler: str = "dpmpp-2m"  # a name from wavediff.generation.samplers.SAMPLERS
     schedule: Literal["karras", "exponential", "polyexponential"] = "karras"
     rho: float = 7.0  # karras / polyexponential schedule shape
-    cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off)
+    cfg_scale: float = 3.0  # classifier-free guidance (1 turns it off); with a prompt, of the structured controls
+    prompt_cfg_scale: float = 3.0  # guidance of the prompt, on top of the structured controls' (text models)
     example_bars: int = 2  # training examples: one loop per genre of this many bars
     # A distilled student's (`wavediff distill`): the step count it learnt to sample in, with the
     # settings above; other steps or guidance still run, with a warning. 0: any steps (a teacher).

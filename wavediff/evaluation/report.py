@@ -109,6 +109,15 @@ def format_report(report: Mapping[str, Any]) -> str:
     for key, label in (("genres_only_generated", "generated only"), ("genres_only_reference", "reference only")):
         if report.get(key):
             lines.append(f"genres in the {label}: {', '.join(report[key])}")
+    if report.get("key_accuracy", {}).get("loops"):
+        k = report["key_accuracy"]
+        lines.append(
+            f"key accuracy (librosa chroma, {k['loops']} loops asked for a key): exact {k['exact']:.0%}, "
+            f"tonic {k['tonic']:.0%}, mode {k['mode']:.0%}, relative key {k['relative']:.0%} (chance {k['chance']:.0%})"
+        )
+    if "prompt_adherence" in report:
+        p = report["prompt_adherence"]
+        lines.append(f"prompt adherence (genre named by the prompt alone, {p['loops']} loops): {p['genre']:.0%}")
     if "grid" in report:
         grid = report["grid"]
         lines.append(f"spectrograms: {grid['path']} (rows {', '.join(grid['rows'])}; {grid['columns']})")

@@ -2,6 +2,9 @@
 reference set, genre by genre, on the loop measures (tempo, seam), distribution distances
 (FD and KID on log-mel and MFCC frames), diversity and genre adherence (a small classifier
 trained on the reference shards). No pretrained network is needed, so nothing is downloaded.
+A model conditioned on key is asked for keys and judged by librosa's chroma (evaluation.keys);
+one conditioned on text also makes loops from a genre's name alone, which the classifier judges
+(prompt adherence).
 """
 
 from __future__ import annotations
@@ -18,18 +21,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
+from wavediff.config import SamplingConfig
 from wavediff.errors import UserError
 from wavediff.evaluation.clips import Clip, folder_clips, shard_clips
 from wavediff.evaluation.images import spectrogram_grid, write_png
+from wavediff.evaluation.keys import key_report
 from wavediff.evaluation.loops import loop_report
 from wavediff.evaluation.sets import diversity, frechet_distance, kernel_inception_distance
 from wavediff.generation.generate import generate
 from wavediff.generation.samplers import check_settings
 from wavediff.generation.save import loop_name
+from wavediff.io.keys import KEYS
 from wavediff.models.checkpoint import resolve_checkpoint
 from wavediff.models.classifier import GenreClassifier, genre_accuracy
+from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.factory import load_classifier, load_denoiser
 from wavediff.models.features import ANALYSIS_RATE, HOP, N_FFT, N_MELS, N_MFCC, ClipFeatures, clip_features
 from wavediff.shards.format import read_manifest
@@ -202,6 +210,35 @@ def write_grid(path: str | os.PathLike, generated: Sequence[Clip], reference: Se
     return {"path": str(written), "rows": names, "columns": f"{GRID_PER_SIDE} generated | {GRID_PER_SIDE} reference"}
 
 
+def prompt_adherence(
+    model: LoopDiffusion,
+    judge: GenreClassifier,
+    reference: Sequence[Clip],
+    genres: Sequence[str],
+    per_genre: int,
+    settings: SamplingConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """How often the classifier assigns loops made from a prompt alone ("<genre> loop", no genre
+    control) to the genre the prompt names; each genre's loops are made at a tempo and length of
+    one of its reference loops (a loop needs a length)."""
+    verdicts: dict[str, list[str]] = {}
+    for genre in genres:
+        clip = next(c for c in reference if c.genre == genre and c.loop and c.bpm and c.bars)
+        audio, _ = generate(
+            model, genre=None, bpm=clip.bpm, bars=clip.bars, n=per_genre, seed=seed, settings=settings, prompt=genre
+        )
+        verdicts[genre] = [judge.classify(wav, model.sample_rate) for wav in audio]
+        seed += per_genre
+    loops = sum(len(v) for v in verdicts.values())
+    return {
+        "loops": loops,
+        "genre": round(sum(v == g for g, vs in verdicts.items() for v in vs) / loops, 4),
+        "per_genre": {g: round(sum(v == g for v in vs) / len(vs), 4) for g, vs in verdicts.items()},
+        "classified_as": {g: dict(sorted(Counter(vs).items())) for g, vs in verdicts.items()},
+    }
+
+
 def evaluate_model(
     checkpoint: str | os.PathLike,
     ref_shards: str | os.PathLike,
@@ -239,15 +276,25 @@ def evaluate_model(
         if not reference:
             raise UserError(f"{ref_shards}: no reference clip of the model's genres ({', '.join(known)})")
     plan = plan_conditions(reference, known or [None], n, per_condition, seed)
+    keyed = model.conditioner is not None and model.recipe.conditioning.key
+    keys = np.random.default_rng(seed).permutation(len(KEYS))  # each condition asks for the next key
     generated: list[Clip] = []
+    asked: list[tuple[int, Tensor, int]] = []
     started, next_seed = time.perf_counter(), seed
-    for genre, bpm, bars, count in tqdm(plan, desc="generate", unit="condition", disable=not progress):
-        audio, info = generate(model, genre=genre, bpm=bpm, bars=bars, n=count, seed=next_seed, settings=settings)
+    for i, (genre, bpm, bars, count) in enumerate(tqdm(plan, desc="generate", unit="condition", disable=not progress)):
+        key = KEYS[keys[i % len(KEYS)]] if keyed else None
+        audio, info = generate(
+            model, genre=genre, bpm=bpm, bars=bars, n=count, seed=next_seed, settings=settings, key=key
+        )
         generated += [
             Clip(wav, model.sample_rate, loop_name(info, s), genre, bpm, bars, loop=True)
             for wav, s in zip(audio, info["seeds"])
         ]
+        asked += [(KEYS.index(key), wav, model.sample_rate) for wav in audio] if key else []
         next_seed += count
+    prompted = None
+    if judge is not None and model.conditioner is not None and model.recipe.conditioning.text and known:
+        prompted = prompt_adherence(model, judge, reference, known, per_condition, settings, next_seed)
     generating = time.perf_counter() - started
     report: dict[str, Any] = {
         "checkpoint": str(resolve_checkpoint(checkpoint)),
@@ -268,6 +315,10 @@ def evaluate_model(
     }
     started = time.perf_counter()
     report.update(compare_sets(generated, reference, judge, seed))
+    if keyed:
+        report["key_accuracy"] = key_report(asked)
+    if prompted is not None:
+        report["prompt_adherence"] = prompted
     if grid is not None:
         report["grid"] = write_grid(grid, generated, reference)
     report["seconds"] = {"generating": round(generating, 2), "measuring": round(time.perf_counter() - started, 2)}

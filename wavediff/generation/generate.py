@@ -32,11 +32,15 @@ from wavediff.generation.loops import (
     loop_conditions,
     loop_shape,
     model_device,
+    prompt_for,
     to_audio,
     to_model_space,
 )
 from wavediff.generation.samplers import Denoiser, check_settings, run_sampler, seeded_noise, sigmas_for
+from wavediff.io.keys import KEYS, key_index
+from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
+from wavediff.models.text import encode_prompts
 
 
 def _settings(model: LoopDiffusion, settings: SamplingConfig | None, **numbers: float | None) -> SamplingConfig:
@@ -77,10 +81,16 @@ def _decoded(model: LoopDiffusion, latent: Tensor, shape: LoopShape, settings: S
 
 
 def _check_fits(
-    model: LoopDiffusion, shape: LoopShape, batch: int, settings: SamplingConfig, bar: float | None = None
+    model: LoopDiffusion,
+    shape: LoopShape,
+    batch: int,
+    settings: SamplingConfig,
+    bar: float | None = None,
+    prompted: bool = False,
 ) -> None:
-    """check_fits for a run at `settings`: guidance runs the U-Net on twice the batch."""
-    check_fits(model, shape, batch, model.conditioner is not None and settings.cfg_scale != 1.0, bar)
+    """check_fits for a run at `settings`: guidance runs the U-Net on twice the batch, three times with a prompt."""
+    guided = model.conditioner is not None and (settings.cfg_scale != 1.0 or prompted)
+    check_fits(model, shape, -(-3 * batch // 2) if prompted else batch, guided, bar)
 
 
 def _circular(model: LoopDiffusion, circular: bool | None) -> bool:
@@ -104,9 +114,13 @@ def generate(
     circular: bool | None = None,
     progress: bool = False,
     role: str | None = None,
+    key: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
-    """n loops of `bars` bars at `bpm` in `genre` (and `role`, for a model conditioned on it) →
-    ((n, channels, samples) audio, settings used).
+    """n loops of `bars` bars at `bpm` in `genre` (and `role`, `key` and a prompt, for a model conditioned
+    on them) → ((n, channels, samples) audio, settings used). The key is recorded as stored ("Gb minor"
+    → "F#m"); where the prompt contradicts a structured control, the control wins (loops.prompt_for).
 
     `circular` defaults to the model's padding setting (seamless loops for a circular model).
     """
@@ -114,13 +128,15 @@ def generate(
     _check_count("n", n, 1)
     circular = _circular(model, circular)
     shape = loop_shape(model, bpm, bars, circular)
-    _check_fits(model, shape, n, settings, shape.samples / bars)
+    _check_fits(model, shape, n, settings, shape.samples / bars, prompt is not None or negative_prompt is not None)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
-    cond = loop_conditions(model, genre, bpm, bars, n, device, role)
+    text = prompt_for(model, prompt, genre=genre, bpm=bpm, key=key, role=role)
+    negative = prompt_for(model, negative_prompt, name="negative prompt")
+    cond = loop_conditions(model, genre, bpm, bars, n, device, role, key, text)
     sigmas = sigmas_for(model, settings, device)
     x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
-    denoiser = Denoiser(model, cond, settings.cfg_scale, circular)
+    denoiser = _denoiser(model, cond, settings, circular, negative)
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
     audio = _decoded(model, latent, shape, settings)
     info = {
@@ -142,8 +158,42 @@ def generate(
         "stretch_cents": round(shape.stretch_cents, 3),
         "model_evaluations": denoiser.calls,
         **({"role": role} if role is not None else {}),
+        **_key_info(key),
+        **_prompt_info(prompt, text, negative, settings),
     }
     return audio, info
+
+
+def _denoiser(
+    model: LoopDiffusion,
+    cond: Conditions | None,
+    settings: SamplingConfig,
+    circular: bool,
+    negative: str | None,
+    known: tuple[Tensor, Tensor] | None = None,
+) -> Denoiser:
+    """The guided denoiser of a run: the structured controls at cfg_scale, a prompt at prompt_cfg_scale."""
+    device = model_device(model)
+    against = encode_prompts([negative], device) if negative is not None else None
+    return Denoiser(model, cond, settings.cfg_scale, circular, known, settings.prompt_cfg_scale, against)
+
+
+def _prompt_info(prompt: str | None, read: str | None, negative: str | None, settings: SamplingConfig) -> dict:
+    """The sidecar's prompt fields: the prompt as given, as read (when a structured control changed it),
+    the negative prompt and the prompt's guidance scale; nothing without a prompt."""
+    if prompt is None and negative is None:
+        return {}
+    info: dict[str, Any] = {"prompt": prompt, "prompt_cfg_scale": settings.prompt_cfg_scale}
+    if read is not None and read != " ".join(str(prompt).split()):
+        info["prompt_read"] = read
+    if negative is not None:
+        info["negative_prompt"] = negative
+    return info
+
+
+def _key_info(key: str | None) -> dict[str, Any]:
+    """The sidecar's "key": as stored ("Gb minor" → "F#m"); nothing when none was asked for."""
+    return {} if key is None else {"key": KEYS[key_index(key)]}
 
 
 # --------------------------------------------------------------------------- audio in: vary, interpolate, inpaint
@@ -187,6 +237,9 @@ def vary(
     settings: SamplingConfig | None = None,
     circular: bool | None = None,
     progress: bool = False,
+    key: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """n variations of a clip → ((n, channels, samples) audio, settings used): Dance Diffusion's
     "style transfer" at a noise level.
@@ -204,15 +257,18 @@ def vary(
     _check_count("n", n, 1)
     wav = conform_input(model, audio, sample_rate)
     shape = clip_shape(model, wav.shape[-1], _circular(model, circular))
-    _check_fits(model, shape, n, settings)
+    _check_fits(model, shape, n, settings, None, prompt is not None or negative_prompt is not None)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
-    cond = clip_conditions(model, genre, bpm, bars, shape.samples / model.sample_rate, n, device)
+    text = prompt_for(model, prompt, genre=genre, bpm=bpm, key=key)
+    negative = prompt_for(model, negative_prompt, name="negative prompt")
+    seconds = shape.samples / model.sample_rate
+    cond = clip_conditions(model, genre, bpm, bars, seconds, n, device, key=key, prompt=text)
     start = min(round((1 - strength) * settings.steps), settings.steps - 1)
     sigmas = sigmas_for(model, settings, device)[start:]
     x0 = to_model_space(model, wav, shape)
     x = x0 + seeded_noise(x0.shape[1:], seeds, device) * sigmas[0]
-    denoiser = Denoiser(model, cond, settings.cfg_scale, shape.circular)
+    denoiser = _denoiser(model, cond, settings, shape.circular, negative)
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
     info = _info(
         model,
@@ -226,6 +282,8 @@ def vary(
         strength=strength,
         start_step=start,
         start_sigma=float(sigmas[0]),
+        **_key_info(key),
+        **_prompt_info(prompt, text, negative, settings),
     )
     return _decoded(model, latent, shape, settings), info
 
@@ -358,6 +416,9 @@ def inpaint(
     settings: SamplingConfig | None = None,
     circular: bool | None = None,
     progress: bool = False,
+    key: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Regenerate seconds [start, end) of a clip and keep the rest → ((n, channels, samples) audio, settings).
 
@@ -380,16 +441,18 @@ def inpaint(
     last = max(first + 1, round(end * sr))
     total = max(length, last)
     shape = clip_shape(model, total, _circular(model, circular))
-    _check_fits(model, shape, n, settings)
+    _check_fits(model, shape, n, settings, None, prompt is not None or negative_prompt is not None)
     device = model_device(model)
     seeds = [seed + i for i in range(n)]
     padded = torch.nn.functional.pad(wav, (0, total - length))
     x0 = to_model_space(model, padded, shape)
     mask = known_frames(shape, model.hop_length, first, last, length).to(device)
-    cond = clip_conditions(model, genre, bpm, bars, total / sr, n, device)
+    text = prompt_for(model, prompt, genre=genre, bpm=bpm, key=key)
+    negative = prompt_for(model, negative_prompt, name="negative prompt")
+    cond = clip_conditions(model, genre, bpm, bars, total / sr, n, device, key=key, prompt=text)
     sigmas = sigmas_for(model, settings, device)
     x = seeded_noise(x0.shape[1:], seeds, device) * sigmas[0]
-    denoiser = Denoiser(model, cond, settings.cfg_scale, shape.circular, known=(x0.expand(n, -1, -1), mask))
+    denoiser = _denoiser(model, cond, settings, shape.circular, negative, known=(x0.expand(n, -1, -1), mask))
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
     fade = round(INPAINT_FADE_SECONDS * sr)
     out = splice(wav, _decoded(model, latent, shape, settings), first, last, fade)
@@ -408,5 +471,7 @@ def inpaint(
         input_samples=length,
         fade_samples=fade,
         known_frames=int(mask.sum()),
+        **_key_info(key),
+        **_prompt_info(prompt, text, negative, settings),
     )
     return out, info

@@ -21,8 +21,10 @@ from torch import Tensor
 
 from wavediff.errors import UserError
 from wavediff.io.audio import conform, loop_samples, resize_loop
+from wavediff.io.prompts import reconcile
 from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
+from wavediff.models.text import check_prompt, encode_prompts
 
 MIN_BPM, MAX_BPM = 20.0, 400.0
 
@@ -88,22 +90,54 @@ def clip_conditions(
     n: int,
     device: torch.device | str,
     role: str | None = None,
+    key: str | None = None,
+    prompt: str | None = None,
 ) -> Conditions | None:
-    """The conditions of n clips of `seconds`; a genre, tempo, bar count or role not given stays unknown
-    (null). None for an unconditional model."""
+    """The conditions of n clips of `seconds`; a genre, tempo, bar count, role, key or prompt not given
+    stays unknown (null). None for an unconditional model. `prompt` as prompt_for returns it."""
     check_tempo(bpm, bars)
     if model.conditioner is None:
-        if role is not None:
-            raise UserError(f"role {role!r}: this model is unconditional")
+        for name, value in (("role", role), ("key", key), ("prompt", prompt)):
+            if value is not None:
+                raise UserError(f"{name} {value!r}: this model is unconditional")
         return None
     genre_id = model.conditioner.genre_id(genre)
     role_id = model.conditioner.role_id(role)
+    key_id = model.conditioner.key_id(key)
+    text = mask = None
+    if prompt is not None:
+        text, mask = encode_prompts([prompt] * n, device)
 
     def full(value: float, dtype: torch.dtype = torch.float32) -> Tensor:
         return torch.full((n,), value, dtype=dtype, device=device)
 
     roles = full(role_id, torch.long) if role is not None else None
-    return Conditions(full(genre_id, torch.long), full(bpm or 0.0), full(seconds), full(float(bars or 0)), role=roles)
+    keys = full(key_id, torch.long) if key is not None else None
+    genres, timing = full(genre_id, torch.long), (full(bpm or 0.0), full(seconds), full(float(bars or 0)))
+    return Conditions(genres, *timing, role=roles, key=keys, text=text, text_mask=mask)
+
+
+def prompt_for(
+    model: LoopDiffusion,
+    prompt: str | None,
+    *,
+    genre: str | None = None,
+    bpm: float | None = None,
+    key: str | None = None,
+    role: str | None = None,
+    name: str = "prompt",
+) -> str | None:
+    """A prompt as the model will read it: refused by a model trained without text, checked (text, not
+    empty, not too long), and for the prompt (not the negative one) with any mention that contradicts a
+    structured control replaced by that control's value (io.prompts.reconcile): the structured value wins."""
+    if prompt is None:
+        return None
+    if model.conditioner is None or not model.conditioner.cfg.text:
+        raise UserError(f"{name}: this model was trained without text conditioning")
+    text = check_prompt(prompt, name)
+    if name != "prompt":
+        return text
+    return reconcile(text, genres=model.conditioner.genres, genre=genre, bpm=bpm, key=key, role=role)
 
 
 def loop_conditions(
@@ -114,11 +148,13 @@ def loop_conditions(
     n: int,
     device: torch.device | str,
     role: str | None = None,
+    key: str | None = None,
+    prompt: str | None = None,
 ) -> Conditions | None:
-    """The conditions of n loops of one genre, tempo, length and role (None for an unconditional model)."""
+    """The conditions of n loops of one genre, tempo, length, role, key and prompt (None for an unconditional model)."""
     check_tempo(bpm, bars)
     seconds = bars * model.recipe.conditioning.beats_per_bar * 60.0 / bpm
-    return clip_conditions(model, genre, bpm, bars, seconds, n, device, role)
+    return clip_conditions(model, genre, bpm, bars, seconds, n, device, role, key, prompt)
 
 
 def model_device(model: LoopDiffusion) -> torch.device:

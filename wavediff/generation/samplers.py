@@ -7,6 +7,7 @@ depends only on its own seed and settings.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -63,11 +64,13 @@ def check_settings(settings: SamplingConfig, **numbers: float | None) -> None:
         raise UserError(f"unknown schedule {settings.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if settings.steps < 1:
         raise UserError(f"steps must be at least 1, got {settings.steps}")
-    for name, value in {"cfg scale": settings.cfg_scale, "rho": settings.rho, **numbers}.items():
+    scales = {"cfg scale": settings.cfg_scale, "prompt cfg scale": settings.prompt_cfg_scale}
+    for name, value in {**scales, "rho": settings.rho, **numbers}.items():
         if value is not None and not math.isfinite(value):
             raise UserError(f"{name} must be a finite number, got {value:g}")
-    if settings.cfg_scale < 0:
-        raise UserError(f"cfg scale must not be negative, got {settings.cfg_scale}")
+    for name, value in scales.items():
+        if value < 0:
+            raise UserError(f"{name} must not be negative, got {value:g}")
     if settings.rho <= 0:
         raise UserError(f"rho must be positive, got {settings.rho:g}")
 
@@ -107,6 +110,11 @@ class Denoiser:
 
     With cfg_scale ≠ 1 the conditional and unconditional passes run as one batch of 2B;
     `known` (x0, mask) clamps the denoised estimate to known frames (inpainting).
+
+    With a prompt (or a negative prompt) each condition kind gets its own scale: three passes,
+    u with nothing, s with the structured controls, f with those and the prompt, combine as
+    u + cfg_scale·(s − u) + prompt_scale·(f − s). A negative prompt stands in for "no prompt"
+    in u and s, so f − s points from it to the prompt. The samplers see one denoiser as ever.
     """
 
     model: LoopDiffusion
@@ -114,12 +122,39 @@ class Denoiser:
     cfg_scale: float = 1.0
     circular: bool = False
     known: tuple[Tensor, Tensor] | None = None
+    prompt_scale: float | None = None  # None: cfg_scale
+    negative: tuple[Tensor, Tensor] | None = None  # a negative prompt's (embeddings, mask), models.text
     calls: int = field(default=0, init=False)
+
+    def _by_kind(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Guidance of the structured controls and of the prompt, each at its scale (see the class docstring)."""
+        cond, names = self.cond, self.model.conditioner.names
+        prompt_scale = self.cfg_scale if self.prompt_scale is None else self.prompt_scale
+        if self.cfg_scale == 1.0 and prompt_scale == 1.0:
+            return self.model.denoise(x, sigma, cond, None, self.circular)
+        b, text = x.shape[0], names.index("text")
+        without = cond
+        if self.negative is not None:
+            neg, mask = (t.expand(b, *t.shape[1:]) for t in self.negative)
+            without = dataclasses.replace(cond, text=neg, text_mask=mask)
+        drop = torch.zeros(3 * b, len(names), dtype=torch.bool, device=x.device)
+        drop[:b] = True  # u: nothing…
+        drop[: 2 * b, text] = self.negative is None  # u and s: no prompt (or the negative one)
+        out = self.model.denoise(
+            torch.cat([x, x, x]), sigma.repeat(3), Conditions.cat([without, without, cond]), drop, self.circular
+        )
+        u, s, f = out.chunk(3)
+        return u + (s - u) * self.cfg_scale + (f - s) * prompt_scale
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         self.calls += 1
-        guided = self.model.conditioner is not None and self.cond is not None and self.cfg_scale != 1.0
-        if guided:
+        sigma = sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma
+        conditioner = self.model.conditioner
+        guided = conditioner is not None and self.cond is not None and self.cfg_scale != 1.0
+        prompted = self.cond is not None and (self.cond.text is not None or self.negative is not None)
+        if conditioner is not None and "text" in conditioner.names and prompted:
+            denoised = self._by_kind(x, sigma)
+        elif guided:
             b = x.shape[0]
             drop = torch.zeros(2 * b, len(self.model.conditioner.names), dtype=torch.bool, device=x.device)
             drop[b:] = True

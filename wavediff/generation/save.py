@@ -15,8 +15,9 @@ from wavediff.io.files import atomic_write_json
 
 
 def loop_name(info: Mapping[str, Any], seed: int) -> str:
-    """`techno-128bpm-4bars-seed0`: what a producer sees in a file browser."""
-    return f"{info.get('genre') or 'loop'}-{info['bpm']:g}bpm-{info['bars']}bars-seed{seed}"
+    """`techno-128bpm-F#m-4bars-seed0` (the key only when one was asked for): what a producer sees in a file browser."""
+    key = f"-{info['key']}" if info.get("key") else ""
+    return f"{info.get('genre') or 'loop'}-{info['bpm']:g}bpm{key}-{info['bars']}bars-seed{seed}"
 
 
 def save_loops(

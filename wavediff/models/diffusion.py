@@ -27,7 +27,7 @@ from wavediff.errors import ConfigError
 from wavediff.io.audio import resize_loop
 from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.blocks import pad1d
-from wavediff.models.conditioning import Conditioner, Conditions
+from wavediff.models.conditioning import CONDITIONS, Conditioner, Conditions
 from wavediff.models.dance import DanceUNet1D
 from wavediff.models.unet import UNet1D
 
@@ -61,7 +61,11 @@ class LoopDiffusion(nn.Module):
         if recipe.channels < 1:
             raise ConfigError("channels must be resolved (positive) before the model is built")
         cond = recipe.conditioning
-        self.conditioner = Conditioner(cond) if any((cond.genre, cond.tempo, cond.length, cond.role)) else None
+        if cond.text and not recipe.model.cross_attention:
+            raise ConfigError(
+                "conditioning.text needs model.cross_attention = true (the prompt's tokens are attended to)"
+            )
+        self.conditioner = Conditioner(cond) if any(getattr(cond, name) for name in CONDITIONS) else None
         dim = self.conditioner.dim if self.conditioner is not None else 0
         token_dim = dim if recipe.model.cross_attention else 0
         self.clock = cond.tempo and cond.tempo_clock

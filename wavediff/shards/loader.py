@@ -18,6 +18,9 @@ Timing follows Stable Audio: `seconds_start` is where the window starts in the s
 file, `seconds_total` is that file's length (`source_duration_s` in the json; without it,
 the end of the sample), `seconds` the real audio in the window. `bpm` and `bars` describe
 the source loop (its period), not the window.
+Transposition (audio only) reads a window `r` times longer and resamples it to the window's
+length: it plays r times faster, so its pitch moves by 12·log2(r) semitones and its tempo by
+×r, and the labels move with it (key class, bpm, and the times ÷ r): they stay true.
 Latent shards go through the same windowing in latent frames, so timing stays right for
 crops of pre-encoded latents (the stable-audio-tools #210/#216 bug).
 """
@@ -46,8 +49,10 @@ from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expan
 from webdataset.utils import make_seed, pytorch_worker_info
 
 from wavediff.config import ROLES, AugmentConfig, DataConfig
-from wavediff.errors import AudioError, DataError, UserError
-from wavediff.io.audio import EncodedAudio, convert_channels
+from wavediff.errors import AudioError, ConfigError, DataError, UserError
+from wavediff.io.audio import EncodedAudio, convert_channels, resample
+from wavediff.io.keys import key_index, transpose
+from wavediff.io.prompts import compose_prompt
 from wavediff.shards.format import Manifest, read_manifest, shard_paths, shard_samples
 
 Kind = Literal["audio", "latent"]
@@ -287,6 +292,7 @@ class ShardDataset(IterableDataset):
             random.Random(make_seed(self.seed, epoch)).shuffle(shards)
         mine, offset, stride = _assign(shards, [(self.rank, self.world_size), (worker, workers)])
         rng = random.Random(make_seed(self.seed, epoch, self.rank, worker))
+        words = random.Random(make_seed(self.seed, epoch, self.rank, worker, 1))  # prompts: rng's stream stays
         samples = _tar_samples(mine, self.expected)
         if stride > 1:
             samples = islice(samples, offset, None, stride)
@@ -294,15 +300,15 @@ class ShardDataset(IterableDataset):
             samples = wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng)(samples)
         for sample in samples:
             try:
-                prepared = self._prepare(sample, rng)
+                prepared = self._prepare(sample, rng, words)
             except CorruptSample as e:
                 warnings.warn(f"skipped {e}", RuntimeWarning, stacklevel=2)
                 continue
             if prepared is not None:
                 yield prepared
 
-    def _prepare(self, sample: dict[str, Any], rng: random.Random) -> dict[str, Any] | None:
-        """The sample as tensors and numbers; None for a one-shot the dataset leaves out."""
+    def _prepare(self, sample: dict[str, Any], rng: random.Random, words: random.Random) -> dict[str, Any] | None:
+        """The sample as tensors, numbers and its prompt (composed with `words`); None for a one-shot left out."""
         key, where = sample["__key__"], f"{sample['__url__']}: sample {sample['__key__']}"
         try:
             meta = json.loads(sample["json"])
@@ -318,39 +324,50 @@ class ShardDataset(IterableDataset):
         if member not in sample:
             raise CorruptSample(f"{where}: no .{member} member")
         loop = meta.get("loop") is True
+        semitones, (source, target) = _transposition(self.augment, rng)
+        size = math.ceil(self.sample_size * source / target)  # the source steps the window is resampled from
         with self._signal(sample[member], meta, where) as (read, n, channels, rate):
-            start = self._start(n, loop, rng)
-            window, valid = _window(read, n, channels, self.sample_size, loop, start)
+            start = self._start(n, loop, rng, size)
+            window, valid = _window(read, n, channels, size, loop, start)
         if self.kind == "audio":
             if self.channels and channels != self.channels:
                 window = convert_channels(window.contiguous(), self.channels)
+            if semitones:
+                window = resample(window.contiguous(), source, target)[..., : self.sample_size]
+                valid = min(self.sample_size, valid * target // source)
             if self.augment is not None:
                 window = _augment(window, self.augment, rng)
 
         offset = _number(meta, "offset_s", 0.0, where)
         total = _number(meta, "source_duration_s", offset + n / rate, where)
+        stretch = source / target  # played faster by this: tempo ×, times ÷
+        key_class = key_index(meta.get("key"))
+        key_class = transpose(key_class, semitones) if key_class >= 0 else -1
+        bpm = _number(meta, "bpm", 0.0, where) * stretch
         return {
             self.kind: window,
             "frames": valid,
             "genre": self.genres.id(meta.get("genre")),
             "role": ROLES.index(meta["role"]) if meta.get("role") in ROLES else -1,
-            "bpm": _number(meta, "bpm", 0.0, where),
+            "key_class": key_class,
+            "bpm": bpm,
             "bars": _number(meta, "bars", 0.0, where),
             "loop": loop,
             "seconds": valid / rate,
-            "seconds_start": offset + start / rate,
-            "seconds_total": total,
+            "seconds_start": (offset + start / rate) / stretch,
+            "seconds_total": total / stretch,
             "key": key,
+            "prompt": compose_prompt(meta, bpm, key_class, words if self.training else None) or "",
         }
 
-    def _start(self, n: int, loop: bool, rng: random.Random) -> int:
-        """Where the window starts in a sample of n steps: a random rotation of a loop (the
-        `roll` augmentation), a random crop of anything else, the start in evaluation."""
+    def _start(self, n: int, loop: bool, rng: random.Random, size: int) -> int:
+        """Where a window of `size` steps starts in a sample of n steps: a random rotation of a
+        loop (the `roll` augmentation), a random crop of anything else, the start in evaluation."""
         if not self.training:
             return 0
         if loop and self.augment is not None and self.augment.roll:
             return rng.randrange(n)
-        return rng.randrange(max(n - self.sample_size, 0) + 1)
+        return rng.randrange(max(n - size, 0) + 1)
 
     @contextmanager
     def _signal(self, data: bytes, meta: dict[str, Any], where: str) -> Iterator[tuple[_Read, int, int, float]]:
@@ -389,6 +406,19 @@ class ShardDataset(IterableDataset):
         )
 
 
+TRANSPOSE_DENOMINATOR = 200  # resampling ratios are n/200: a short sinc kernel, within 4.3 cents of 2^(s/12)
+
+
+def _transposition(augment: AugmentConfig | None, rng: random.Random) -> tuple[int, tuple[int, int]]:
+    """(semitones, (source, target) steps): a window of `source` steps resampled to `target` plays
+    source/target times faster, so its pitch moves by 12·log2 of that (≈ the semitones drawn) and
+    its tempo by that factor. The ratio is exact, and it is what the labels are moved by."""
+    if augment is None or not augment.transpose:
+        return 0, (1, 1)
+    semitones = rng.randint(-augment.transpose, augment.transpose)
+    return semitones, (round(TRANSPOSE_DENOMINATOR * 2 ** (semitones / 12)), TRANSPOSE_DENOMINATOR)
+
+
 def _augment(wav: torch.Tensor, augment: AugmentConfig, rng: random.Random) -> torch.Tensor:
     """Gain, polarity and channel swap: each leaves a loop a loop and keeps the shape."""
     if augment.gain_db:
@@ -421,9 +451,11 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 class ShardLoader(DataLoader):
     """A DataLoader of batch dicts: `audio` (B, C, T) float32 or `latent` (B, C, F), `frames`,
-    `genre` and `role` (an index into config.ROLES, −1 unknown) LongTensors, `loop` BoolTensor,
+    `genre`, `role` (an index into config.ROLES) and `key_class` (the musical key, an index into
+    io.keys.KEYS) LongTensors (−1 unknown), `loop` BoolTensor,
     `bpm`, `bars`, `seconds`, `seconds_start`,
-    `seconds_total` float32 tensors, and `key` a list of str."""
+    `seconds_total` float32 tensors, and `key` (the sample's name in its shard) and `prompt` (words
+    composed from its labels, io.prompts; "" when it has none) lists of str."""
 
     def __iter__(self) -> _Batches:
         return _Batches(super().__iter__())
@@ -487,6 +519,14 @@ def build_dataset(
     """
     if kind not in _MEMBER:
         raise UserError(f"kind must be 'audio' or 'latent', got {kind!r}")
+    if augment is not None and augment.transpose:
+        if augment.transpose < 0 or augment.transpose > 12:
+            raise ConfigError(f"data.augment.transpose must be 0–12 semitones, got {augment.transpose}")
+        if kind == "latent":
+            raise ConfigError(
+                "data.augment.transpose works on audio shards only: latents cannot be resampled "
+                "(set it to 0, or train on audio shards)"
+            )
     if sample_size <= 0 or shuffle_buffer <= 0:
         raise UserError(f"sample_size and shuffle_buffer must be positive, got {sample_size}, {shuffle_buffer}")
     urls = expand_urls(urls) if isinstance(urls, str) else list(urls)

@@ -282,6 +282,15 @@ class Studio:
             self.model.conditioner.genre_id(str(genre))  # refuses an unknown name, listing the known ones
         return genre
 
+    def key(self, f: Fields) -> str | None:
+        """The asked key (None: not asked); refused when it is not a key or the model has no key conditioning."""
+        key = f.get("key")
+        if key is not None:
+            if self.model.conditioner is None:
+                raise UserError(f"key {key!r}: this model is unconditional")
+            self.model.conditioner.key_id(str(key))
+        return None if key is None else str(key)
+
     def _source(self, f: Fields) -> dict[str, Any]:
         source = f.get("source")
         if source is None:
@@ -311,6 +320,7 @@ class Studio:
         if kind == "generate":
             params |= {
                 "genre": self.genre(f, None),
+                "key": self.key(f),
                 "bpm": f.number("bpm", MIN_BPM, MAX_BPM),
                 "bars": f.number("bars", 1, MAX_BARS, 4, whole=True),
             }
@@ -577,7 +587,7 @@ class Studio:
         settings = replace(self.model.recipe.sampling, **chosen)
         common = {"genre": p["genre"], "bpm": p["bpm"], "bars": p["bars"], "n": p["n"], "seed": p["seed"]}
         if plan.kind == "generate":
-            audio, info = generate(self.model, **common, settings=settings)
+            audio, info = generate(self.model, **common, settings=settings, key=p["key"])
         else:
             wav, sr = load(self.history.wav(p["source"]))
             if plan.kind == "vary":

@@ -25,6 +25,7 @@ from wavediff.models.autoencoder import Autoencoder
 from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.factory import load_autoencoder
+from wavediff.models.text import encode_prompts
 from wavediff.shards.format import read_manifest
 from wavediff.shards.loader import make_loader
 from wavediff.training.batches import shard_batches
@@ -37,9 +38,15 @@ EXAMPLE_STEPS = 25  # sampler steps of the examples written to TensorBoard
 
 def batch_conditions(batch: Batch) -> Conditions:
     """The conditions a loader batch describes: its genre, tempo, the length of the loop it was cut
-    from, where in that loop the window starts (it sets the tempo clock's phase), and its role."""
+    from, where in that loop the window starts (it sets the tempo clock's phase), its role and key."""
     return Conditions(
-        batch["genre"], batch["bpm"], batch["seconds_total"], batch["bars"], batch["seconds_start"], batch.get("role")
+        batch["genre"],
+        batch["bpm"],
+        batch["seconds_total"],
+        batch["bars"],
+        batch["seconds_start"],
+        batch.get("role"),
+        batch.get("key_class"),
     )
 
 
@@ -127,7 +134,10 @@ class DiffusionObjective(ObjectiveBase):
     def loss(
         self, optimizer: str, nets: Mapping[str, nn.Module], batch: Batch, step: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        losses = nets["denoiser"](batch[self.member], batch_conditions(batch), batch["frames"])
+        cond = batch_conditions(batch)
+        if self.recipe.conditioning.text:
+            cond.text, cond.text_mask = encode_prompts(batch["prompt"], batch["frames"].device)
+        losses = nets["denoiser"](batch[self.member], cond, batch["frames"])
         loss = losses.mean()
         return loss, {"diffusion/loss": loss.detach()}
 

@@ -1,0 +1,50 @@
+"""Key accuracy of generated loops, judged by a well-kept library rather than by our own model:
+librosa's constant-Q chroma matched against the Krumhansl–Kessler key profiles (io.keys, the
+estimator the sharder uses for untagged packs).
+
+Tonic and mode are scored apart, and a loop heard in the relative key (Am asked, C heard: the
+same notes) is counted on its own line, since a profile match confuses those most and a
+producer layering the loop would hear it fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from torch import Tensor
+
+from wavediff.io.audio import conform
+from wavediff.io.keys import CHROMA_RATE, KEYS, best_key, chroma_of, is_minor, relative, tonic
+
+CHANCE = 1 / len(KEYS)
+
+
+def key_of(audio: Tensor, sample_rate: int) -> int | None:
+    """The estimated key class of (channels, samples) audio, None when it has no pitched content."""
+    y = conform(audio.float().cpu(), sample_rate, CHROMA_RATE, 1)[0].numpy().astype(np.float32)
+    best = best_key(chroma_of(y))
+    return None if best is None else best[0]
+
+
+def key_report(asked_and_audio: Iterable[tuple[int, Tensor, int]]) -> dict:
+    """Shares of (asked key class, audio, sample rate) whose estimated key is the asked one (`exact`),
+    has its tonic or its mode, or is its relative; `estimated` lists what was heard."""
+    rows = [(asked, key_of(audio, sr)) for asked, audio, sr in asked_and_audio]
+    n = len(rows)
+    if not n:
+        return {"loops": 0}
+
+    def share(hit) -> float:
+        return round(sum(1 for a, e in rows if e is not None and hit(a, e)) / n, 4)
+
+    return {
+        "loops": n,
+        "exact": share(lambda a, e: a == e),
+        "tonic": share(lambda a, e: tonic(a) == tonic(e)),
+        "mode": share(lambda a, e: is_minor(a) == is_minor(e)),
+        "relative": share(lambda a, e: relative(a) == e),
+        "no_key_heard": round(sum(1 for _, e in rows if e is None) / n, 4),
+        "chance": round(CHANCE, 4),
+        "estimated": [None if e is None else KEYS[e] for _, e in rows],
+    }
