@@ -227,7 +227,9 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "1"], "frames must be at least 2"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, capsys, argv, expected):
+def test_bad_input_is_one_line_and_exit_2(ckpt, latent_pack, drums, tmp_path, capsys, monkeypatch, argv, expected):
+    if expected == "the longest that fits is":  # a tiny model's loop is linear in memory: make the host small
+        monkeypatch.setattr("wavediff.generation.loops.free_bytes", lambda device: 64 * 2**20)
     garbage = tmp_path / "garbage.wav"
     garbage.write_text("not audio")
     paths = {"ckpt": ckpt, "ae": latent_pack["ae"], "missing": tmp_path / "missing", "garbage": garbage, "drums": drums}
