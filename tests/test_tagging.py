@@ -240,3 +240,49 @@ def test_a_denoiser_trains_on_roles_and_generates_at_one(sharded, tmp_path):
     assert model.conditioner.names[-1] == "role" and model.recipe.conditioning.roles == list(ROLES)
     audio, info = generate(model, genre=None, bpm=240, bars=1, role="bass")
     assert info["role"] == "bass" and audio.shape[-1] == SR
+
+
+def test_bad_and_odd_files_through_shard_and_tag_in_worker_processes(tmp_path):
+    """Every bad input of the issue, and files librosa cannot analyse, in one pack through the
+    sharder and `data tag`, each with two worker processes: both jobs finish, every file keeps
+    its row, and each bad one has a null tempo with its reason."""
+    rng = np.random.default_rng(2)
+    loop, meta = synthesize_loop("techno", rng, 8000, 2)
+    first, _ = synthesize_loop("house", rng, 8000, 4, bpm=124)
+    second, _ = synthesize_loop("house", rng, 8000, 4, bpm=93)
+    hi, hi_meta = synthesize_loop("house", rng, 96000, 1)
+    root = tmp_path / "pack"
+    write(root / "tail.wav", torch.cat([loop, loop[:, :1200]], dim=1), 8000)  # 2 bars and 0.15 s
+    write(root / "silence.wav", np.zeros((2, 4 * 8000), dtype=np.float32), 8000)
+    write(root / "two.wav", torch.cat([first, second], dim=1), 8000)
+    write(root / "mix.wav", loop.repeat(1, 70 * 8000 // loop.shape[1] + 1)[:, : 70 * 8000], 8000)  # a 70 s song
+    write(root / "one.wav", np.full((2, 1), 0.5, dtype=np.float32), 44100)  # a single sample
+    write(root / "dc.wav", np.full((2, 96000), 0.3, dtype=np.float32), 96000)  # an offset and nothing else
+    write(root / "mono8k.wav", loop[0], 8000)
+    write(root / "stereo96k.wav", hi, 96000)
+    bad = {
+        "tail.wav": "no whole number of bars",
+        "two.wav": "two tempos",
+        "mix.wav": "70 s long: a song or a mix",
+        "one.wav": "too short to analyse",
+        "dc.wav": "silent",
+    }
+
+    out = tmp_path / "shards"
+    manifest = shard([root], out, options(sample_rate=8000, max_seconds=30.0, workers=2), progress=False)
+    skipped = {Path(s["path"]).name: s["reason"] for s in manifest.skipped}
+    found = samples(out)
+    assert set(found) | set(skipped) == {p.name for p in root.iterdir()}, (sorted(found), skipped)
+    assert skipped["silence.wav"].startswith("silent") and skipped["one.wav"].startswith("too short")
+    for name, reason in bad.items() - {("one.wav", bad["one.wav"])}:
+        assert found[name]["bpm"] is None and reason in found[name]["bpm_reason"], found[name]
+    assert found["mono8k.wav"]["bpm"] == pytest.approx(meta["bpm"], rel=0.02)
+    assert found["stereo96k.wav"]["bpm"] == pytest.approx(hi_meta["bpm"], rel=0.02)
+
+    written = tag([root], workers=2, progress=False)
+    assert written == {root / "metadata.csv": 8}
+    rows = {row["file_name"]: row for row in csv.DictReader((root / "metadata.csv").open())}
+    for name, reason in {**bad, "silence.wav": "silent"}.items():
+        assert rows[name]["bpm"] == "" and "bpm: " in rows[name]["notes"] and reason in rows[name]["notes"], rows[name]
+    assert float(rows["mono8k.wav"]["bpm"]) == pytest.approx(meta["bpm"], rel=0.02)
+    assert float(rows["stereo96k.wav"]["bpm"]) == pytest.approx(hi_meta["bpm"], rel=0.02)
