@@ -5,6 +5,7 @@ leaves one-shots out unless asked."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tiny_recipes import TINY_DENOISER
 from data_tools.inspect import format_manifest
 from data_tools.instruments import kick
 from data_tools.shard import ShardOptions, merge_parts, shard
-from data_tools.synth import synthesize_loop, synthesize_stems
+from data_tools.synth import synthesize_loop, synthesize_pack, synthesize_stems
 from data_tools.tag import tag
 from wavediff.config import ROLES, DataConfig, DiffusionRecipe, load_recipe
 from wavediff.generation.generate import generate
@@ -286,3 +287,52 @@ def test_bad_and_odd_files_through_shard_and_tag_in_worker_processes(tmp_path):
         assert rows[name]["bpm"] == "" and "bpm: " in rows[name]["notes"] and reason in rows[name]["notes"], rows[name]
     assert float(rows["mono8k.wav"]["bpm"]) == pytest.approx(meta["bpm"], rel=0.02)
     assert float(rows["stereo96k.wav"]["bpm"]) == pytest.approx(hi_meta["bpm"], rel=0.02)
+
+
+def test_finetune_on_a_plain_named_pack_trains_on_estimated_tempos_and_roles(latent_pack, tmp_path):
+    """`finetune` shards the pack itself: a pack with no tempo in its names and no sidecars reaches
+    the latents it trains on with estimated tempo, bars and kind, and with a role, which a base
+    conditioned on role learns from (its batches carry the role index, not the null one)."""
+    from test_finetune import SMALL
+    from test_train_diffusion import tiny
+
+    from wavediff.pipelines.finetune import finetune
+    from wavediff.training.diffusion import train_diffusion
+
+    base = tmp_path / "base"
+    train_diffusion(
+        tiny(
+            latent_pack, "conditioning.role=true", "train.steps=1", "train.checkpoint_every=1", "train.sample_every=0"
+        ),
+        base,
+        progress=False,
+    )
+    tagged = tmp_path / "tagged"
+    synthesize_pack(tagged, genres=["house"], loops_per_genre=3, sample_rate=8000, bars=2, seed=1)
+    truth = {}
+    for i, path in enumerate(sorted(tagged.rglob("*.wav"))):  # plain names, no sidecars
+        plain = write(tmp_path / "pack" / "loops" / f"beat{i:02d}.wav", sf.read(path, always_2d=True)[0].T, 8000)
+        truth[f"loops/{plain.name}"] = json.loads(path.with_suffix(".json").read_text())
+    finetune(base, tmp_path / "pack", genre="house", steps=1, out=tmp_path / "run", overrides=SMALL, progress=False)
+
+    for folder in (
+        *(tmp_path / "run" / "data").glob("pack-*/audio"),
+        *(tmp_path / "run" / "data").glob("pack-*/latents-*"),
+    ):
+        found = samples(folder)
+        assert set(truth) <= set(found), folder
+        for name, meta in truth.items():
+            info = found[name]
+            assert info["bpm"] == pytest.approx(meta["bpm"], rel=0.02) and info["bpm_source"] == "estimated", info
+            assert info["bars"] == 2 and info["kind"] == "loop" and info["role"] in ROLES, info
+    recipe = load_recipe(
+        "loops-tiny-cpu", DiffusionRecipe, [f'data.path="{next((tmp_path / "run" / "data").glob("pack-*/latents-*"))}"']
+    )
+    batch = next(
+        iter(
+            make_loader(
+                dataclasses.replace(recipe.data, num_workers=0, sample_size=64), "train", training=False, kind="latent"
+            )
+        )
+    )
+    assert (batch["role"] >= 0).all()
