@@ -372,7 +372,7 @@ def main() -> None:
             ]
         for seed in SEQUENCED_SEEDS:
             tempo_sets[f"hydrogen-sequenced seed {seed}"] = [
-                tempo_row(item["name"], item["wav"], item["sr"], item["bpm"], item["bars"])
+                tempo_row(f"seed {seed} {item['name']}", item["wav"], item["sr"], item["bpm"], item["bars"])
                 for item in sequenced_set(seq_count, seed)
             ]
         sp_rows, sp_null = [], []
