@@ -112,6 +112,9 @@ def run_pack(base: Path, pack: Path, out: Path, steps: int, checks: int) -> tupl
     print(f"fine-tuning on {pack}: {steps} steps", flush=True)
     start = time.perf_counter()
     ckpt = finetune(base, pack, genre=HELD_BACK, steps=steps, out=out, overrides=overrides, progress=False)
+    reached = load_checkpoint(ckpt)[0].step
+    if reached != steps:  # a SIGTERM makes the engine save and stop early: the runs would not compare
+        raise SystemExit(f"{pack}: fine-tuning stopped at step {reached} of {steps}")
     return ckpt, time.perf_counter() - start
 
 
