@@ -10,10 +10,12 @@ wrong clock while a null tempo only teaches it less.
 - **Tempo and bars** of a loop: its length is the strongest clue, since a loop is a whole
   number of bars (1, 2, 4, 8 or 16), so every candidate tempo is 240·n / length for one of
   those n in 60–200 BPM. The onsets (librosa's onset strength of the percussive part) settle
-  which: a candidate fits when its hits fall on its sixteenth-note grid (TEMPO_THRESHOLD), and
-  of the fitting ones (double and half often both fit) the fit weighed by a log-normal prior
-  around 135 BPM wins. A length no candidate fits leaves the tempo unknown, and says so; when
-  the two halves of the file have different tempos (librosa.feature.tempo on each), it says that.
+  which: a candidate fits when its hits fall on its sixteenth-note grid (TEMPO_THRESHOLD), or
+  fall on it more loosely (triplets, rolls) but better than at any tempo a few percent away
+  (WEAK_TEMPO_THRESHOLD, SWEEP), and of the fitting ones (double and half often both fit) the
+  fit weighed by a log-normal prior around 135 BPM wins. A length no candidate fits leaves the
+  tempo unknown, and says so; when the two halves of the file have different tempos
+  (librosa.feature.tempo on each), it says that.
 - **Downbeat**: how far from the start the sixteenth grid of the onsets lies (about 0 for
   loops cut on the beat, as packs cut them).
 - **Role** (drums, bass, melodic) from harmonic/percussive separation and where the energy
@@ -57,9 +59,13 @@ LOUD_DB = 10.0  # …when it comes within this much of the loudest point
 DECAY_DB = 10.0  # a one-shot's last fifth is at least this far below its peak
 TWO_TEMPO_SECONDS = 6.0  # files at least this long have each half's tempo compared
 SILENCE_DB = -60.0
+MIN_SECONDS = 0.01  # shorter than this nothing is estimated (the shortest recorded hits last 17 ms)
 THRESHOLD = 0.5  # confidence below which an estimate stays None
 KEY_THRESHOLD = 0.4  # a chroma that matches no key profile better than this has no clear key
-TEMPO_THRESHOLD = 0.6  # the sixteenth-grid fit a tempo needs (loops cut 0.1 s short or long stay below it)
+TEMPO_THRESHOLD = 0.6  # the sixteenth-grid fit that makes a tempo (loops cut 0.1 s short or long stay below it)
+WEAK_TEMPO_THRESHOLD = 0.5  # a fit from here to TEMPO_THRESHOLD counts only at the best-fitting tempo nearby…
+SWEEP = 0.08  # …within ±8 % of it (a mis-cut loop's hits line up best at the tempo it was played at)…
+SWEEP_SLACK = 0.02  # …give or take this much fit
 ROLE_SECONDS = 20.0  # the role looks at no more than this much audio
 KEY_SECONDS = 30.0  # and the key at no more than this
 ROLE_WORDS_ONLY = ("fx", "vocal")  # roles the audio estimator never returns
@@ -113,11 +119,12 @@ def _spectra(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return spec * harmonic, spec * percussive
 
 
-def _onsets(percussive: np.ndarray) -> np.ndarray:
+def _onsets(percussive: np.ndarray, sr: int = RATE) -> np.ndarray:
     """Onset strength of the percussive part, the median over mel bands: a wobbling bass or a
-    pad's swell moves a few bands, a hit moves them all."""
+    pad's swell moves a few bands, a hit moves them all. Only bands below the source's Nyquist
+    count (`sr`: the file's rate): an 8 kHz file's empty upper bands would make the median zero."""
     librosa = _librosa()
-    mel = librosa.power_to_db(librosa.feature.melspectrogram(S=percussive**2, sr=RATE))
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(S=percussive**2, sr=RATE, fmax=min(sr, RATE) / 2))
     return librosa.onset.onset_strength(S=mel, sr=RATE, aggregate=np.median).astype(np.float64)
 
 
@@ -209,6 +216,19 @@ def _same_tempo(a: float, b: float, tolerance: float = 0.04) -> bool:
     return any(abs(math.log2(a * k / b)) <= math.log2(1 + tolerance) for k in (0.5, 1.0, 2.0))
 
 
+def _weak_fit(peaks: np.ndarray, heights: np.ndarray, fit: float, n: int, bpm: float) -> bool:
+    """Whether a weak sixteenth-grid fit (hits partly off it: triplets, rolls, swing) still counts:
+    it does when no tempo within ±SWEEP fits better, so the whole-bar tempo of the file's length
+    is where its hits line up best. A loop cut a little short or long lines up best at the tempo
+    it was played at, a few percent from every whole-bar tempo of its length."""
+    return fit >= WEAK_TEMPO_THRESHOLD and fit >= _best_nearby(peaks, heights, bpm) - SWEEP_SLACK
+
+
+def _best_nearby(peaks: np.ndarray, heights: np.ndarray, bpm: float) -> float:
+    """The best sixteenth-grid fit at tempos within ±SWEEP of `bpm`."""
+    return max(_grid_fit(peaks, heights, bpm * r) for r in np.linspace(1 - SWEEP, 1 + SWEEP, 33))
+
+
 def estimate_tempo(env: np.ndarray, duration: float) -> tuple[Estimate, Estimate]:
     """(bpm, bars) of a loop; see the module docstring."""
     if duration > MAX_LOOP_SECONDS:
@@ -229,13 +249,18 @@ def estimate_tempo(env: np.ndarray, duration: float) -> tuple[Estimate, Estimate
         return Estimate(reason=reason), Estimate(reason=reason)
     onset_tempo = _onset_tempo(env)
     fits = [(_grid_fit(peaks, heights, bpm), n, bpm) for n, bpm in candidates]
-    good = [fit for fit in fits if fit[0] >= TEMPO_THRESHOLD]
+    good = [fit for fit in fits if fit[0] >= TEMPO_THRESHOLD or _weak_fit(peaks, heights, *fit)]
     if not good:
         best = max(fits)
+        tempos = ", ".join(f"{b:.1f}" for _, b in candidates)
         reason = (
             f"{duration:.3f} s is no whole number of bars at the onsets' tempo"
-            f" (about {onset_tempo:.0f} BPM; {', '.join(f'{b:.1f}' for _, b in candidates)} BPM do not fit)"
+            f" (about {onset_tempo:.0f} BPM; {tempos} BPM do not fit)"
         )
+        if max(_best_nearby(peaks, heights, b) for _, b in candidates) < TEMPO_THRESHOLD:
+            # No sixteenth grid near any candidate (a drone, sparse or swung hits, free time): the
+            # length alone leaves double against half open, so nothing is guessed.
+            reason = f"no steady sixteenth grid in its onsets to check its length's tempos ({tempos} BPM) against"
         if duration >= TWO_TEMPO_SECONDS:
             half = len(env) // 2
             first, second = _onset_tempo(env[:half]), _onset_tempo(env[half:])
@@ -299,7 +324,8 @@ def estimate_key(y: np.ndarray) -> Estimate:
 
 
 def is_silent(wav: torch.Tensor) -> bool:
-    return audio.is_silent(wav, SILENCE_DB)
+    """Below SILENCE_DB once any DC offset is taken away: a constant is no sound."""
+    return audio.is_silent(wav - wav.mean(dim=-1, keepdim=True), SILENCE_DB)
 
 
 def estimate(
@@ -320,6 +346,8 @@ def estimate(
     missing = [name for name, value in given.items() if value is None]
     if not missing:
         return {}
+    if duration < MIN_SECONDS:
+        return dict.fromkeys(missing, Estimate(reason=f"{duration * 1000:.0f} ms long: too short to analyse"))
     if is_silent(wav):
         return dict.fromkeys(missing, Estimate(reason=f"silent (RMS below {SILENCE_DB:g} dBFS)"))
     with warnings.catch_warnings():  # librosa notes short inputs (a 0.2 s hit) that it handles
@@ -333,7 +361,7 @@ def _estimate(
     # A file too long to be a loop only gets a role and a key: a stretch from its start will do.
     y = _mono(wav, sr, MAX_ANALYSIS_SECONDS if duration <= MAX_LOOP_SECONDS else ROLE_SECONDS)
     harmonic, percussive = _spectra(y)
-    env = _onsets(percussive)
+    env = _onsets(percussive, sr)
     out: dict[str, Estimate] = {}
     if kind is None:
         out["kind"] = estimate_kind(y, duration)

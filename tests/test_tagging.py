@@ -5,6 +5,7 @@ leaves one-shots out unless asked."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tiny_recipes import TINY_DENOISER
 from data_tools.inspect import format_manifest
 from data_tools.instruments import kick
 from data_tools.shard import ShardOptions, merge_parts, shard
-from data_tools.synth import synthesize_loop, synthesize_stems
+from data_tools.synth import synthesize_loop, synthesize_pack, synthesize_stems
 from data_tools.tag import tag
 from wavediff.config import ROLES, DataConfig, DiffusionRecipe, load_recipe
 from wavediff.generation.generate import generate
@@ -240,3 +241,98 @@ def test_a_denoiser_trains_on_roles_and_generates_at_one(sharded, tmp_path):
     assert model.conditioner.names[-1] == "role" and model.recipe.conditioning.roles == list(ROLES)
     audio, info = generate(model, genre=None, bpm=240, bars=1, role="bass")
     assert info["role"] == "bass" and audio.shape[-1] == SR
+
+
+def test_bad_and_odd_files_through_shard_and_tag_in_worker_processes(tmp_path):
+    """Every bad input of the issue, and files librosa cannot analyse, in one pack through the
+    sharder and `data tag`, each with two worker processes: both jobs finish, every file keeps
+    its row, and each bad one has a null tempo with its reason."""
+    rng = np.random.default_rng(2)
+    loop, meta = synthesize_loop("techno", rng, 8000, 2)
+    first, _ = synthesize_loop("house", rng, 8000, 4, bpm=124)
+    second, _ = synthesize_loop("house", rng, 8000, 4, bpm=93)
+    hi, hi_meta = synthesize_loop("house", rng, 96000, 1)
+    root = tmp_path / "pack"
+    write(root / "tail.wav", torch.cat([loop, loop[:, :1200]], dim=1), 8000)  # 2 bars and 0.15 s
+    write(root / "silence.wav", np.zeros((2, 4 * 8000), dtype=np.float32), 8000)
+    write(root / "two.wav", torch.cat([first, second], dim=1), 8000)
+    write(root / "mix.wav", loop.repeat(1, 70 * 8000 // loop.shape[1] + 1)[:, : 70 * 8000], 8000)  # a 70 s song
+    write(root / "one.wav", np.full((2, 1), 0.5, dtype=np.float32), 44100)  # a single sample
+    write(root / "dc.wav", np.full((2, 96000), 0.3, dtype=np.float32), 96000)  # an offset and nothing else
+    write(root / "mono8k.wav", loop[0], 8000)
+    write(root / "stereo96k.wav", hi, 96000)
+    bad = {
+        "tail.wav": "no whole number of bars",
+        "two.wav": "two tempos",
+        "mix.wav": "70 s long: a song or a mix",
+        "one.wav": "too short to analyse",
+        "dc.wav": "silent",
+    }
+
+    out = tmp_path / "shards"
+    manifest = shard([root], out, options(sample_rate=8000, max_seconds=30.0, workers=2), progress=False)
+    skipped = {Path(s["path"]).name: s["reason"] for s in manifest.skipped}
+    found = samples(out)
+    assert set(found) | set(skipped) == {p.name for p in root.iterdir()}, (sorted(found), skipped)
+    assert skipped["silence.wav"].startswith("silent") and skipped["one.wav"].startswith("too short")
+    for name, reason in bad.items() - {("one.wav", bad["one.wav"])}:
+        assert found[name]["bpm"] is None and reason in found[name]["bpm_reason"], found[name]
+    assert found["mono8k.wav"]["bpm"] == pytest.approx(meta["bpm"], rel=0.02)
+    assert found["stereo96k.wav"]["bpm"] == pytest.approx(hi_meta["bpm"], rel=0.02)
+
+    written = tag([root], workers=2, progress=False)
+    assert written == {root / "metadata.csv": 8}
+    rows = {row["file_name"]: row for row in csv.DictReader((root / "metadata.csv").open())}
+    for name, reason in {**bad, "silence.wav": "silent"}.items():
+        assert rows[name]["bpm"] == "" and "bpm: " in rows[name]["notes"] and reason in rows[name]["notes"], rows[name]
+    assert float(rows["mono8k.wav"]["bpm"]) == pytest.approx(meta["bpm"], rel=0.02)
+    assert float(rows["stereo96k.wav"]["bpm"]) == pytest.approx(hi_meta["bpm"], rel=0.02)
+
+
+def test_finetune_on_a_plain_named_pack_trains_on_estimated_tempos_and_roles(latent_pack, tmp_path):
+    """`finetune` shards the pack itself: a pack with no tempo in its names and no sidecars reaches
+    the latents it trains on with estimated tempo, bars and kind, and with a role, which a base
+    conditioned on role learns from (its batches carry the role index, not the null one)."""
+    from test_finetune import SMALL
+    from test_train_diffusion import tiny
+
+    from wavediff.pipelines.finetune import finetune
+    from wavediff.training.diffusion import train_diffusion
+
+    base = tmp_path / "base"
+    train_diffusion(
+        tiny(
+            latent_pack, "conditioning.role=true", "train.steps=1", "train.checkpoint_every=1", "train.sample_every=0"
+        ),
+        base,
+        progress=False,
+    )
+    tagged = tmp_path / "tagged"
+    synthesize_pack(tagged, genres=["house"], loops_per_genre=3, sample_rate=8000, bars=2, seed=1)
+    truth = {}
+    for i, path in enumerate(sorted(tagged.rglob("*.wav"))):  # plain names, no sidecars
+        plain = write(tmp_path / "pack" / "loops" / f"beat{i:02d}.wav", sf.read(path, always_2d=True)[0].T, 8000)
+        truth[f"loops/{plain.name}"] = json.loads(path.with_suffix(".json").read_text())
+    finetune(base, tmp_path / "pack", genre="house", steps=1, out=tmp_path / "run", overrides=SMALL, progress=False)
+
+    for folder in (
+        *(tmp_path / "run" / "data").glob("pack-*/audio"),
+        *(tmp_path / "run" / "data").glob("pack-*/latents-*"),
+    ):
+        found = samples(folder)
+        assert set(truth) <= set(found), folder
+        for name, meta in truth.items():
+            info = found[name]
+            assert info["bpm"] == pytest.approx(meta["bpm"], rel=0.02) and info["bpm_source"] == "estimated", info
+            assert info["bars"] == 2 and info["kind"] == "loop" and info["role"] in ROLES, info
+    recipe = load_recipe(
+        "loops-tiny-cpu", DiffusionRecipe, [f'data.path="{next((tmp_path / "run" / "data").glob("pack-*/latents-*"))}"']
+    )
+    batch = next(
+        iter(
+            make_loader(
+                dataclasses.replace(recipe.data, num_workers=0, sample_size=64), "train", training=False, kind="latent"
+            )
+        )
+    )
+    assert (batch["role"] >= 0).all()
