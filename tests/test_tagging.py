@@ -238,7 +238,7 @@ def test_a_denoiser_trains_on_roles_and_generates_at_one(sharded, tmp_path):
     )
     last = train_diffusion(recipe, tmp_path / "run", progress=False)
     model = load_denoiser(last, "cpu")
-    assert model.conditioner.names[-1] == "role" and model.recipe.conditioning.roles == list(ROLES)
+    assert "role" in model.conditioner.names and model.recipe.conditioning.roles == list(ROLES)
     audio, info = generate(model, genre=None, bpm=240, bars=1, role="bass")
     assert info["role"] == "bass" and audio.shape[-1] == SR
 

@@ -209,7 +209,7 @@ def read_config(path: str | os.PathLike, kind: str | None = None) -> CheckpointC
     where = resolve_checkpoint(path) / CONFIG_FILE
     raw = read_raw_config(where.parent)
     if kind is not None and raw["kind"] != kind:
-        article = "an" if str(raw["kind"])[:1] in "aeiou" else "a"
+        article = KIND_NAMES[raw["kind"]].split()[0] if raw["kind"] in KIND_NAMES else "a"
         raise CheckpointError(f"{where}: {article} {raw['kind']} checkpoint, not {KIND_NAMES.get(kind, kind)}")
     if raw["kind"] not in RECIPE_KINDS:
         raise CheckpointError(f"{where}: checkpoint kind {raw['kind']!r} is not one of {sorted(RECIPE_KINDS)}")
