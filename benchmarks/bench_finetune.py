@@ -104,6 +104,18 @@ def trainable(base: Path, rank: int | None, method: str) -> int:
     return sum(p.numel() for p in free)
 
 
+def run_overrides(steps: int, checks: int) -> list[str]:
+    """The recipe settings every benchmarked fine-tuning run shares: the held-out share, one loader
+    worker, `checks` validations, one checkpoint at the end."""
+    return [
+        f"finetune.val_fraction={VAL_FRACTION}",
+        "data.num_workers=1",
+        f"train.sample_every={steps // checks}",
+        f"train.checkpoint_every={steps}",
+        f"train.log_every={max(steps // 10, 1)}",
+    ]
+
+
 def run_method(
     base: Path,
     pack: Path,
@@ -118,14 +130,7 @@ def run_method(
 ) -> dict[str, object]:
     out = tmp / name.replace(" ", "-")
     shutil.copytree(data, out / "data")  # the pack's shards and latents, found by finetune's cache
-    overrides = [
-        *extra,
-        f"finetune.val_fraction={VAL_FRACTION}",
-        "data.num_workers=1",
-        f"train.sample_every={steps // checks}",
-        f"train.checkpoint_every={steps}",
-        f"train.log_every={max(steps // 10, 1)}",
-    ]
+    overrides = [*extra, *run_overrides(steps, checks)]
     print(f"{name}: {steps} steps", flush=True)
     start = time.perf_counter()
     ckpt = finetune(

@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_finetune import HELD_BACK, SAMPLE_RATE, train_base  # noqa: E402
+from bench_finetune import HELD_BACK, SAMPLE_RATE, VAL_FRACTION, run_overrides, train_base  # noqa: E402
 from report import machine, write_section  # noqa: E402
 
 from data_tools.synth import GENRES, synthesize_pack  # noqa: E402
@@ -49,8 +49,6 @@ from wavediff.models.checkpoint import load_checkpoint, resolve_checkpoint  # no
 from wavediff.pipelines.demo import make_demo_shards, train_demo_autoencoder  # noqa: E402
 from wavediff.pipelines.finetune import finetune  # noqa: E402
 from wavediff.shards.format import read_manifest, shard_paths  # noqa: E402
-
-VAL_FRACTION = 0.25  # as bench_finetune: ~6 of 24 loops held out
 
 
 def write_packs(folder: Path, loops: int) -> dict[str, dict]:
@@ -102,13 +100,7 @@ def estimates_row(run: Path, truth: dict[str, dict]) -> dict[str, object]:
 
 
 def run_pack(base: Path, pack: Path, out: Path, steps: int, checks: int) -> tuple[Path, float]:
-    overrides = [
-        f"finetune.val_fraction={VAL_FRACTION}",
-        "data.num_workers=1",
-        f"train.sample_every={steps // checks}",
-        f"train.checkpoint_every={steps}",
-        f"train.log_every={max(steps // 10, 1)}",
-    ]
+    overrides = run_overrides(steps, checks)
     print(f"fine-tuning on {pack}: {steps} steps", flush=True)
     start = time.perf_counter()
     ckpt = finetune(base, pack, genre=HELD_BACK, steps=steps, out=out, overrides=overrides, progress=False)
