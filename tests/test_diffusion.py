@@ -207,6 +207,22 @@ def test_a_circular_call_costs_one_plain_call():
     assert [s[-1] for s in seen] == [36, 40, 40, 40]
 
 
+def test_a_resampled_loop_period_is_conditioned_on_the_tempo_and_length_the_network_sees():
+    """A 37-frame period runs as 36 frames: 37/36 times faster and 36/37 as long, and the network is told
+    so; an unknown tempo stays unknown, and a period the U-Net halves exactly keeps its values."""
+    m = circular_model()
+    told: list = []
+    network = m._network
+    m._network = lambda x, sigma, cond, drop, circular: told.append(cond) or network(x, sigma, cond, drop, circular)
+    c = conds()
+    c.bpm = torch.tensor([120.0, 0.0])
+    m.denoise(torch.randn(2, 4, 37), torch.ones(2), c, circular=True)
+    torch.testing.assert_close(told[-1].bpm, torch.tensor([120.0 * 37 / 36, 0.0]))
+    torch.testing.assert_close(told[-1].seconds, c.seconds * 36 / 37)
+    m.denoise(torch.randn(2, 4, 40), torch.ones(2), c, circular=True)
+    assert told[-1] is c
+
+
 def test_the_tempo_clock_ticks_at_the_beat_and_wraps_on_a_loop():
     bpm = torch.tensor([120.0, 97.0])
     clock = tempo_clock(400, bpm, 100.0, 4, circular=False)  # 100 frames/s: a beat is 50 frames at 120 BPM

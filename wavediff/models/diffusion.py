@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -208,12 +209,17 @@ class LoopDiffusion(nn.Module):
         plain call. (A loop of 4 bars at 128 BPM is 161.5 frames of ae-44k-stereo; the nearest
         multiple of 8 would stretch the audio by 16 cents, so the period stays 162 frames and
         only the U-Net sees it as 160.) The network sees the loop 1/factor or less faster or
-        slower; the skip path keeps every frequency of x.
+        slower, so it is told the tempo and length of what it sees (period/frames times the tempo,
+        frames/period times the seconds); the skip path keeps every frequency of x.
         """
         sigma = sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma
         period = x.shape[-1]
         frames = self.loop_frames(period) if circular else period
-        inputs = resize_loop(x.float(), frames).to(x.dtype) if frames != period else x
+        inputs = x
+        if frames != period:
+            inputs = resize_loop(x.float(), frames).to(x.dtype)
+            if cond is not None:  # unknown values (0) stay unknown
+                cond = replace(cond, bpm=cond.bpm * (period / frames), seconds=cond.seconds * (frames / period))
         out, c_skip, c_out = self._network(inputs, sigma, cond, drop, circular)
         if frames != period:
             out = resize_loop(out.float(), period).to(out.dtype)
