@@ -177,3 +177,18 @@ def test_cli_writes_the_pack(tmp_path, capsys):
     assert len(files) == sum(len(v) for v in sample_pack.SONIC_PI_GENRES.values())
     assert f"wrote {len(files)} loops" in capsys.readouterr().out
     assert all(json.loads(f.with_suffix(".json").read_text())["source"] == "sonic-pi-samples" for f in files)
+
+
+@pytest.mark.slow
+def test_demo_pack_samples_shards_the_recorded_pack_at_the_demo_rate(tmp_path):
+    from wavediff.pipelines.demo import make_demo_shards
+    from wavediff.shards.format import read_manifest
+
+    shards = make_demo_shards(tmp_path, progress=False, pack="samples")
+    manifest = read_manifest(shards)
+    assert (manifest.sample_rate, manifest.channels) == (16000, 1)
+    assert sorted(manifest.genres) == sorted(GENRES) and manifest.skipped == []
+    assert manifest.metadata_sources["bpm"] == {"sidecar": manifest.files}
+    assert set(manifest.roles) == set(sample_pack.ROLES)
+    with pytest.raises(UserError, match="another pack"):  # its shards are not the synth pack's
+        make_demo_shards(tmp_path, progress=False, pack="synth")
