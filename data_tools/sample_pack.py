@@ -190,7 +190,7 @@ def kit_parts(kit: Path) -> dict[str, list[Layer]]:
     return parts
 
 
-def _layer(layers: list[Layer], velocity: float) -> Layer:
+def layer_for(layers: list[Layer], velocity: float) -> Layer:
     """The layer Hydrogen plays at this velocity (the nearest when none covers it)."""
     return min(layers, key=lambda layer: max(layer.low - velocity, velocity - layer.high, 0.0))
 
@@ -233,7 +233,7 @@ def sequence_drums(genre: str, kit: Path, rng: np.random.Generator, bpm: int, ba
         choke = [b for b, _ in hits["hat"]] if part == "open_hat" else None
         by_layer: dict[Layer, list[tuple[float, float]]] = {}
         for beat, velocity in placed:
-            by_layer.setdefault(_layer(parts[part], velocity), []).append((beat, velocity))
+            by_layer.setdefault(layer_for(parts[part], velocity), []).append((beat, velocity))
         gain = 10 ** (PART_GAIN_DB[part] / 20)
         for layer, layer_hits in by_layer.items():
             sound = _pan(_hit(layer.path, sr), PART_PAN[part]) * layer.gain * gain

@@ -192,3 +192,10 @@ def test_demo_pack_samples_shards_the_recorded_pack_at_the_demo_rate(tmp_path):
     assert set(manifest.roles) == set(sample_pack.ROLES)
     with pytest.raises(UserError, match="another pack"):  # its shards are not the synth pack's
         make_demo_shards(tmp_path, progress=False, pack="synth")
+
+
+def test_velocity_picks_the_kits_recorded_layer():
+    kick = sample_pack.kit_parts(sample_pack.HYDROGEN_DIR / "Millo_MultiLayered2")["kick"]
+    assert len(kick) == 5  # five recordings of one kick, soft to hard, as drumkit.xml lists them
+    soft, hard = sample_pack.layer_for(kick, 0.1), sample_pack.layer_for(kick, 1.0)
+    assert soft.path != hard.path and soft.low <= 0.1 <= soft.high and hard.low <= 1.0 <= hard.high
