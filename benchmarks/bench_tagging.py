@@ -13,8 +13,8 @@ Sets, each with labels that do not come from the estimator:
   synth-bass      the bass part alone of the seed-0 loops (synthesize_stems): key labels by construction.
   fluidsynth      chord and arpeggio loops in known keys rendered from MIDI through fluidsynth with
                   the FluidR3 GM soundfont (recorded piano, strings, organ, guitar, pad samples).
-  sonic-pi        the recorded loops of Debian's sonic-pi-samples; tempo and bars in SONIC_PI below,
-                  measured once as written there.
+  sonic-pi        the recorded loops of Debian's sonic-pi-samples; tempo and bars in
+                  data_tools.sample_pack.SONIC_PI, measured once as written there.
   one-shots       recorded single hits: every hit of Debian's hydrogen-drumkits (less VariBreaks,
                   whose files are slices of breaks, several hits each, and an empty sample) and
                   sonic-pi's drum/bd/sn/elec/perc/tabla hits; told from the loops of the sets above.
@@ -36,7 +36,6 @@ import json
 import math
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -54,35 +53,9 @@ sys.path.insert(0, str(ROOT))
 from report import machine, write_section  # noqa: E402
 
 from data_tools import analysis  # noqa: E402
+from data_tools.sample_pack import HYDROGEN_DIR, SONIC_PI, SONIC_PI_DIR, SOUNDFONT, midi_file  # noqa: E402
 from data_tools.synth import GENRES, loop_seed, synthesize_pack, synthesize_stems  # noqa: E402
 
-SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
-HYDROGEN_DIR = Path("/usr/share/hydrogen/data/drumkits")
-SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-
-# Tempo and bars of sonic-pi-samples' loops, measured once. Every tempo is 240·bars / length
-# (the lengths are exact: 2.4742 s is one bar at 97.00 BPM); what was measured is the bar count,
-# by plotting each loop's onset envelope against the beat grid of each candidate count and
-# keeping the one its hits fall on, then settling the octave as noted. None: no tempo to know.
-SONIC_PI = {
-    "loop_amen": (136.88, 1, "the only count in 60–200 BPM; the Amen break's known ~137 BPM"),
-    "loop_amen_full": (140.0, 4, "70 or 140: the Amen break's tempo"),
-    "loop_breakbeat": (126.0, 1, "the only count in 60–200 BPM"),
-    "loop_compus": (148.0, 4, "74 or 148: librosa.beat.beat_track says 152"),
-    "loop_drone_g_97": (97.0, 2, "a drone with no beat; its name says 97"),
-    "loop_electric": (97.0, 1, "97 or 194: the 97 BPM family (loop_drone_g_97, same lengths)"),
-    "loop_garzul": (120.0, 4, "60 or 120: the 8.000 s family (loop_safari has only 120 in range)"),
-    "loop_mehackit1": (97.0, 1, "97 BPM family"),
-    "loop_mehackit2": (97.0, 1, "97 BPM family"),
-    "loop_mika": (120.0, 4, "8.000 s family; beat_track says 117"),
-    "loop_perc1": (97.0, 1, "97 BPM family (its hits fall on no sixteenth grid)"),
-    "loop_perc2": (97.0, 1, "97 BPM family (three sparse hits)"),
-    "loop_safari": (119.92, 4, "the only count in 60–200 BPM"),
-    "loop_tabla": (89.94, 4, "90 or 180: librosa.beat.beat_track says 89"),
-    "loop_weirdo": (97.0, 2, "97 BPM family (its hits fall on no sixteenth grid)"),
-    "loop_industrial": (None, None, "half a bar (two beats at 136 BPM): no whole number of bars"),
-    "loop_3d_printer": (None, None, "printer noise, no beat"),
-}
 SYNTH_SEEDS = (0, 1, 2, 3)
 SEQUENCED_SEEDS = (7, 8)
 HELD_OUT = "held out"
@@ -142,27 +115,6 @@ def synth_basses(per_genre: int) -> list[dict]:
     return basses
 
 
-def _midi(notes: list[tuple[float, float, int, int]], path: Path, program: int, bpm: float) -> None:
-    """A one-track standard MIDI file: notes as (start beat, beats, pitch, velocity)."""
-    tpq = 480
-    events = sorted(
-        [(round(s * tpq), 0x90, p, v) for s, d, p, v in notes]
-        + [(round((s + d) * tpq), 0x80, p, 0) for s, d, p, v in notes],
-        key=lambda e: (e[0], e[1] == 0x90),
-    )
-    data = b"\x00\xff\x51\x03" + round(60_000_000 / bpm).to_bytes(3, "big") + bytes([0, 0xC0, program])
-    now = 0
-    for tick, status, pitch, velocity in events:
-        delta, now = tick - now, tick
-        varlen = [delta & 0x7F]
-        while delta > 0x7F:
-            delta >>= 7
-            varlen.insert(0, (delta & 0x7F) | 0x80)
-        data += bytes(varlen) + bytes([status, pitch, velocity])
-    data += b"\x00\xff\x2f\x00"
-    path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, tpq) + b"MTrk" + struct.pack(">I", len(data)) + data)
-
-
 def fluidsynth_set(folder: Path, count: int) -> list[dict]:
     """Two-bar chord or arpeggio loops in known keys, rendered through fluidsynth; [] without it."""
     if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
@@ -185,7 +137,7 @@ def fluidsynth_set(folder: Path, count: int) -> list[dict]:
                 notes += [(bar_half * 2 + k * 0.5, 0.5, pitches[k % 3] + 12 * (k // 3), 85) for k in range(4)]
                 notes.append((bar_half * 2, 2, base - 12, 70))
         mid, wav = folder / f"fs_{i:02d}.mid", folder / f"fs_{i:02d}.wav"
-        _midi(notes, mid, programs[i % len(programs)], bpm)
+        midi_file(notes, mid, programs[i % len(programs)], bpm)
         subprocess.run(
             ["fluidsynth", "-ni", "-g", "0.7", "-r", "22050", "-F", str(wav), str(SOUNDFONT), str(mid)],
             check=True,

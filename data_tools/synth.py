@@ -277,7 +277,7 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _bar_patterns(rng: np.random.Generator, options: Sequence[str], bars: int) -> list[str]:
+def bar_patterns(rng: np.random.Generator, options: Sequence[str], bars: int) -> list[str]:
     """One variant for the loop, and maybe another for its last bar: a fill, or an answer."""
     main = _pick(rng, options)
     fill = _pick(rng, options) if bars > 1 and rng.random() < 0.5 else main
@@ -289,7 +289,7 @@ def _step_beat(step: int, swing: float) -> float:
     return step / 4 + (swing / 4 if step % 2 else 0.0)
 
 
-def _hits(
+def pattern_hits(
     rng: np.random.Generator, patterns: list[str], swing: float, jitter: float, ghosts: float = 0.0
 ) -> list[tuple[float, float]]:
     """(beat, velocity) for every hit of a bar-by-bar pattern list, velocities humanized."""
@@ -306,7 +306,7 @@ def _hits(
     return hits
 
 
-def _hat_rolls(rng: np.random.Generator, bars: int) -> list[tuple[float, float]]:
+def hat_rolls(rng: np.random.Generator, bars: int) -> list[tuple[float, float]]:
     """Trap hats: eighths and sixteenths that break into triplet and 32nd-note rolls."""
     divisions, weights = (2, 4, 3, 6, 8), (0.35, 0.35, 0.06, 0.14, 0.10)
     hits = []
@@ -318,7 +318,7 @@ def _hat_rolls(rng: np.random.Generator, bars: int) -> list[tuple[float, float]]
     return hits
 
 
-def _place(
+def place(
     hit: np.ndarray, hits: list[tuple[float, float]], spb: float, n: int, sr: int, choke: list[float] | None = None
 ) -> np.ndarray:
     """Copy a one-shot onto its hits (beats → samples) and fold the tails into a loop of n.
@@ -343,7 +343,7 @@ def _stereo(x: np.ndarray) -> np.ndarray:
     return x if x.ndim == 2 else np.stack([x, x])
 
 
-def _bass_notes(
+def bass_notes(
     rng: np.random.Generator,
     style: GenreStyle,
     riffs: list[str],
@@ -458,23 +458,23 @@ def synthesize_stems(
         sr, rng, decay_s=_draw(rng, kit.open_decay_s), metallic=metallic, tune=tune, width=rng.uniform(0.4, 0.7)
     )
 
-    kick_hits = _hits(rng, _bar_patterns(rng, style.kick, bars), swing, 0.05)
-    snare_hits = _hits(rng, _bar_patterns(rng, style.snare, bars), swing, 0.1, style.ghosts)
-    clap_hits = _hits(rng, _bar_patterns(rng, style.clap, bars), swing, 0.1)
+    kick_hits = pattern_hits(rng, bar_patterns(rng, style.kick, bars), swing, 0.05)
+    snare_hits = pattern_hits(rng, bar_patterns(rng, style.snare, bars), swing, 0.1, style.ghosts)
+    clap_hits = pattern_hits(rng, bar_patterns(rng, style.clap, bars), swing, 0.1)
     if style.hat_rolls:
-        hat_hits = _hat_rolls(rng, bars)
+        hat_hits = hat_rolls(rng, bars)
     else:
-        hat_hits = _hits(rng, _bar_patterns(rng, style.hat, bars), swing, 0.2)
-    open_hits = _hits(rng, _bar_patterns(rng, style.open_hat, bars), swing, 0.1)
-    notes = _bass_notes(rng, style, _bar_patterns(rng, style.bass, bars), root, SCALES[mode], spb, swing)
+        hat_hits = pattern_hits(rng, bar_patterns(rng, style.hat, bars), swing, 0.2)
+    open_hits = pattern_hits(rng, bar_patterns(rng, style.open_hat, bars), swing, 0.1)
+    notes = bass_notes(rng, style, bar_patterns(rng, style.bass, bars), root, SCALES[mode], spb, swing)
 
     gain = {name: 10 ** ((db + rng.uniform(-1.0, 1.0)) / 20) for name, db in style.mix.items()}
     stems = {
-        "kick": gain["kick"] * _place(_stereo(kick_hit), kick_hits, spb, n, sr),
-        "snare": gain["snare"] * _place(snare_hit, snare_hits, spb, n, sr),
-        "clap": gain["clap"] * _place(clap_hit, clap_hits, spb, n, sr),
-        "hats": gain["hat"] * _place(hat_hit, hat_hits, spb, n, sr)
-        + gain["open_hat"] * _place(open_hit, open_hits, spb, n, sr, choke=[b for b, _ in hat_hits]),
+        "kick": gain["kick"] * place(_stereo(kick_hit), kick_hits, spb, n, sr),
+        "snare": gain["snare"] * place(snare_hit, snare_hits, spb, n, sr),
+        "clap": gain["clap"] * place(clap_hit, clap_hits, spb, n, sr),
+        "hats": gain["hat"] * place(hat_hit, hat_hits, spb, n, sr)
+        + gain["open_hat"] * place(open_hit, open_hits, spb, n, sr, choke=[b for b, _ in hat_hits]),
         "bass": gain["bass"] * _stereo(bass_line(notes, n, sr, _vary_patch(rng, style.patch))),
     }
     stems = {name: x - x.mean(axis=1, keepdims=True) for name, x in stems.items()}  # no DC, still seamless

@@ -69,6 +69,16 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_sample_pack(args: argparse.Namespace) -> int:
+    from data_tools.sample_pack import build_sample_pack
+
+    files = build_sample_pack(
+        args.out, loops_per_cell=args.loops, sample_rate=args.sample_rate, seed=args.seed, progress=not args.quiet
+    )
+    print(f"wrote {len(files)} loops to {args.out}")
+    return 0
+
+
 def _shard_options(args: argparse.Namespace):
     from data_tools.shard import ShardOptions
 
@@ -505,6 +515,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ae_steps=args.ae_steps,
         minutes=args.minutes,
         denoiser_steps=args.denoiser_steps,
+        pack=args.pack,
         progress=not args.quiet,
     )
     return 0
@@ -540,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loops-per-genre", type=int, default=8)
     p.add_argument("--sample-rate", type=int, default=44100)
     p.add_argument("--bars", type=int, default=None, help="bars per loop (default: 1, 2 or 4)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = command(data, "sample-pack", cmd_data_sample_pack, "build a loop pack from recorded sounds Debian installs")
+    p.add_argument("out", type=Path)
+    p.add_argument("--loops", type=int, default=4, help="loops per genre and role (drums, bass, melodic)")
+    p.add_argument("--sample-rate", type=int, default=44100)
     p.add_argument("--seed", type=int, default=0)
 
     p = command(data, "shard", cmd_data_shard, "turn folders of audio into WebDataset shards")
@@ -855,6 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (overrides --minutes)")
     p.add_argument("--denoiser-steps", type=int, default=None, help="denoiser steps (overrides --minutes)")
+    p.add_argument(
+        "--pack",
+        choices=("synth", "samples"),
+        default="synth",
+        help="the loops it trains on: synthesized (fast) or recorded sounds (data sample-pack)",
+    )
     return parser
 
 

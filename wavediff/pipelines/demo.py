@@ -42,31 +42,45 @@ DEFAULT_MINUTES = 15.0  # what the recipes' step counts take on a 2-core CPU
 EVAL_LOOPS = 12  # the closing eval report: loops generated, and their sampler steps
 EVAL_STEPS = 25
 DEMO_THREADS = 4
+PACK_FOLDERS = {"synth": "pack", "samples": "pack-samples"}  # --pack: where each is built under OUT
 
 
 def _stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def make_demo_shards(out: Path, progress: bool = True) -> Path:
-    """Synthesize the pack and shard it; returns the shard folder."""
+def make_demo_shards(out: Path, progress: bool = True, pack: str = "synth") -> Path:
+    """Build the pack (synthesized, or recorded sounds: data_tools.sample_pack) and shard it at
+    the demo's rate; returns the shard folder. Both packs draw tempos from the same genre ranges
+    (data_tools.synth.GENRES), so the demo's loops and eval need nothing else."""
     from data_tools.shard import ShardOptions, shard
-    from data_tools.synth import synthesize_pack
 
-    pack, shards = out / "pack", out / "shards"
+    if pack not in PACK_FOLDERS:
+        raise UserError(f"unknown pack {pack!r}; one of {', '.join(PACK_FOLDERS)}")
+    folder, shards = out / PACK_FOLDERS[pack], out / "shards"
     if (shards / MANIFEST_NAME).exists():
+        if not folder.is_dir():
+            raise UserError(f"{out}: holds a demo on another pack than {pack!r}; give another --out")
         _stage(f"shards already in {shards}")
         return shards
-    _stage(f"synthesizing the built-in loop pack into {pack}")
-    files = synthesize_pack(
-        pack, loops_per_genre=DEMO_LOOPS_PER_GENRE, sample_rate=DEMO_SAMPLE_RATE, seed=0, progress=progress
-    )
+    if pack == "samples":
+        from data_tools.sample_pack import ROLES, build_sample_pack
+
+        _stage(f"building the pack of recorded sounds into {folder}")
+        files = build_sample_pack(folder, loops_per_cell=DEMO_LOOPS_PER_GENRE // len(ROLES), progress=progress)
+    else:
+        from data_tools.synth import synthesize_pack
+
+        _stage(f"synthesizing the built-in loop pack into {folder}")
+        files = synthesize_pack(
+            folder, loops_per_genre=DEMO_LOOPS_PER_GENRE, sample_rate=DEMO_SAMPLE_RATE, seed=0, progress=progress
+        )
     print(f"{len(files)} loops")
-    _stage(f"sharding {pack} into {shards}")
+    _stage(f"sharding {folder} into {shards}")
     options = ShardOptions(
         sample_rate=DEMO_SAMPLE_RATE, channels=DEMO_CHANNELS, max_seconds=None, val_fraction=0.1, workers=2
     )
-    shard([pack], shards, options, progress=progress)
+    shard([folder], shards, options, progress=progress)
     return shards
 
 
@@ -165,12 +179,14 @@ def run_demo(
     ae_steps: int | None = None,
     minutes: float = DEFAULT_MINUTES,
     denoiser_steps: int | None = None,
+    pack: str = "synth",
     progress: bool = True,
 ) -> Path:
     """Run every stage of the demo into `out`; returns `out`.
 
     `minutes` scales the recipes' step counts; `ae_steps` / `denoiser_steps` set them
-    outright (tests use a few).
+    outright (tests use a few). `pack`: "synth" (the built-in synthesized pack) or "samples"
+    (recorded sounds, data_tools.sample_pack).
     """
     from data_tools.inspect import format_manifest, inspect_shards
 
@@ -181,7 +197,7 @@ def run_demo(
     # Two threads train the tiny models 1.1–1.5× faster than one on a 2-core CPU (measured);
     # past a few threads their small convolutions gain little and pay for the hand-offs.
     torch.set_num_threads(min(torch.get_num_threads(), DEMO_THREADS))
-    shards = make_demo_shards(out, progress)
+    shards = make_demo_shards(out, progress, pack)
     _stage(f"inspecting {shards}")
     report = inspect_shards(shards, progress=progress)
     print(format_manifest(read_manifest(shards), report))
@@ -207,7 +223,7 @@ def run_demo(
     quality = evaluate_autoencoder(ae, shards, split="val")
     atomic_write_json(out / "ae-eval.json", quality)
     print(f"MR-STFT {quality['stft']:.3f}   mel {quality['mel']:.3f}   SI-SDR {quality['si_sdr']:.2f} dB")
-    loop = sorted((out / "pack").rglob("*.wav"))[0]
+    loop = sorted((out / PACK_FOLDERS[pack]).rglob("*.wav"))[0]
     print(f"round trip of {loop.name}: {reconstruct_file(ae, loop, out / 'reconstructions' / loop.name)}")
 
     denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress)
