@@ -57,13 +57,15 @@ def _or_none(value: float | None) -> float | None:
 
 
 def _loop_summary(clips: Sequence[Clip]) -> dict[str, Any] | None:
-    """Tempo fractions and seam of the clips that are loops (loop_report), None when there are none."""
+    """Tempo fractions (ours, and librosa's with the share where the two agree) and seam of the
+    clips that are loops (loop_report), None when there are none."""
     items = [(c.audio, c.sample_rate, c.bpm, c.bars) for c in clips if c.loop]
     if not items:
         return None
     r = loop_report(items)
     seam = {"seam_ratio": _or_none(r["seam_ratio"]), "seam_wrap": r["seam_wrap"]}
-    return {"loops": r["loops"], **r["tempo_fraction"], **seam}
+    library = {"librosa": r["tempo_librosa_fraction"], "judges_agree": r["tempo_agree"]}
+    return {"loops": r["loops"], **r["tempo_fraction"], **library, **seam}
 
 
 def _compare(
