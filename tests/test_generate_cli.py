@@ -298,6 +298,15 @@ def test_vary_and_inpaint_take_a_key(ckpt, drums, tmp_path, capsys):
     assert json.loads(painted.with_suffix(".json").read_text())["key"] == "Eb"
 
 
+def test_interpolate_takes_a_key(ckpt, drums, tmp_path, capsys):
+    other = save(tmp_path / "hats.flac", torch.randn(1, 12000) * 0.1, 8000)
+    argv = ["interpolate", str(ckpt), str(drums), str(other), "--frames", "2", "--genre", "techno"]
+    plain = run([*argv, "--out", str(tmp_path / "plain")], capsys)
+    keyed = run([*argv, "--key", "gb minor", "--out", str(tmp_path / "keyed")], capsys)
+    assert json.loads(keyed[0].with_suffix(".json").read_text())["key"] == "F#m"
+    assert not torch.equal(load(keyed[1])[0], load(plain[1])[0])
+
+
 def test_a_checkpoint_from_before_key_conditioning_still_generates(old_ckpt, tmp_path, capsys):
     [path] = run(["generate", str(old_ckpt), "--bpm", "120", "--bars", "1", "--out", str(tmp_path)], capsys)
     assert path.name == "loop-120bpm-1bars-seed0.wav" and "key" not in json.loads(path.with_suffix(".json").read_text())

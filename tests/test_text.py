@@ -152,6 +152,23 @@ def test_prompt_commands_record_the_prompt(text_ckpt, tmp_path, capsys):
     assert err == "wavediff: error: prompt is empty: describe the loop in words, or leave the prompt out"
 
 
+def test_interpolate_takes_a_prompt_and_a_negative_prompt(text_ckpt, tmp_path, capsys):
+    from wavediff.io.audio import save
+
+    a = save(tmp_path / "a.wav", torch.randn(1, 8000) * 0.1, 8000)
+    b = save(tmp_path / "b.wav", torch.randn(1, 8000) * 0.1, 8000)
+    argv = ["interpolate", str(text_ckpt), str(a), str(b), "--frames", "2", "--genre", "dubstep", "--steps", "2", "-q"]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    plain = [Path(p) for p in capsys.readouterr().out.split()]
+    steered = [*argv, "--prompt", "techno, 303 bass", "--negative-prompt", "vocals", "--out", str(tmp_path / "steered")]
+    assert main(steered) == 0
+    paths = [Path(p) for p in capsys.readouterr().out.split()]
+    sidecar = json.loads(paths[0].with_suffix(".json").read_text())
+    assert sidecar["prompt"] == "techno, 303 bass" and sidecar["negative_prompt"] == "vocals"
+    assert sidecar["prompt_read"] == "dubstep, 303 bass"  # the structured genre wins
+    assert not torch.equal(load(paths[1])[0], load(plain[1])[0])
+
+
 def test_text_needs_cross_attention():
     from wavediff.errors import ConfigError
     from wavediff.models.diffusion import LoopDiffusion

@@ -767,6 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", type=Path, metavar="A")
     p.add_argument("b", type=Path, metavar="B")
     p.add_argument("--frames", type=int, required=True, help="clips from A to B, both ends included (≥ 2)")
+    p.add_argument("--key", default=None, help=KEY_HELP)
+    _prompt_options(p)
 
     p = audio_command("inpaint", cmd_inpaint, "regenerate seconds [START, END) of a clip, or continue it past its end")
     p.add_argument("input", type=Path, metavar="IN")
