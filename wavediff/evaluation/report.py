@@ -109,6 +109,10 @@ def _header(report: Mapping[str, Any]) -> list[str]:
                 f"genre classifier: {judge['accuracy']:.0%} right on {judge['samples']} val clips "
                 f"(chance {judge['chance']:.0%}): 'genre ok' is its verdict"
             )
+    roles = report.get("role_classifier")
+    if roles is not None:
+        known = "unknown" if roles.get("accuracy") is None else f"{roles['accuracy']:.0%} right on {roles['samples']}"
+        lines.append(f"role classifier: {known} val clips: prompt adherence's role verdict")
     return lines
 
 
@@ -138,7 +142,16 @@ def format_report(report: Mapping[str, Any]) -> str:
         )
     if "prompt_adherence" in report:
         p = report["prompt_adherence"]
-        lines.append(f"prompt adherence (genre named by the prompt alone, {p['loops']} loops): {p['genre']:.0%}")
+        if "role" in p:
+            lines.append(
+                f"prompt adherence (genre and role named by the prompt alone, {p['loops']} loops): genre "
+                f"{p['genre']:.0%}, role {p['role']:.0%}, both {p['genre_and_role']:.0%}"
+            )
+        else:
+            lines.append(
+                f"prompt adherence (genre named by the prompt alone, {p['loops']} loops): {p['genre']:.0%} "
+                f"(genre only: {p['genre_only_because']})"
+            )
     if "grid" in report:
         grid = report["grid"]
         lines.append(f"spectrograms: {grid['path']} (rows {', '.join(grid['rows'])}; {grid['columns']})")
