@@ -204,6 +204,18 @@ def test_prompt_adherence_judges_genre_and_role_with_a_role_classifier(
     assert "no reference loop is named with a role" in genre_only["prompt_adherence"]["genre_only_because"]
 
 
+def test_the_commands_train_a_role_classifier_and_take_it_beside_the_genre_one(pack, role_pack, tmp_path, capsys):
+    run = tmp_path / "roles"
+    argv = ["train-classifier", str(role_pack / "audio"), "--label", "role", "--steps", "2", "--out", str(run), "-q"]
+    assert main([*argv, "--set", "train.cpu=true", "--set", "data.num_workers=0", "--set", "train.sample_every=0"]) == 0
+    assert "val accuracy" in capsys.readouterr().out and load_classifier(run).label == "role"
+    out = tmp_path / "report.json"
+    argv = ["eval", str(pack / "denoiser"), "--ref", str(role_pack / "audio"), "--n", "2", "--steps", "1"]
+    assert main([*argv, "--per-condition", "1", "--role-classifier", str(run), "--out", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["role_classifier"]["genres"] == ["drums", "bass"]
+    assert "role classifier:" in capsys.readouterr().out
+
+
 def test_eval_commands_write_reports(pack, classifier, tmp_path, capsys):
     out = tmp_path / "report.json"
     assert (
