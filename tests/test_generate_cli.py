@@ -224,6 +224,7 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["generate", "{ckpt}", "--bpm", "120", "--key", "H"], "unknown key 'H'; write a tonic"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0.5", "--key", "A dorian"], "unknown key 'A dorian'"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "0.5", "--end", "1", "--key", "X"], "unknown key 'X'"),
+        (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "2", "--key", "H"], "unknown key 'H'"),
         (["generate", "{old}", "--bpm", "120", "--key", "Am"], "key 'Am': this model was trained without key"),
         (["generate", "{old}", "--bpm", "120", "--prompt", "techno"], "prompt: this model was trained without text"),
         (["generate", "{ckpt}", "--bpm", "120", "--prompt-cfg", "-1"], "prompt cfg scale must not be negative"),

@@ -119,6 +119,21 @@ def test_a_prompt_changes_the_output_deterministically_per_seed(text_ckpt):
     assert not torch.equal(make("acid techno, 303 bass", seed=1), a)
 
 
+def test_the_structured_genre_and_tempo_win_over_the_prompt_in_the_audio(text_ckpt):
+    """`--genre techno --bpm 120 --prompt "dubstep loop, 140 bpm"` makes the very loop that the
+    prompt "techno loop, 120 bpm" makes: the contradicting words never reach the encoder."""
+    model = load_denoiser(text_ckpt, "cpu")
+
+    def make(prompt):
+        return generate(model, genre="techno", bpm=120, bars=1, seed=0, prompt=prompt)
+
+    contradicting, info = make("dubstep loop, 140 bpm")
+    agreeing, _ = make("techno loop, 120 bpm")
+    torch.testing.assert_close(contradicting, agreeing, rtol=0, atol=0)
+    assert info["prompt_read"] == "techno loop, 120 bpm"
+    assert not torch.equal(make("dubstep loop")[0], contradicting)  # the words do steer where they do not contradict
+
+
 def test_guidance_per_condition_composes_three_passes(text_ckpt):
     model = load_denoiser(text_ckpt, "cpu")
     cond = loop_conditions(model, "techno", 120.0, 1, 2, "cpu", key="Am", prompt="acid techno")
