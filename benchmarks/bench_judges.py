@@ -59,24 +59,26 @@ def main() -> None:
                 loops.setdefault(genre, []).append(
                     (sum(stems.values()), stems["bass"], float(meta["bpm"]), meta["key"])
                 )
-    rows = ["| genre | loops | ours: exact / double+half | librosa: exact / double+half | estimates agree |"]
+    rows = ["| genre | loops | ours: exact / half / double | librosa: exact / half / double | estimates agree |"]
     rows.append("| --- | --- | --- | --- | --- |")
     every = [item for items in loops.values() for item in items]
     for genre, items in [*loops.items(), ("all", every)]:
         r = loop_report([(mix, SR, bpm, BARS) for mix, _, bpm, _ in items])
         ours, lib = r["tempo_fraction"], r["tempo_librosa_fraction"]
         rows.append(
-            f"| {genre} | {r['loops']} | {pct(ours['exact'])} / {pct(ours['double'] + ours['half'])} "
-            f"| {pct(lib['exact'])} / {pct(lib['double'] + lib['half'])} | {pct(r['tempo_agree'])} |"
+            f"| {genre} | {r['loops']} | {' / '.join(pct(ours[k]) for k in ('exact', 'half', 'double'))} "
+            f"| {' / '.join(pct(lib[k]) for k in ('exact', 'half', 'double'))} | {pct(r['tempo_agree'])} |"
         )
-    keys = ["| audio | loops | ours: exact / relative | independent: exact / relative | same key heard |"]
+    keys = [
+        "| audio | loops | ours: exact / tonic / relative | independent: exact / tonic / relative | same key heard |"
+    ]
     keys.append("| --- | --- | --- | --- | --- |")
     for name, part in (("full mix", 0), ("bass part alone", 1)):
         k = key_report([(key_index(item[3]), item[part], SR) for item in every])
         ours, lib = k, k["librosa"]
         keys.append(
-            f"| {name} | {k['loops']} | {pct(ours['exact'])} / {pct(ours['relative'])} "
-            f"| {pct(lib['exact'])} / {pct(lib['relative'])} | {pct(k['judges_agree'])} |"
+            f"| {name} | {k['loops']} | {pct(ours['exact'])} / {pct(ours['tonic'])} / {pct(ours['relative'])} "
+            f"| {pct(lib['exact'])} / {pct(lib['tonic'])} / {pct(lib['relative'])} | {pct(k['judges_agree'])} |"
         )
     minutes = (time.perf_counter() - started) / 60
     text = f"""## Evaluation judges
@@ -87,13 +89,13 @@ The eval suite reports librosa's verdicts beside its own (`wavediff eval`: colum
 "agree", and a second key line). Here both judge the built-in pack's own loops ({BARS} bars, {SR} Hz,
 seeds 0–{args.seeds - 1}), whose tempo and key are true by construction, so each judge's error is visible.
 
-Tempo (tempo_match: within 4% of the pack's tempo, or of double or half it; "agree": the two estimates
-within 4% of each other):
+Tempo (tempo_match: within 4% of the pack's tempo, of half it or of double it; "agree": the two
+estimates within 4% of each other):
 
 {chr(10).join(rows)}
 
-Key against the pack's key (exact; "relative": the relative major/minor heard, the same notes;
-"same key heard": the two judges name one key):
+Key against the pack's key (exact; "tonic": the tonic right, whatever the mode; "relative": the relative
+major/minor heard, the same notes; "same key heard": the two judges name one key):
 
 {chr(10).join(keys)}
 """
