@@ -7,11 +7,13 @@ onset envelope, prior at 120 BPM), scored by the same rule as ours (loops.tempo_
 Key: our key judge (evaluation.keys) is also the estimator the sharder tags untagged packs with
 (io.keys: constant-Q chroma, Krumhansl–Kessler profiles), so a model trained on those tags and
 judged by it could agree with its teacher's mistakes. The second verdict shares none of that
-code: librosa's CENS chroma (energy-normalised and smoothed, less swayed by a loud transient
-than raw CQT chroma) matched by correlation against Temperley's profiles (Temperley 1999, "What's
-key for key?", the revised Krumhansl–Schmuckler set), which weight the leading tone and flatten
-the tonic–dominant bias of Krumhansl–Kessler. Two estimators built differently that agree on a
-loop make its key verdict worth more; where they part, neither is taken as the truth.
+code: librosa's CENS chroma (each frame normalised, quantised and smoothed over time, so a loud
+hit weighs no more than a quiet bar) matched by correlation against Temperley's profiles
+(Temperley 1999, "What's key for key?", the revised Krumhansl–Schmuckler set: weights set from
+music theory, where Krumhansl–Kessler's come from listeners' probe-tone ratings, and the leading
+tone weighs more). Two estimators built differently that agree on a loop make its key verdict
+worth more; where they part, neither is taken as the truth (BENCHMARKS.md, "Evaluation judges",
+gives both against the built-in pack's true keys).
 
 librosa is imported inside the functions: it takes seconds to load.
 """
