@@ -224,6 +224,7 @@ def test_inpaint_command_continues_a_loop(ckpt, drums, tmp_path, capsys):
         (["generate", "{ckpt}", "--bpm", "120", "--key", "H"], "unknown key 'H'; write a tonic"),
         (["vary", "{ckpt}", "{drums}", "--strength", "0.5", "--key", "A dorian"], "unknown key 'A dorian'"),
         (["inpaint", "{ckpt}", "{drums}", "--start", "0.5", "--end", "1", "--key", "X"], "unknown key 'X'"),
+        (["interpolate", "{ckpt}", "{drums}", "{drums}", "--frames", "2", "--key", "H"], "unknown key 'H'"),
         (["generate", "{old}", "--bpm", "120", "--key", "Am"], "key 'Am': this model was trained without key"),
         (["generate", "{old}", "--bpm", "120", "--prompt", "techno"], "prompt: this model was trained without text"),
         (["generate", "{ckpt}", "--bpm", "120", "--prompt-cfg", "-1"], "prompt cfg scale must not be negative"),
@@ -296,6 +297,15 @@ def test_vary_and_inpaint_take_a_key(ckpt, drums, tmp_path, capsys):
     )
     assert json.loads(varied.with_suffix(".json").read_text())["key"] == "Am"
     assert json.loads(painted.with_suffix(".json").read_text())["key"] == "Eb"
+
+
+def test_interpolate_takes_a_key(ckpt, drums, tmp_path, capsys):
+    other = save(tmp_path / "hats.flac", torch.randn(1, 12000) * 0.1, 8000)
+    argv = ["interpolate", str(ckpt), str(drums), str(other), "--frames", "2", "--genre", "techno"]
+    plain = run([*argv, "--out", str(tmp_path / "plain")], capsys)
+    keyed = run([*argv, "--key", "gb minor", "--out", str(tmp_path / "keyed")], capsys)
+    assert json.loads(keyed[0].with_suffix(".json").read_text())["key"] == "F#m"
+    assert not torch.equal(load(keyed[1])[0], load(plain[1])[0])
 
 
 def test_a_checkpoint_from_before_key_conditioning_still_generates(old_ckpt, tmp_path, capsys):

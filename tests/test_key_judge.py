@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from wavediff.evaluation.independent import librosa_key
 from wavediff.evaluation.keys import key_of, key_report
 from wavediff.io.keys import KEYS, key_index, relative, transpose
 
@@ -35,3 +36,33 @@ def test_tonic_mode_and_relative_keys_are_counted_apart():
     assert silence["no_key_heard"] == 1.0 and silence["exact"] == 0.0
     assert KEYS[relative(key_index("Am"))] == "C" and KEYS[relative(key_index("Eb"))] == "Cm"
     assert KEYS[transpose(key_index("Bm"), 2)] == "C#m" and KEYS[transpose(key_index("C"), -1)] == "B"
+
+
+@pytest.mark.parametrize(
+    "notes, key", [(("A", "C", "E"), "Am"), (("C", "E", "G"), "C"), (("F#", "A", "C#"), "F#m"), (("G", "B", "D"), "G")]
+)
+def test_the_independent_judge_hears_triads_in_their_key(notes, key):
+    assert KEYS[librosa_key(chord(*notes), SR)] == key
+
+
+def test_the_independent_judge_shares_no_code_with_the_tagger():
+    import ast
+    import inspect
+
+    import wavediff.evaluation.independent as independent
+
+    source = inspect.getsource(independent)
+    nodes = list(ast.walk(ast.parse(source)))
+    imported = {n.module for n in nodes if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    assert "librosa" in imported and not any(m.startswith("wavediff") for m in imported)  # nothing of ours
+    assert "chroma_cqt" not in source  # another chroma than the tagger's, too
+
+
+def test_the_report_gives_both_verdicts_and_their_agreement():
+    am, c = chord("A", "C", "E"), chord("C", "E", "G")
+    report = key_report([(key_index("Am"), am, SR), (key_index("C"), c, SR), (key_index("A"), torch.zeros(1, SR), SR)])
+    assert report["librosa"]["estimated"] == ["Am", "C", None]
+    assert report["librosa"]["exact"] == pytest.approx(2 / 3, abs=1e-3)
+    assert report["librosa"]["no_key_heard"] == pytest.approx(1 / 3, abs=1e-3)
+    assert report["judges_agree"] == pytest.approx(2 / 3, abs=1e-3)  # silence is no agreement

@@ -147,3 +147,26 @@ def test_an_unbounded_seam_ratio_is_reported_as_null_not_infinity():
     summary = _loop_summary([clip])
     assert summary["seam_ratio"] is None
     json.dumps(summary, allow_nan=False)
+
+
+def click_loop(bpm: float, bars: int, sr: int = SR) -> torch.Tensor:
+    """A click (a 10 ms decaying 1 kHz burst) on every beat of `bars` 4/4 bars: one loop of a click track."""
+    beat = 60.0 / bpm
+    x = torch.zeros(1, round(bars * 4 * beat * sr))
+    n = round(0.01 * sr)
+    t = torch.arange(n) / sr
+    burst = torch.exp(-t / 0.002) * torch.sin(2 * math.pi * 1000 * t)
+    for k in range(bars * 4):
+        start = round(k * beat * sr)
+        x[0, start : start + n] += burst[: x.shape[-1] - start]
+    return x
+
+
+@pytest.mark.parametrize("bpm", [100.0, 128.0, 140.0])
+def test_librosa_judges_a_click_track_beside_ours(bpm):
+    report = loop_report([(click_loop(bpm, 2), SR, bpm, 2)] * 2)
+    assert report["tempo"]["exact"] == 2 and report["tempo_librosa"]["exact"] == 2
+    assert report["tempo_librosa_fraction"]["exact"] == 1.0 and report["tempo_agree"] == 1.0
+    # Asked for another tempo, both judges call the same audio a miss, and they still agree with each other.
+    wrong = loop_report([(click_loop(bpm, 2), SR, bpm * 0.8, 2)])
+    assert wrong["tempo"]["miss"] == 1 and wrong["tempo_librosa"]["miss"] == 1 and wrong["tempo_agree"] == 1.0

@@ -119,6 +119,21 @@ def test_a_prompt_changes_the_output_deterministically_per_seed(text_ckpt):
     assert not torch.equal(make("acid techno, 303 bass", seed=1), a)
 
 
+def test_the_structured_genre_and_tempo_win_over_the_prompt_in_the_audio(text_ckpt):
+    """`--genre techno --bpm 120 --prompt "dubstep loop, 140 bpm"` makes the very loop that the
+    prompt "techno loop, 120 bpm" makes: the contradicting words never reach the encoder."""
+    model = load_denoiser(text_ckpt, "cpu")
+
+    def make(prompt):
+        return generate(model, genre="techno", bpm=120, bars=1, seed=0, prompt=prompt)
+
+    contradicting, info = make("dubstep loop, 140 bpm")
+    agreeing, _ = make("techno loop, 120 bpm")
+    torch.testing.assert_close(contradicting, agreeing, rtol=0, atol=0)
+    assert info["prompt_read"] == "techno loop, 120 bpm"
+    assert not torch.equal(make("dubstep loop")[0], contradicting)  # the words do steer where they do not contradict
+
+
 def test_guidance_per_condition_composes_three_passes(text_ckpt):
     model = load_denoiser(text_ckpt, "cpu")
     cond = loop_conditions(model, "techno", 120.0, 1, 2, "cpu", key="Am", prompt="acid techno")
@@ -150,6 +165,23 @@ def test_prompt_commands_record_the_prompt(text_ckpt, tmp_path, capsys):
     assert main(["generate", str(text_ckpt), "--bpm", "120", "--prompt", "", "--out", str(tmp_path / "x"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "wavediff: error: prompt is empty: describe the loop in words, or leave the prompt out"
+
+
+def test_interpolate_takes_a_prompt_and_a_negative_prompt(text_ckpt, tmp_path, capsys):
+    from wavediff.io.audio import save
+
+    a = save(tmp_path / "a.wav", torch.randn(1, 8000) * 0.1, 8000)
+    b = save(tmp_path / "b.wav", torch.randn(1, 8000) * 0.1, 8000)
+    argv = ["interpolate", str(text_ckpt), str(a), str(b), "--frames", "2", "--genre", "dubstep", "--steps", "2", "-q"]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    plain = [Path(p) for p in capsys.readouterr().out.split()]
+    steered = [*argv, "--prompt", "techno, 303 bass", "--negative-prompt", "vocals", "--out", str(tmp_path / "steered")]
+    assert main(steered) == 0
+    paths = [Path(p) for p in capsys.readouterr().out.split()]
+    sidecar = json.loads(paths[0].with_suffix(".json").read_text())
+    assert sidecar["prompt"] == "techno, 303 bass" and sidecar["negative_prompt"] == "vocals"
+    assert sidecar["prompt_read"] == "dubstep, 303 bass"  # the structured genre wins
+    assert not torch.equal(load(paths[1])[0], load(plain[1])[0])
 
 
 def test_text_needs_cross_attention():

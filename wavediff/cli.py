@@ -437,11 +437,12 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     from wavediff.config import ClassifierRecipe, apply_overrides, from_dict, to_dict
     from wavediff.training.classifier import train_classifier
 
-    overrides = [f"data.path={json.dumps(str(args.shards))}", *args.set]
+    overrides = [f"data.path={json.dumps(str(args.shards))}", f'label="{args.label}"', *args.set]
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     recipe = from_dict(ClassifierRecipe, apply_overrides(to_dict(ClassifierRecipe()), overrides))
-    out = args.out or Path("runs") / f"classifier-{args.shards.name}"
+    prefix = "classifier" if recipe.label == "genre" else f"{recipe.label}-classifier"
+    out = args.out or Path("runs") / f"{prefix}-{args.shards.name}"
     trained = _training(lambda: train_classifier(recipe, out, progress=not args.quiet))
     if trained is None:
         return 1
@@ -450,10 +451,10 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     if report["accuracy"] is None:
         print(f"{args.shards}: no val split, so the classifier's accuracy is unknown")
         return 0
-    per_genre = ", ".join(f"{g} {a:.0%}" for g, a in report["per_genre"].items())
+    per_class = ", ".join(f"{g} {a:.0%}" for g, a in report["per_genre"].items())
     print(
         f"val accuracy {report['accuracy']:.0%} on {report['samples']} clips "
-        f"(chance {report['chance']:.0%}): {per_genre}"
+        f"(chance {report['chance']:.0%}): {per_class}"
     )
     return 0
 
@@ -486,6 +487,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         per_condition=args.per_condition,
         classifier=args.classifier,
+        role_classifier=args.role_classifier,
         split=args.split,
         seed=args.seed,
         device=args.device,
@@ -784,6 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", type=Path, metavar="A")
     p.add_argument("b", type=Path, metavar="B")
     p.add_argument("--frames", type=int, required=True, help="clips from A to B, both ends included (≥ 2)")
+    p.add_argument("--key", default=None, help=KEY_HELP)
+    _prompt_options(p)
 
     p = audio_command("inpaint", cmd_inpaint, "regenerate seconds [START, END) of a clip, or continue it past its end")
     p.add_argument("input", type=Path, metavar="IN")
@@ -807,10 +811,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "train-classifier",
         cmd_train_classifier,
-        "train the eval suite's genre classifier on audio shards; reports its val accuracy",
+        "train the eval suite's genre (or role) classifier on audio shards; reports its val accuracy",
     )
     p.add_argument("shards", type=Path, metavar="SHARDS")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/classifier-<shards name>)")
+    p.add_argument(
+        "--label", choices=("genre", "role"), default="genre", help="what it learns to tell apart (default genre)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/[role-]classifier-<shards name>)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 400)")
     p.add_argument(
         "--set",
@@ -843,6 +850,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_eval)
     p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
+    p.add_argument(
+        "--role-classifier",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="a role classifier (train-classifier --label role): a text model's prompts then name roles too",
+    )
     p.add_argument("--ref", type=Path, required=True, metavar="SHARDS", help="reference audio shards")
     p.add_argument("--split", default="all", choices=("train", "val", "all"), help="reference clips to use")
     p.add_argument("--n", type=int, default=64, help="loops to generate, split evenly over genres")

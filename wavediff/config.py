@@ -307,11 +307,13 @@ def _classifier_train() -> TrainConfig:
 @dataclass
 class ClassifierRecipe:
     """Everything `wavediff train-classifier` needs; also what a classifier checkpoint carries
-    (resolved: the sample rate and sorted genre vocabulary of the shards it learnt)."""
+    (resolved: the sample rate and the label's vocabulary in the shards it learnt)."""
 
     kind: Literal["classifier"] = "classifier"
     sample_rate: int = 0  # of the audio it reads; 0: the shards'
-    genres: list[str] = field(default_factory=list)  # the vocabulary: filled from the shards when empty
+    label: Literal["genre", "role"] = "genre"  # what it tells apart (checkpoints from before roles: genre)
+    # The label's vocabulary (genres, or roles in ROLES order): filled from the shards when empty.
+    genres: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=_classifier_data)  # sample_size: samples per training window
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=_classifier_train)

@@ -3,7 +3,7 @@
 A clip is a loop when its metadata says so and gives its tempo and bar count: then its
 tempo and seam can be measured against them. Metadata comes from the shard's json member,
 or in a folder from a json sidecar beside the audio file (what `wavediff generate` and the
-built-in pack write: `genre`, `bpm`, `bars`); a folder of bare audio files is still a set
+built-in pack write: `genre`, `bpm`, `bars`, and `role` where known); a folder of bare audio files is still a set
 whose spectra can be compared.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
+from wavediff.config import ROLES
 from wavediff.errors import UserError
 from wavediff.io import audio
 from wavediff.io.files import read_json_object
@@ -36,6 +37,9 @@ class Clip:
     bpm: float | None = None
     bars: int | None = None
     loop: bool = False  # a whole number of bars that wraps: framed circularly, tempo and seam measured
+    # drums, bass, … (config.ROLES) where a name, folder or table says: a role the sharder only
+    # estimated from the audio (a full mix read as "drums") is no ground truth to judge against.
+    role: str | None = None
 
 
 def _positive(meta: Mapping[str, Any], field: str) -> float | None:
@@ -50,8 +54,9 @@ def from_metadata(wav: Tensor, sample_rate: int, name: str, meta: Mapping[str, A
     `"loop": false`."""
     bpm, bars = _positive(meta, "bpm"), _positive(meta, "bars")
     genre = meta.get("genre") if isinstance(meta.get("genre"), str) else None
+    role = meta.get("role") if meta.get("role") in ROLES and meta.get("role_source") != "estimated" else None
     loop = bpm is not None and bars is not None and bars == int(bars) and meta.get("loop") is not False
-    return Clip(wav, sample_rate, name, genre, bpm, int(bars) if bars else None, loop)
+    return Clip(wav, sample_rate, name, genre, bpm, int(bars) if bars else None, loop, role)
 
 
 def shard_clips(folder: str | os.PathLike, split: str = "all") -> list[Clip]:

@@ -1,5 +1,6 @@
 """How well loops loop: the estimated tempo against the asked one (double and half counted
-apart), and the click at the wrap against the jumps at the loop's own bar lines."""
+apart), by our estimator and by librosa's beside it, and the click at the wrap against the
+jumps at the loop's own bar lines."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from wavediff.errors import UserError
+from wavediff.evaluation.independent import librosa_tempo
 from wavediff.evaluation.tempo import estimate_tempo
 from wavediff.io import audio
 from wavediff.io.audio import loop_samples
@@ -80,15 +82,23 @@ def loop_report(items: Iterable[tuple[torch.Tensor, int, float, int]], beats_per
     loops have none and count in "seam_unmeasured".
     "seam_wrap" is the median wrap jump itself, in mean steps: about 1 where the wrap is as
     smooth as an average sample step, more where it clicks (or lands on an onset).
+    The same tiled audio goes to librosa's beat tracker (evaluation.independent), judged by the
+    same rule: "tempo_librosa" counts its verdicts, "tempo_agree" is the share of loops whose
+    two estimates lie within tempo_match's tolerance of each other.
     """
     counts = dict.fromkeys(TEMPO_MATCHES, 0)
+    library = dict.fromkeys(TEMPO_MATCHES, 0)
+    agree = 0
     ratios: list[float] = []
     wraps: list[float] = []
     total = 0
     for wav, sr, bpm, bars in items:
         n = wav.shape[-1]
         tiled = wav.repeat(*(1,) * (wav.dim() - 1), math.ceil(TEMPO_SECONDS * sr / n))
-        counts[tempo_match(estimate_tempo(tiled, sr, period=n / sr), bpm)] += 1
+        ours, theirs = estimate_tempo(tiled, sr, period=n / sr), librosa_tempo(tiled, sr)
+        counts[tempo_match(ours, bpm)] += 1
+        library[tempo_match(theirs, bpm)] += 1
+        agree += math.isfinite(ours) and math.isfinite(theirs) and tempo_match(theirs, ours) == "exact"
         lines = [b for b in (loop_samples(bpm, k, sr, beats_per_bar) for k in range(1, bars)) if b < n]
         seam = seam_jump(wav, lines)
         wraps.append(seam["wrap"])
@@ -101,6 +111,9 @@ def loop_report(items: Iterable[tuple[torch.Tensor, int, float, int]], beats_per
         "loops": total,
         "tempo": counts,
         "tempo_fraction": {name: count / total for name, count in counts.items()},
+        "tempo_librosa": library,
+        "tempo_librosa_fraction": {name: count / total for name, count in library.items()},
+        "tempo_agree": agree / total,
         "seam_wrap": statistics.median(wraps),
         "seam_ratio": statistics.median(ratios) if ratios else None,
         "seam_unmeasured": total - len(ratios),

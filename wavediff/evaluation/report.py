@@ -15,6 +15,9 @@ COLUMNS = (
     ("KID mfcc", 9),
     ("tempo gen", 10),
     ("tempo ref", 10),
+    ("librosa gen", 11),
+    ("librosa ref", 11),
+    ("agree", 9),
     ("seam gen", 9),
     ("seam ref", 9),
     ("div cond", 9),
@@ -24,7 +27,8 @@ COLUMNS = (
 )
 LEGEND = (
     "FD, KID: distance of generated from reference frame statistics (lower is closer; 0 = same distribution).\n"
-    "tempo: share of loops within 4% of the asked tempo / share at double or half of it.\n"
+    "tempo: share of loops within 4% of the asked tempo / share at double or half of it, by our estimator;\n"
+    "     librosa: the same by librosa's beat tracker; agree: share where the two estimates agree (gen/ref).\n"
     "seam: wrap jump over the median bar-line jump inside the loop (1 = the wrap is as smooth as a bar line).\n"
     "div: RMS dB between loops' log-mel profiles: generated for the same condition, generated and reference\n"
     "     of the same genre (a generated set far below the reference has collapsed).\n"
@@ -46,6 +50,14 @@ def _tempo(loops: Mapping[str, Any] | None) -> str:
     return f"{loops['exact']:.0%}/{loops['double'] + loops['half']:.0%}"
 
 
+def _librosa(loops: Mapping[str, Any] | None) -> str:
+    return "—" if not loops else _tempo(loops["librosa"])
+
+
+def _agree(loops: Mapping[str, Any]) -> str:
+    return "/".join("—" if not side else f"{side['judges_agree']:.0%}" for side in loops.values())
+
+
 def _seam(loops: Mapping[str, Any] | None) -> str:
     return "—" if not loops else _num(loops["seam_ratio"], 2)
 
@@ -62,6 +74,9 @@ def _row(name: str, m: Mapping[str, Any]) -> list[str]:
         _num(kid["mfcc"]),
         _tempo(loops["generated"]),
         _tempo(loops["reference"]),
+        _librosa(loops["generated"]),
+        _librosa(loops["reference"]),
+        _agree(loops),
         _seam(loops["generated"]),
         _seam(loops["reference"]),
         _num(div["generated_same_condition"]),
@@ -94,6 +109,10 @@ def _header(report: Mapping[str, Any]) -> list[str]:
                 f"genre classifier: {judge['accuracy']:.0%} right on {judge['samples']} val clips "
                 f"(chance {judge['chance']:.0%}): 'genre ok' is its verdict"
             )
+    roles = report.get("role_classifier")
+    if roles is not None:
+        known = "unknown" if roles.get("accuracy") is None else f"{roles['accuracy']:.0%} right on {roles['samples']}"
+        lines.append(f"role classifier: {known} val clips: prompt adherence's role verdict")
     return lines
 
 
@@ -115,9 +134,24 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"key accuracy (librosa chroma, {k['loops']} loops asked for a key): exact {k['exact']:.0%}, "
             f"tonic {k['tonic']:.0%}, mode {k['mode']:.0%}, relative key {k['relative']:.0%} (chance {k['chance']:.0%})"
         )
+        lib = k["librosa"]
+        lines.append(
+            f"key accuracy (independent judge: librosa CENS chroma, Temperley profiles): exact {lib['exact']:.0%}, "
+            f"tonic {lib['tonic']:.0%}, mode {lib['mode']:.0%}, relative key {lib['relative']:.0%}; "
+            f"the two judges agree on {k['judges_agree']:.0%}"
+        )
     if "prompt_adherence" in report:
         p = report["prompt_adherence"]
-        lines.append(f"prompt adherence (genre named by the prompt alone, {p['loops']} loops): {p['genre']:.0%}")
+        if "role" in p:
+            lines.append(
+                f"prompt adherence (genre and role named by the prompt alone, {p['loops']} loops): genre "
+                f"{p['genre']:.0%}, role {p['role']:.0%}, both {p['genre_and_role']:.0%}"
+            )
+        else:
+            lines.append(
+                f"prompt adherence (genre named by the prompt alone, {p['loops']} loops): {p['genre']:.0%} "
+                f"(genre only: {p['genre_only_because']})"
+            )
     if "grid" in report:
         grid = report["grid"]
         lines.append(f"spectrograms: {grid['path']} (rows {', '.join(grid['rows'])}; {grid['columns']})")

@@ -3,8 +3,9 @@ reference set, genre by genre, on the loop measures (tempo, seam), distribution 
 (FD and KID on log-mel and MFCC frames), diversity and genre adherence (a small classifier
 trained on the reference shards). No pretrained network is needed, so nothing is downloaded.
 A model conditioned on key is asked for keys and judged by librosa's chroma (evaluation.keys);
-one conditioned on text also makes loops from a genre's name alone, which the classifier judges
-(prompt adherence).
+one conditioned on text also makes loops from a genre's name (and a role's) alone, which the
+classifiers judge (prompt adherence). Tempo and key verdicts of librosa stand beside ours
+(evaluation.independent), so a metric is not graded only by the code it grades.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from wavediff.generation.generate import generate
 from wavediff.generation.samplers import check_settings
 from wavediff.generation.save import loop_name
 from wavediff.io.keys import KEYS
+from wavediff.io.prompts import ROLE_WORDS
 from wavediff.models.checkpoint import resolve_checkpoint
 from wavediff.models.classifier import GenreClassifier, genre_accuracy
 from wavediff.models.diffusion import LoopDiffusion
@@ -57,13 +59,15 @@ def _or_none(value: float | None) -> float | None:
 
 
 def _loop_summary(clips: Sequence[Clip]) -> dict[str, Any] | None:
-    """Tempo fractions and seam of the clips that are loops (loop_report), None when there are none."""
+    """Tempo fractions (ours, and librosa's with the share where the two agree) and seam of the
+    clips that are loops (loop_report), None when there are none."""
     items = [(c.audio, c.sample_rate, c.bpm, c.bars) for c in clips if c.loop]
     if not items:
         return None
     r = loop_report(items)
     seam = {"seam_ratio": _or_none(r["seam_ratio"]), "seam_wrap": r["seam_wrap"]}
-    return {"loops": r["loops"], **r["tempo_fraction"], **seam}
+    library = {"librosa": r["tempo_librosa_fraction"], "judges_agree": r["tempo_agree"]}
+    return {"loops": r["loops"], **r["tempo_fraction"], **library, **seam}
 
 
 def _compare(
@@ -140,12 +144,16 @@ def compare_sets(
 
 def classifier_report(classifier: GenreClassifier, shards: str | os.PathLike) -> dict[str, Any]:
     """How far the classifier's verdicts can be trusted: its accuracy on the whole clips of the
-    shards' val split (None when the shards have no val split)."""
+    shards' val split (None when the shards have no val split, or none of its clips is labelled
+    with a class it knows: a role classifier on a pack of full mixes)."""
     manifest = read_manifest(shards, "audio")
+    unknown = {"shards": str(shards), "split": "val", "accuracy": None, "genres": classifier.genres}
     if "val" not in manifest.splits or not manifest.splits["val"].samples:
-        return {"shards": str(shards), "split": "val", "accuracy": None, "genres": classifier.genres}
-    clips = shard_clips(shards, "val")
-    accuracy = genre_accuracy(classifier, ((c.audio, c.sample_rate, c.genre) for c in clips))
+        return unknown
+    labelled = [(c.audio, c.sample_rate, getattr(c, classifier.label)) for c in shard_clips(shards, "val")]
+    if not any(label in classifier.genres for *_, label in labelled):
+        return unknown
+    accuracy = genre_accuracy(classifier, labelled)
     return {"shards": str(shards), "split": "val", **accuracy, "genres": classifier.genres}
 
 
@@ -210,6 +218,15 @@ def write_grid(path: str | os.PathLike, generated: Sequence[Clip], reference: Se
     return {"path": str(written), "rows": names, "columns": f"{GRID_PER_SIDE} generated | {GRID_PER_SIDE} reference"}
 
 
+def _role_plan(judge: GenreClassifier | None, reference: Sequence[Clip], genre: str) -> list[str | None]:
+    """The roles the prompts of `genre` name: each role the role judge knows that the reference has
+    loops of in that genre; [None] (genre only) without a role judge or roles in the reference."""
+    if judge is None:
+        return [None]
+    held = {c.role for c in reference if c.genre == genre and c.loop and c.bpm and c.bars}
+    return [r for r in judge.genres if r in held] or [None]
+
+
 def prompt_adherence(
     model: LoopDiffusion,
     judge: GenreClassifier,
@@ -218,25 +235,63 @@ def prompt_adherence(
     per_genre: int,
     settings: SamplingConfig,
     seed: int,
+    role_judge: GenreClassifier | None = None,
 ) -> dict[str, Any]:
-    """How often the classifier assigns loops made from a prompt alone ("<genre> loop", no genre
-    control) to the genre the prompt names; each genre's loops are made at a tempo and length of
-    one of its reference loops (a loop needs a length)."""
-    verdicts: dict[str, list[str]] = {}
+    """How often the classifiers assign loops made from a prompt alone (no structured control but
+    the tempo and length of a reference loop of that genre and role: a loop needs a length) to the
+    genre and role the prompt names: "<genre> loop", or "<genre> <role> loop" for each role the role
+    judge knows and the reference holds in that genre. Without a role judge or roles in the
+    reference (the built-in pack's loops are full mixes), "judged" says genre only. Genres without
+    a reference loop are left out."""
+    rows: list[tuple[str, str | None, str, str | None]] = []  # (genre, role) asked, (genre, role) heard
     for genre in genres:
-        clip = next(c for c in reference if c.genre == genre and c.loop and c.bpm and c.bars)
-        audio, _ = generate(
-            model, genre=None, bpm=clip.bpm, bars=clip.bars, n=per_genre, seed=seed, settings=settings, prompt=genre
-        )
-        verdicts[genre] = [judge.classify(wav, model.sample_rate) for wav in audio]
-        seed += per_genre
-    loops = sum(len(v) for v in verdicts.values())
-    return {
-        "loops": loops,
-        "genre": round(sum(v == g for g, vs in verdicts.items() for v in vs) / loops, 4),
-        "per_genre": {g: round(sum(v == g for v in vs) / len(vs), 4) for g, vs in verdicts.items()},
-        "classified_as": {g: dict(sorted(Counter(vs).items())) for g, vs in verdicts.items()},
+        for role in _role_plan(role_judge, reference, genre):
+            candidates = (c for c in reference if c.genre == genre and c.loop and c.bpm and c.bars)
+            clip = next((c for c in candidates if role in (None, c.role)), None)
+            if clip is None:
+                continue
+            prompt = f"{genre} {ROLE_WORDS[role][0]} loop" if role else f"{genre} loop"
+            audio, _ = generate(
+                model,
+                genre=None,
+                bpm=clip.bpm,
+                bars=clip.bars,
+                n=per_genre,
+                seed=seed,
+                settings=settings,
+                prompt=prompt,
+            )
+            for wav in audio:
+                heard_role = role_judge.classify(wav, model.sample_rate) if role and role_judge else None
+                rows.append((genre, role, judge.classify(wav, model.sample_rate), heard_role))
+            seed += per_genre
+
+    def share(hits: Sequence[bool]) -> float | None:
+        return round(sum(hits) / len(hits), 4) if hits else None
+
+    by_genre: dict[str, list[str]] = {}
+    for genre, _, heard, _ in rows:
+        by_genre.setdefault(genre, []).append(heard)
+    report: dict[str, Any] = {
+        "loops": len(rows),
+        "judged": ["genre", "role"] if any(r[1] for r in rows) else ["genre"],
+        "genre": share([g == h for g, _, h, _ in rows]),
+        "per_genre": {g: share([v == g for v in vs]) for g, vs in by_genre.items()},
+        "classified_as": {g: dict(sorted(Counter(vs).items())) for g, vs in by_genre.items()},
     }
+    if report["judged"] == ["genre"]:
+        report["genre_only_because"] = (
+            "no role classifier was given" if role_judge is None else "no reference loop is named with a role it knows"
+        )
+        return report
+    with_role = [r for r in rows if r[1]]
+    report["role"] = share([r == h for _, r, _, h in with_role])
+    report["genre_and_role"] = share([g == hg and r == hr for g, r, hg, hr in with_role])
+    report["per_role"] = {
+        role: share([h == role for _, r, _, h in with_role if r == role])
+        for role in dict.fromkeys(r[1] for r in with_role)
+    }
+    return report
 
 
 def evaluate_model(
@@ -249,6 +304,7 @@ def evaluate_model(
     sampler: str | None = None,
     per_condition: int = 2,
     classifier: str | os.PathLike | None = None,
+    role_classifier: str | os.PathLike | None = None,
     split: str = "all",
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -262,13 +318,18 @@ def evaluate_model(
     loops of the same condition" catches a model that ignores its noise. Reference clips
     of genres the model does not know are left out. `steps`, `cfg_scale` and `sampler`
     default to the checkpoint's (a distilled student's: its few steps without guidance);
-    `grid` writes the spectrogram PNG there.
+    `grid` writes the spectrogram PNG there. A text model's prompt adherence is judged by the
+    genre `classifier`, and by the `role_classifier` (train-classifier --label role) when given.
     """
     model = load_denoiser(checkpoint, device)
     given = {"steps": steps, "cfg_scale": cfg_scale, "sampler": sampler}
     settings = replace(model.recipe.sampling, **{k: v for k, v in given.items() if v is not None})
     check_settings(settings)
     judge = load_classifier(classifier) if classifier is not None else None
+    role_judge = load_classifier(role_classifier) if role_classifier is not None else None
+    for given, loaded, label in ((classifier, judge, "genre"), (role_classifier, role_judge, "role")):
+        if loaded is not None and loaded.label != label:
+            raise UserError(f"{given}: a {loaded.label} classifier, where a {label} classifier is asked for")
     reference = shard_clips(ref_shards, split)
     known = model.conditioner.genres if model.conditioner is not None and model.recipe.conditioning.genre else []
     if known:
@@ -294,7 +355,7 @@ def evaluate_model(
         next_seed += count
     prompted = None
     if judge is not None and model.conditioner is not None and model.recipe.conditioning.text and known:
-        prompted = prompt_adherence(model, judge, reference, known, per_condition, settings, next_seed)
+        prompted = prompt_adherence(model, judge, reference, known, per_condition, settings, next_seed, role_judge)
     generating = time.perf_counter() - started
     report: dict[str, Any] = {
         "checkpoint": str(resolve_checkpoint(checkpoint)),
@@ -313,6 +374,11 @@ def evaluate_model(
         if judge is None
         else {"checkpoint": str(resolve_checkpoint(classifier)), **classifier_report(judge, ref_shards)},
     }
+    if role_judge is not None:
+        report["role_classifier"] = {
+            "checkpoint": str(resolve_checkpoint(role_classifier)),
+            **classifier_report(role_judge, ref_shards),
+        }
     started = time.perf_counter()
     report.update(compare_sets(generated, reference, judge, seed))
     if keyed:

@@ -319,6 +319,9 @@ def interpolate(
     settings: SamplingConfig | None = None,
     circular: bool | None = None,
     progress: bool = False,
+    key: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """`frames` clips morphing from a to b (both ends included) → ((frames, channels, samples) audio, settings).
 
@@ -327,7 +330,8 @@ def interpolate(
     inversion uses the same guidance as the way down: the round trip then runs one ODE both
     ways, so with a deterministic sampler the end frames come back close to a and b. Clips of
     different lengths are both cut to the shorter ("trimmed" in the info). Every frame's
-    stochastic noise comes from `seed`, so neighbouring frames differ only by their start.
+    stochastic noise comes from `seed`, so neighbouring frames differ only by their start. A key and
+    a prompt (as vary takes them) steer both ways of the trip.
     """
     settings = _settings(model, settings, bpm=bpm)
     _check_count("frames", frames, 2)
@@ -335,25 +339,27 @@ def interpolate(
     lengths = [clip.shape[-1] for clip in clips]
     samples = min(lengths)
     shape = clip_shape(model, samples, _circular(model, circular))
-    _check_fits(model, shape, max(frames, 2), settings)
+    _check_fits(model, shape, max(frames, 2), settings, None, prompt is not None or negative_prompt is not None)
     device = model_device(model)
     seconds = samples / model.sample_rate
+    text = prompt_for(model, prompt, genre=genre, bpm=bpm, key=key)
+    negative = prompt_for(model, negative_prompt, name="negative prompt")
+
+    def conditions(n: int) -> Conditions | None:
+        return clip_conditions(model, genre, bpm, bars, seconds, n, device, key=key, prompt=text)
+
     x0 = torch.cat([to_model_space(model, clip[..., :samples], shape) for clip in clips])
     sigmas = sigmas_for(model, settings, device)
     upward = sigmas[:-1].flip(0)
     sigma_min = model.recipe.diffusion.sigma_min
     if upward[0] > sigma_min * 1.001:  # a 1-step schedule holds only σ_max
         upward = torch.cat([upward.new_tensor([sigma_min]), upward])
-    inverter = Denoiser(
-        model, clip_conditions(model, genre, bpm, bars, seconds, 2, device), settings.cfg_scale, shape.circular
-    )
+    inverter = _denoiser(model, conditions(2), settings, shape.circular, negative)
     noise = run_sampler(inverter, x0, upward, replace(settings, sampler="heun"), [seed, seed])
     positions = torch.linspace(0, 1, frames)
     x = slerp(noise[0], noise[1], positions)
     seeds = [seed] * frames
-    denoiser = Denoiser(
-        model, clip_conditions(model, genre, bpm, bars, seconds, frames, device), settings.cfg_scale, shape.circular
-    )
+    denoiser = _denoiser(model, conditions(frames), settings, shape.circular, negative)
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
     info = _info(
         model,
@@ -368,6 +374,8 @@ def interpolate(
         inversion_evaluations=inverter.calls,
         trimmed=lengths[0] != lengths[1],
         input_samples=lengths,
+        **_key_info(key),
+        **_prompt_info(prompt, text, negative, settings),
     )
     return _decoded(model, latent, shape, settings), info
 

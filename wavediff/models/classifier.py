@@ -1,4 +1,5 @@
-"""A small genre classifier: the judge behind the evaluation suite's genre adherence.
+"""A small genre (or role) classifier: the judge behind the evaluation suite's genre adherence,
+and with `label = "role"` the role judge of its prompt adherence.
 
 No pretrained audio model can load here, so the suite trains its own on the reference
 shards. It sees audio as the metrics do (wavediff.models.features: log-mel at the analysis rate,
@@ -26,12 +27,13 @@ DB_SCALE = 20.0  # log-mel dB are divided by this: unit-ish inputs
 
 
 class GenreClassifier(nn.Module):
-    """(batch, channels, samples) audio at recipe.sample_rate → (batch, genres) logits."""
+    """(batch, channels, samples) audio at recipe.sample_rate → (batch, classes) logits; the classes
+    are recipe.genres, the vocabulary of recipe.label (genres, or roles)."""
 
     def __init__(self, recipe: ClassifierRecipe) -> None:
         super().__init__()
         if len(recipe.genres) < 2:
-            raise UserError(f"a genre classifier needs at least 2 genres, got {recipe.genres}")
+            raise UserError(f"a {recipe.label} classifier needs at least 2 classes, got {recipe.genres}")
         if recipe.sample_rate <= 0:
             raise UserError(f"classifier sample_rate must be positive, got {recipe.sample_rate}")
         cfg = recipe.model
@@ -53,6 +55,11 @@ class GenreClassifier(nn.Module):
     def sample_rate(self) -> int:
         return self.recipe.sample_rate
 
+    @property
+    def label(self) -> str:
+        """What it tells apart: "genre" or "role"."""
+        return self.recipe.label
+
     def features(self, x: Tensor) -> Tensor:
         """(batch, channels, samples) → (batch, N_MELS, frames) level-free log-mel."""
         mono = x.mean(1)
@@ -67,7 +74,7 @@ class GenreClassifier(nn.Module):
 
     @torch.no_grad()
     def classify(self, wav: Tensor, sample_rate: int) -> str:
-        """The genre of one (channels, samples) clip at any rate and channel count, judged whole."""
+        """The class (genre, or role) of one (channels, samples) clip at any rate and channel count, judged whole."""
         device = next(self.parameters()).device
         x = conform(wav.float().cpu(), sample_rate, self.sample_rate, 1)
         if x.shape[-1] < N_FFT:
@@ -76,8 +83,9 @@ class GenreClassifier(nn.Module):
 
 
 def genre_accuracy(model: GenreClassifier, items: Iterable[tuple[Tensor, int, str]]) -> dict[str, Any]:
-    """Share of (wav, sample_rate, genre) clips the classifier assigns to their genre: overall,
-    per genre, and chance (one over the genres it knows). Genres it does not know are skipped."""
+    """Share of (wav, sample_rate, label) clips the classifier assigns to their label (genre, or role
+    for a role classifier): overall, per label, and chance (one over the labels it knows). Labels it
+    does not know are skipped. The keys say "genre" whatever the label, as reports always have."""
     hits: dict[str, list[int]] = {}
     skipped = 0
     for wav, sr, genre in items:
@@ -87,7 +95,7 @@ def genre_accuracy(model: GenreClassifier, items: Iterable[tuple[Tensor, int, st
         hits.setdefault(genre, []).append(int(model.classify(wav, sr) == genre))
     total = sum(len(h) for h in hits.values())
     if not total:
-        raise UserError(f"no clip of a genre the classifier knows ({', '.join(model.genres)})")
+        raise UserError(f"no clip of a {model.label} the classifier knows ({', '.join(model.genres)})")
     return {
         "accuracy": sum(sum(h) for h in hits.values()) / total,
         "samples": total,
