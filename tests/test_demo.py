@@ -62,3 +62,20 @@ def test_a_training_stage_that_stops_early_stops_the_demo(tmp_path, capsys):
     calls = []
     assert _training_stage("autoencoder", "ae-tiny-cpu", tmp_path / "ae", 5, lambda: calls.append(1)) is None
     assert calls == [1] and "stopped before step 5; run the demo again to resume" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_demo_on_recorded_sounds_conditions_and_judges_roles(tmp_path):
+    """The sample pack names each loop's role, so its demo trains the denoiser on role too and judges
+    loops made from "<genre> <role> loop" prompts with a role classifier beside the genre one."""
+    from data_tools import sample_pack
+
+    if (missing := sample_pack.missing_packages()) is not None:
+        pytest.skip(missing)
+    out = run_demo(tmp_path / "demo", ae_steps=8, denoiser_steps=8, pack="samples", progress=False)
+    denoiser = json.loads((latest_checkpoint(out / "denoiser") / "config.json").read_text())
+    assert denoiser["recipe"]["conditioning"]["role"] is True
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert set(report["role_classifier"]["genres"]) <= set(sample_pack.ROLES)  # its classes are roles
+    assert report["prompt_adherence"]["judged"] == ["genre", "role"]
+    assert 0 <= report["prompt_adherence"]["genre_and_role"] <= 1

@@ -120,9 +120,21 @@ def train_demo_autoencoder(out: Path, shards: Path, steps: int | None, progress:
     )
 
 
-def train_demo_denoiser(out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True) -> Path | None:
-    """Train (or resume, or reuse) the tiny latent denoiser; its last checkpoint, None if stopped early."""
+def labels_roles(shards: Path) -> bool:
+    """Whether the pack names its loops' roles (sidecars, file names or metadata.csv), not only the
+    sharder's guesses from the audio: only then are roles worth conditioning on and judging."""
+    sources = read_manifest(shards, None).metadata_sources.get("role", {})
+    return any(count for source, count in sources.items() if source not in ("estimated", "unknown"))
+
+
+def train_demo_denoiser(
+    out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True, roles: bool = False
+) -> Path | None:
+    """Train (or resume, or reuse) the tiny latent denoiser, conditioned on role too where `roles`
+    (the pack names them: labels_roles); its last checkpoint, None if stopped early."""
     overrides = [f"data.path={json.dumps(str(latents))}", f"autoencoder={json.dumps(str(ae))}"]
+    if roles:  # `generate --role bass` then works
+        overrides.append("conditioning.role=true")
     recipe = load_recipe(DENOISER_RECIPE, DiffusionRecipe, overrides + ([f"train.steps={steps}"] if steps else []))
     run = out / "denoiser"
     return _training_stage(
@@ -148,15 +160,21 @@ def write_demo_loops(out: Path, denoiser: Path, progress: bool = True) -> list[P
     return written
 
 
-def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True) -> dict:
-    """The eval suite on the demo's model: a genre classifier trained on the pack first (its val
-    accuracy says what its verdicts are worth), then EVAL_LOOPS loops against the pack."""
-    classifier = out / "classifier"
-    if latest_checkpoint(classifier) is None:
-        _stage(f"training a genre classifier on {shards} (for the genre column)")
-        recipe = ClassifierRecipe()
+def _demo_classifier(run: Path, shards: Path, label: str, progress: bool) -> Path:
+    if latest_checkpoint(run) is None:
+        _stage(f"training a {label} classifier on {shards} (for the {label} column)")
+        recipe = ClassifierRecipe(label=label)
         recipe.data.path, recipe.train.cpu = str(shards), True
-        train_classifier(recipe, classifier, progress=progress)
+        train_classifier(recipe, run, progress=progress)
+    return run
+
+
+def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True) -> dict:
+    """The eval suite on the demo's model: a genre classifier (and a role classifier, where the pack
+    names roles) trained on the pack first (their val accuracy says what their verdicts are worth),
+    then EVAL_LOOPS loops against the pack."""
+    classifier = _demo_classifier(out / "classifier", shards, "genre", progress)
+    roles = _demo_classifier(out / "role-classifier", shards, "role", progress) if labels_roles(shards) else None
     _stage(f"evaluating {EVAL_LOOPS} generated loops against the pack ({EVAL_STEPS} sampler steps)")
     report = evaluate_model(
         denoiser,
@@ -164,6 +182,7 @@ def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True
         n=EVAL_LOOPS,
         steps=EVAL_STEPS,
         classifier=classifier,
+        role_classifier=roles,
         device="cpu",
         grid=out / "eval" / "spectrograms.png",
         progress=progress,
@@ -226,7 +245,7 @@ def run_demo(
     loop = sorted((out / PACK_FOLDERS[pack]).rglob("*.wav"))[0]
     print(f"round trip of {loop.name}: {reconstruct_file(ae, loop, out / 'reconstructions' / loop.name)}")
 
-    denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress)
+    denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress, roles=labels_roles(shards))
     if denoiser is None:
         return out
     write_demo_loops(out, denoiser, progress)
