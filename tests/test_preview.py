@@ -128,6 +128,11 @@ def test_the_studio_plays_the_preview_at_once_and_hands_out_the_full_decode(prev
         record = studio.history.get(loop_id)
         assert record["preview"] is False and studio.history.latent(loop_id) is None
         assert record["seed"] == 5 and record["bpm"] == 120
+        job = studio.submit("generate", {"genre": "techno", "bpm": 120, "bars": 1, "seed": 6, "steps": 2, "n": 1})
+        assert job.done.wait(120) and job.state == "done", job.error
+        varied = studio.submit("vary", {"source": job.loops[0], "strength": 0.5, "steps": 2, "seed": 1})
+        assert varied.done.wait(120) and varied.state == "done", varied.error
+        assert studio.history.get(job.loops[0])["preview"] is False  # varied from its full decode
     finally:
         studio.close()
     settings = dataclasses.replace(model.recipe.sampling, steps=2)

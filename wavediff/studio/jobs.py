@@ -605,6 +605,7 @@ class Studio:
         if plan.kind == "generate":
             audio, info = generate(self.model, **common, settings=settings, key=p["key"], preview=kept)
         else:
+            self.full_decode(p["source"])  # vary and inpaint work on the loop itself, not its preview
             wav, sr = load(self.history.wav(p["source"]))
             if plan.kind == "vary":
                 audio, info = vary(self.model, wav, sr, strength=p["strength"], **common, settings=settings)
