@@ -16,12 +16,14 @@ CHECK = """
 import sys
 from pathlib import Path
 import wavediff, wavediff.recipes
-from wavediff.config import AERecipe, DiffusionRecipe, DistillRecipe, FinetuneRecipe, load_recipe, recipe_path
+from wavediff.config import AERecipe, DiffusionRecipe, DistillRecipe, FinetuneRecipe, PreviewRecipe
+from wavediff.config import load_recipe, recipe_path
 
 installed = Path(wavediff.__file__).resolve()
 assert Path(sys.prefix).resolve() in installed.parents, f"imported from {installed}, not the venv"
 shipped = Path(wavediff.recipes.__file__).parent
 kinds = {"ae": AERecipe, "loops": DiffusionRecipe, "finetune": FinetuneRecipe, "distill": DistillRecipe}
+kinds["preview"] = PreviewRecipe
 names = sorted(p.stem for p in shipped.glob("*.toml"))
 assert names, shipped
 for name in names:

@@ -304,6 +304,32 @@ def cmd_distill(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_train_preview(args: argparse.Namespace) -> int:
+    from wavediff.pipelines.preview import train_preview
+
+    return _checkpoint_command(
+        lambda: train_preview(
+            args.autoencoder,
+            args.shards,
+            args.out,
+            recipe=args.recipe,
+            overrides=args.set,
+            max_steps=args.max_steps,
+            progress=not args.quiet,
+        )
+    )
+
+
+def _preview(args: argparse.Namespace, model):
+    """The --preview decoder for CKPT's autoencoder, on the model's device; None without --preview."""
+    from wavediff.generation.loops import model_device
+    from wavediff.models.factory import autoencoder_id, load_preview
+
+    if args.preview is None:
+        return None
+    return load_preview(args.preview, autoencoder_id(args.ckpt), model_device(model))
+
+
 def cmd_merge_lora(args: argparse.Namespace) -> int:
     from wavediff.models.factory import merge_lora
 
@@ -353,6 +379,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         key=args.key,
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
+        preview=_preview(args, model),
     )
     info["checkpoint"] = str(args.ckpt)
     for path in save_loops(audio, info, args.out, format=args.format):
@@ -427,7 +454,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
     model = _denoiser(args)
     history = History(args.history or default_folder(args.lora or args.ckpt), round(args.history_mb * 2**20))
     source = {"checkpoint": str(args.ckpt), "lora": args.lora and str(args.lora), "lora_scale": args.lora_scale}
-    return serve(Studio(model, history, source), args.host, args.port)
+    return serve(Studio(model, history, source, _preview(args, model)), args.host, args.port)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -694,6 +721,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
 
+    p = command(
+        sub, "train-preview", cmd_train_preview, "train a fast preview decoder that matches an autoencoder's decoder"
+    )
+    p.add_argument("autoencoder", type=Path, metavar="AE_RUN", help="an autoencoder checkpoint or run folder")
+    p.add_argument("shards", type=Path, metavar="SHARDS", help="audio shards at the autoencoder's rate and channels")
+    p.add_argument("--out", type=Path, required=True, help="run folder for the preview decoder")
+    p.add_argument("--recipe", default="preview-cpu", help="a preview recipe (default preview-cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    p.add_argument("--max-steps", type=int, default=None, help="stop at this step without changing the schedule")
+
     p = command(sub, "merge-lora", cmd_merge_lora, "bake a LoRA adapter into its base: an ordinary checkpoint")
     p.add_argument("base", type=Path, metavar="BASE")
     p.add_argument("lora", type=Path, metavar="LORA")
@@ -742,6 +779,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_generate)
     p.add_argument("ckpt", type=Path, metavar="CKPT", help="a denoiser checkpoint or run folder")
+    p.add_argument(
+        "--preview",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="decode with this preview decoder (wavediff train-preview)",
+    )
     p.add_argument("--genre", default=None, help="one of the model's genres (default: unconditional)")
     p.add_argument(
         "--role", default=None, help="drums, bass, melodic, fx or vocal (a model trained with conditioning.role)"
@@ -806,6 +850,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", type=Path, default=None, help="history folder (default: RUN/studio beside CKPT)")
     p.add_argument("--history-mb", type=float, default=1000.0, help="history size cap; oldest loops go first")
     p.add_argument("--device", default=None, help="cpu, cuda, … (default: a GPU when there is one)")
+    p.add_argument(
+        "--preview",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="play loops decoded by this preview decoder at once; downloads are decoded fully",
+    )
 
     p = command(
         sub,
@@ -896,7 +947,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The commands that train: they record stop signals from their first moment (see main).
-TRAINING_COMMANDS = ("train-ae", "train", "finetune", "distill", "train-classifier")
+TRAINING_COMMANDS = ("train-ae", "train", "finetune", "distill", "train-classifier", "train-preview")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -372,6 +372,45 @@ class DistillRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class PreviewConfig:
+    """A preview decoder's size: the autoencoder's decoder (same hop, latent and audio channels,
+    padding) at narrower widths, so it decodes the same latents many times faster."""
+
+    base_channels: int = 16  # width of the full-rate level (the autoencoder's is its model.base_channels)
+    channel_mults: list[int] = field(default_factory=list)  # width after each stride, × base; []: the autoencoder's
+
+
+@dataclass
+class PreviewLossConfig:
+    """What a preview decoder is trained to match: the full decoder's output on the same latents
+    (spectral and waveform terms) and, optionally, the audio itself."""
+
+    decoder_weight: float = 1.0  # MR-STFT + mel distance to the full decoder's output
+    audio_weight: float = 0.0  # MR-STFT + mel distance to the audio the latents were encoded from
+    waveform_weight: float = 1.0  # L1 distance to the full decoder's output
+    stft_weight: float = 1.0
+    fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64])
+    mid_side: bool = False
+    perceptual_weighting: bool = True
+    mel_weight: float = 1.0
+    mel_fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024])
+    mel_bins: int = 64
+
+
+@dataclass
+class PreviewRecipe:
+    """Everything `wavediff train-preview` needs besides the autoencoder; also what a preview
+    decoder's checkpoint carries (sample_rate filled in from the autoencoder)."""
+
+    kind: Literal["preview"] = "preview"
+    sample_rate: int = 0  # 0: the autoencoder's
+    data: DataConfig = field(default_factory=DataConfig)
+    model: PreviewConfig = field(default_factory=PreviewConfig)
+    loss: PreviewLossConfig = field(default_factory=PreviewLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
 # --------------------------------------------------------------------------- checkpoint configs
 
 
@@ -419,10 +458,10 @@ class CheckpointConfig:
     """A checkpoint's config.json: the kind, the whole resolved recipe, and what else rebuilding
     or applying the model needs. The recipe's class follows its `kind`."""
 
-    kind: Literal["autoencoder", "diffusion", "classifier", "lora"]
-    recipe: AERecipe | DiffusionRecipe | ClassifierRecipe
+    kind: Literal["autoencoder", "diffusion", "classifier", "lora", "preview"]
+    recipe: AERecipe | DiffusionRecipe | ClassifierRecipe | PreviewRecipe
     step: int = 0
-    autoencoder: EmbeddedAutoencoder | None = None  # a latent denoiser's
+    autoencoder: EmbeddedAutoencoder | None = None  # a latent denoiser's, or the one a preview decoder matches
     base: FinetuneBase | None = None  # a fine-tune's or adapter's
     finetune: dict[str, Any] | None = None  # the fine-tune's settings, as trained (for people)
     lora: dict[str, Any] | None = None  # an adapter's shapes (models.lora.LoraAdapters.config)

@@ -17,7 +17,7 @@ import torch
 
 from wavediff.errors import UserError
 from wavediff.io import audio
-from wavediff.models.factory import load_autoencoder
+from wavediff.models.factory import load_autoencoder, load_preview
 from wavediff.models.losses import METRIC_FFT_SIZES, ReconstructionMetrics
 from wavediff.shards.format import MANIFEST_NAME, shard_paths
 from wavediff.shards.reader import audio_samples, check_audio_shards, equal_length_batches
@@ -33,11 +33,14 @@ def evaluate_autoencoder(
     max_samples: int | None = None,
     batch_size: int = 8,
     device: str | torch.device | None = None,
+    preview: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Mean STFT distance, mel distance and SI-SDR (dB) over the samples of one split.
 
     Samples shorter than the largest metric FFT size cannot be measured; they are counted
-    in 'too_short', not averaged.
+    in 'too_short', not averaged. With `preview` (a preview decoder of this autoencoder), the
+    same numbers for its decode of the same latents, against the audio ("preview") and against
+    the full decode ("preview_vs_full").
     """
     if max_samples is not None and max_samples < 1:
         raise UserError(f"max_samples must be positive or None, got {max_samples}")
@@ -46,9 +49,11 @@ def evaluate_autoencoder(
     if split not in manifest.splits or not manifest.splits[split].shards:
         raise UserError(f"{Path(shards_folder) / MANIFEST_NAME}: the '{split}' split has no shards to evaluate")
     device = next(model.parameters()).device
+    fast = load_preview(preview, ae_id, device) if preview is not None else None
     metrics = ReconstructionMetrics(recipe.sample_rate).to(device)
     paths = shard_paths(shards_folder, manifest, split)
     totals = dict.fromkeys(METRICS, 0.0)
+    previews = {name: dict.fromkeys(METRICS, 0.0) for name in ("preview", "preview_vs_full")}
     counted = too_short = 0
 
     def long_enough() -> Iterator[tuple[str, torch.Tensor]]:
@@ -66,10 +71,16 @@ def evaluate_autoencoder(
 
     for _, x in equal_length_batches(long_enough(), batch_size):
         x = x.to(device)
-        recon, _ = model(x)
+        recon, info = model(x)
+        quick = fast.decode(info["latents"], x.shape[-1]) if fast is not None else None
         for i in range(x.shape[0]):
-            for name, value in metrics(recon[i : i + 1], x[i : i + 1]).items():
+            one = slice(i, i + 1)
+            for name, value in metrics(recon[one], x[one]).items():
                 totals[name] += value
+            if quick is not None:
+                for against, target in (("preview", x), ("preview_vs_full", recon)):
+                    for name, value in metrics(quick[one], target[one]).items():
+                        previews[against][name] += value
             counted += 1
     if not counted:
         raise UserError(
@@ -82,6 +93,7 @@ def evaluate_autoencoder(
         "samples": counted,
         "too_short": too_short,
         **{name: total / counted for name, total in totals.items()},
+        **({k: {n: t / counted for n, t in v.items()} for k, v in previews.items()} if fast is not None else {}),
     }
 
 

@@ -38,8 +38,10 @@ from wavediff.generation.loops import (
 )
 from wavediff.generation.samplers import Denoiser, check_settings, run_sampler, seeded_noise, sigmas_for
 from wavediff.io.keys import KEYS, key_index
+from wavediff.models.autoencoder import LatentDecoding
 from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
+from wavediff.models.preview import PreviewDecoder
 from wavediff.models.text import encode_prompts
 
 
@@ -60,10 +62,17 @@ def _settings(model: LoopDiffusion, settings: SamplingConfig | None, **numbers: 
     return settings
 
 
-def _decoded(model: LoopDiffusion, latent: Tensor, shape: LoopShape, settings: SamplingConfig) -> Tensor:
+def _decoded(
+    model: LoopDiffusion,
+    latent: Tensor,
+    shape: LoopShape,
+    settings: SamplingConfig,
+    decoder: LatentDecoding | None = None,
+) -> Tensor:
     """The audio of generated frames (float32, CPU), refused when it is not finite: written out,
-    NaN becomes a full-scale DC click, and nothing downstream can tell it from audio."""
-    audio = to_audio(model, latent, shape).float().cpu()
+    NaN becomes a full-scale DC click, and nothing downstream can tell it from audio. `decoder`:
+    a preview decoder in the autoencoder's place."""
+    audio = to_audio(model, latent, shape, decoder).float().cpu()
     if torch.isfinite(audio).all():
         return audio
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
@@ -117,12 +126,14 @@ def generate(
     key: str | None = None,
     prompt: str | None = None,
     negative_prompt: str | None = None,
+    preview: PreviewDecoder | None = None,
 ) -> tuple[Tensor, dict[str, Any]]:
     """n loops of `bars` bars at `bpm` in `genre` (and `role`, `key` and a prompt, for a model conditioned
     on them) → ((n, channels, samples) audio, settings used). The key is recorded as stored ("Gb minor"
     → "F#m"); where the prompt contradicts a structured control, the control wins (loops.prompt_for).
 
     `circular` defaults to the model's padding setting (seamless loops for a circular model).
+    `preview`: decode with this preview decoder (factory.load_preview) instead of the full one.
     """
     settings = _settings(model, settings, bpm=bpm)
     _check_count("n", n, 1)
@@ -138,7 +149,7 @@ def generate(
     x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
     denoiser = _denoiser(model, cond, settings, circular, negative)
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
-    audio = _decoded(model, latent, shape, settings)
+    audio = _decoded(model, latent, shape, settings, preview)
     info = {
         "genre": genre,
         "bpm": bpm,
@@ -160,6 +171,7 @@ def generate(
         **({"role": role} if role is not None else {}),
         **_key_info(key),
         **_prompt_info(prompt, text, negative, settings),
+        **({"preview": True} if preview is not None else {}),
     }
     return audio, info
 

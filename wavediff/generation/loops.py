@@ -22,6 +22,7 @@ from torch import Tensor
 from wavediff.errors import UserError
 from wavediff.io.audio import conform, loop_samples, resize_loop
 from wavediff.io.prompts import reconcile
+from wavediff.models.autoencoder import LatentDecoding
 from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.text import check_prompt, encode_prompts
@@ -161,11 +162,12 @@ def model_device(model: LoopDiffusion) -> torch.device:
     return next(model.unet.parameters()).device
 
 
-def to_audio(model: LoopDiffusion, latent: Tensor, shape: LoopShape) -> Tensor:
-    """Decode generated frames to exactly shape.samples: a circular period is resized, anything else cut."""
+def to_audio(model: LoopDiffusion, latent: Tensor, shape: LoopShape, decoder: LatentDecoding | None = None) -> Tensor:
+    """Decode generated frames to exactly shape.samples: a circular period is resized, anything else cut;
+    `decoder` in the autoencoder's place (a preview decoder), as LoopDiffusion.decode takes it."""
     if shape.circular:
-        return resize_loop(model.decode(latent, loop=True), shape.samples)
-    return model.decode(latent, shape.samples)
+        return resize_loop(model.decode(latent, loop=True, decoder=decoder), shape.samples)
+    return model.decode(latent, shape.samples, decoder=decoder)
 
 
 def conform_input(model: LoopDiffusion, audio: Tensor, sample_rate: int, name: str = "audio") -> Tensor:

@@ -24,6 +24,7 @@ from wavediff.models.blocks import (
     SnakeBeta,
     UpsampleConv1d,
     downsample_conv,
+    pad1d,
     pad_to_multiple,
 )
 
@@ -75,7 +76,8 @@ class PlainBottleneck(nn.Module):
         return h, h.new_zeros(())
 
 
-def _check(cfg: AutoencoderConfig) -> None:
+def check_config(cfg: AutoencoderConfig) -> None:
+    """Refuse an autoencoder shape that cannot be built, naming the setting."""
     if len(cfg.channel_mults) != len(cfg.strides):
         raise ConfigError(
             f"model.channel_mults has {len(cfg.channel_mults)} entries but model.strides has "
@@ -93,29 +95,25 @@ def _check(cfg: AutoencoderConfig) -> None:
         raise ConfigError(f"model.padding must be 'zeros' or 'circular', got {cfg.padding!r}")
 
 
-class Autoencoder(nn.Module):
-    """Waveform ↔ latent at `hop_length`× compression; circular padding makes it loop-aware."""
+def build_decoder(cfg: AutoencoderConfig) -> nn.Sequential:
+    """Latents → audio: the decoder half of the autoencoder `cfg` describes."""
+    mode = cfg.padding
+    widths = [cfg.base_channels * m for m in [1, *cfg.channel_mults]]
+    return nn.Sequential(
+        weight_norm(Conv1d(cfg.latent_dim, widths[-1], 7, padding_mode=mode)),
+        *(DecoderBlock(widths[i + 1], widths[i], cfg.strides[i], mode) for i in reversed(range(len(cfg.strides)))),
+        SnakeBeta(widths[0]),
+        weight_norm(Conv1d(widths[0], cfg.channels, 7, padding_mode=mode, bias=False)),
+        *([nn.Tanh()] if cfg.output_tanh else []),
+    )
 
-    def __init__(self, cfg: AutoencoderConfig) -> None:
-        super().__init__()
-        _check(cfg)
-        self.cfg = cfg
-        mode = cfg.padding
-        widths = [cfg.base_channels * m for m in [1, *cfg.channel_mults]]
-        self.bottleneck = VAEBottleneck() if cfg.bottleneck == "vae" else PlainBottleneck()
-        self.encoder = nn.Sequential(
-            weight_norm(Conv1d(cfg.channels, widths[0], 7, padding_mode=mode)),
-            *(EncoderBlock(widths[i], widths[i + 1], s, mode) for i, s in enumerate(cfg.strides)),
-            SnakeBeta(widths[-1]),
-            weight_norm(Conv1d(widths[-1], cfg.latent_dim * self.bottleneck.factor, 3, padding_mode=mode)),
-        )
-        self.decoder = nn.Sequential(
-            weight_norm(Conv1d(cfg.latent_dim, widths[-1], 7, padding_mode=mode)),
-            *(DecoderBlock(widths[i + 1], widths[i], cfg.strides[i], mode) for i in reversed(range(len(cfg.strides)))),
-            SnakeBeta(widths[0]),
-            weight_norm(Conv1d(widths[0], cfg.channels, 7, padding_mode=mode, bias=False)),
-            *([nn.Tanh()] if cfg.output_tanh else []),
-        )
+
+class LatentDecoding:
+    """Decoding for a module with `cfg` (AutoencoderConfig) and `decoder` (build_decoder's): the
+    full autoencoder and its preview decoder (models.preview) decode, and reach, the same way."""
+
+    cfg: AutoencoderConfig
+    decoder: nn.Module
 
     @property
     def hop_length(self) -> int:
@@ -137,6 +135,46 @@ class Autoencoder(nn.Module):
         reach += 3 / self.hop_length  # the last k7 conv, at the audio rate
         return math.ceil(reach)
 
+    def decode(self, z: Tensor, length: int | None = None) -> Tensor:
+        """Latents (batch, latent_dim, frames) → audio cropped to `length` samples (default frames·hop)."""
+        if z.dim() != 3 or z.shape[1] != self.cfg.latent_dim:
+            raise ValueError(
+                f"decoder expects latents shaped (batch, {self.cfg.latent_dim}, frames), got {tuple(z.shape)}"
+            )
+        full = z.shape[-1] * self.hop_length
+        if length is not None and not 0 < length <= full:
+            raise ValueError(f"cannot decode {length} samples from {z.shape[-1]} frames (at most {full})")
+        y = self.decoder(z)
+        return y if length is None else y[..., :length]
+
+    def decode_loop(self, z: Tensor) -> Tensor:
+        """Latents that are one period of a loop → that period's audio (frames·hop samples), seamless:
+        a circular decoder wraps by itself; any other gets decoder_context frames wrapped around each end,
+        and the middle is kept, so the wrap point sees the same neighbours as every other point."""
+        if self.cfg.padding == "circular":
+            return self.decode(z)
+        ctx, hop, frames = self.decoder_context(), self.hop_length, z.shape[-1]
+        return self.decode(pad1d(z, ctx, ctx, "circular"))[..., ctx * hop : (ctx + frames) * hop]
+
+
+class Autoencoder(LatentDecoding, nn.Module):
+    """Waveform ↔ latent at `hop_length`× compression; circular padding makes it loop-aware."""
+
+    def __init__(self, cfg: AutoencoderConfig) -> None:
+        super().__init__()
+        check_config(cfg)
+        self.cfg = cfg
+        mode = cfg.padding
+        widths = [cfg.base_channels * m for m in [1, *cfg.channel_mults]]
+        self.bottleneck = VAEBottleneck() if cfg.bottleneck == "vae" else PlainBottleneck()
+        self.encoder = nn.Sequential(
+            weight_norm(Conv1d(cfg.channels, widths[0], 7, padding_mode=mode)),
+            *(EncoderBlock(widths[i], widths[i + 1], s, mode) for i, s in enumerate(cfg.strides)),
+            SnakeBeta(widths[-1]),
+            weight_norm(Conv1d(widths[-1], cfg.latent_dim * self.bottleneck.factor, 3, padding_mode=mode)),
+        )
+        self.decoder = build_decoder(cfg)
+
     def latent_length(self, samples: int) -> int:
         """Latent frames for `samples` audio samples (the input is padded up to a whole frame)."""
         return -(-samples // self.hop_length)
@@ -153,18 +191,6 @@ class Autoencoder(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Audio → latents: a posterior sample in training mode, its mean in eval mode (VAE)."""
         return self.encode_with_kl(x)[0]
-
-    def decode(self, z: Tensor, length: int | None = None) -> Tensor:
-        """Latents (batch, latent_dim, frames) → audio cropped to `length` samples (default frames·hop)."""
-        if z.dim() != 3 or z.shape[1] != self.cfg.latent_dim:
-            raise ValueError(
-                f"decoder expects latents shaped (batch, {self.cfg.latent_dim}, frames), got {tuple(z.shape)}"
-            )
-        full = z.shape[-1] * self.hop_length
-        if length is not None and not 0 < length <= full:
-            raise ValueError(f"cannot decode {length} samples from {z.shape[-1]} frames (at most {full})")
-        y = self.decoder(z)
-        return y if length is None else y[..., :length]
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Reconstruct `x` at its exact length; info holds 'kl' and 'latents' for the objective."""

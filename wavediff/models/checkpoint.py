@@ -180,13 +180,20 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 # The kinds a config.json may name, and the recipe kind each carries (an adapter carries the
 # fine-tune's denoiser recipe).
-RECIPE_KINDS = {"autoencoder": "autoencoder", "diffusion": "diffusion", "classifier": "classifier", "lora": "diffusion"}
+RECIPE_KINDS = {
+    "autoencoder": "autoencoder",
+    "diffusion": "diffusion",
+    "classifier": "classifier",
+    "lora": "diffusion",
+    "preview": "preview",
+}
 # What each kind is, for the error that names a checkpoint of the wrong kind.
 KIND_NAMES = {
     "autoencoder": "an autoencoder (wavediff train-ae)",
     "diffusion": "a denoiser (wavediff train)",
     "classifier": "a genre classifier (wavediff train-classifier)",
     "lora": "a LoRA adapter (wavediff finetune --lora)",
+    "preview": "a preview decoder (wavediff train-preview)",
 }
 
 

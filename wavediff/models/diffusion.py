@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from wavediff.config import DiffusionRecipe
 from wavediff.errors import ConfigError
 from wavediff.io.audio import resize_loop
-from wavediff.models.autoencoder import Autoencoder
+from wavediff.models.autoencoder import Autoencoder, LatentDecoding
 from wavediff.models.blocks import pad1d
 from wavediff.models.conditioning import CONDITIONS, Conditioner, Conditions
 from wavediff.models.dance import DanceUNet1D
@@ -128,23 +128,20 @@ class LoopDiffusion(nn.Module):
         return self.to_model(ae.encode(pad1d(audio, ctx * hop, ctx * hop, "circular"))[..., ctx : ctx + frames])
 
     @torch.no_grad()
-    def decode(self, x: Tensor, samples: int | None = None, loop: bool = False) -> Tensor:
+    def decode(
+        self, x: Tensor, samples: int | None = None, loop: bool = False, decoder: LatentDecoding | None = None
+    ) -> Tensor:
         """Model space → audio (B, channels, frames·hop, or `samples`).
 
-        `loop`: the frames are one period of a loop. A circular autoencoder decodes it as a loop
-        by itself; any other decoder gets as many frames wrapped around each end as reach a
-        decoded sample (its decoder_context), and the middle is kept: the decoded wrap point sees
-        the same neighbours as every other point.
+        `loop`: the frames are one period of a loop, decoded seamlessly (LatentDecoding.decode_loop).
+        `decoder`: another decoder of the autoencoder's latents in its place (a preview decoder,
+        models.preview), decoded the same way.
         """
         z = x * self.sigma_data
         if self.autoencoder is None:
             return z if samples is None else z[..., :samples]
-        if loop and self.autoencoder.cfg.padding != "circular":
-            ctx, hop, frames = self.autoencoder.decoder_context(), self.hop_length, z.shape[-1]
-            audio = self.autoencoder.decode(pad1d(z, ctx, ctx, "circular"))
-            audio = audio[..., ctx * hop : (ctx + frames) * hop]
-        else:
-            audio = self.autoencoder.decode(z)
+        decoder = decoder or self.autoencoder
+        audio = decoder.decode_loop(z) if loop else decoder.decode(z)
         return audio if samples is None else audio[..., :samples]
 
     # ----------------------------------------------------------------- the denoiser

@@ -35,6 +35,7 @@ from wavediff.models.classifier import GenreClassifier
 from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.genres import with_genres
 from wavediff.models.lora import LoraAdapters, merge_adapters
+from wavediff.models.preview import PreviewDecoder
 
 
 def _build_autoencoder(config: CheckpointConfig) -> nn.Module:
@@ -51,11 +52,19 @@ def _build_classifier(config: CheckpointConfig) -> nn.Module:
     return GenreClassifier(config.recipe)
 
 
+def _build_preview(config: CheckpointConfig) -> nn.Module:
+    """A preview decoder: its autoencoder's decoder at the recipe's widths."""
+    if config.autoencoder is None:
+        raise ConfigError("a preview decoder's config needs 'autoencoder' (the one it matches)")
+    return PreviewDecoder(config.autoencoder.recipe.model, config.recipe.model)
+
+
 # kind → builder from a checkpoint's config.json; each trainable kind registers here.
 BUILDERS: dict[str, Callable[[CheckpointConfig], nn.Module]] = {
     "autoencoder": _build_autoencoder,
     "diffusion": _build_diffusion,
     "classifier": _build_classifier,
+    "preview": _build_preview,
 }
 
 
@@ -128,6 +137,30 @@ def load_denoiser(checkpoint: str | os.PathLike, device: str | torch.device | No
 def load_classifier(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> GenreClassifier:
     """The genre classifier of a checkpoint or run folder (`wavediff train-classifier`)."""
     return load_model(checkpoint, device, "classifier")
+
+
+def autoencoder_id(checkpoint: str | os.PathLike) -> str:
+    """The weights hash of an autoencoder checkpoint, or of the autoencoder a denoiser embeds."""
+    folder = resolve_checkpoint(checkpoint)
+    config = read_config(folder)
+    if config.kind == "autoencoder":
+        return weights_hash(folder)
+    if config.autoencoder is None:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: a {config.kind} checkpoint with no autoencoder")
+    return config.autoencoder.id
+
+
+def load_preview(path: str | os.PathLike, autoencoder_id: str, device: str | torch.device = "cpu") -> PreviewDecoder:
+    """The preview decoder of a checkpoint or run folder (`wavediff train-preview`), refused unless it
+    was trained on the autoencoder whose weights hash to `autoencoder_id`: on other latents it decodes noise."""
+    folder = resolve_checkpoint(path)
+    want = read_config(folder, "preview").autoencoder
+    if want is None or want.id != autoencoder_id:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE}: preview decoder trained on autoencoder {want.id if want else '(none)'}, "
+            f"but this model's autoencoder is {autoencoder_id}"
+        )
+    return load_model(folder, device, "preview")
 
 
 # --------------------------------------------------------------------------- LoRA adapters

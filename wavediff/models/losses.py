@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchaudio.functional import melscale_fbanks
 
-from wavediff.config import AELossConfig
+from wavediff.config import AELossConfig, PreviewLossConfig
 from wavediff.errors import ConfigError
 
 # Fixed settings for the reported metrics, so numbers compare across runs whatever the training loss was.
@@ -151,9 +151,9 @@ class MelDistance(nn.Module):
 
 
 class ReconstructionLoss(nn.Module):
-    """The spectral part of the autoencoder objective, built from AELossConfig; terms with weight 0 are skipped."""
+    """The spectral part of the autoencoder (and preview decoder) objective; terms with weight 0 are skipped."""
 
-    def __init__(self, cfg: AELossConfig, sample_rate: int) -> None:
+    def __init__(self, cfg: AELossConfig | PreviewLossConfig, sample_rate: int) -> None:
         super().__init__()
         self.stft_weight = cfg.stft_weight
         self.mel_weight = cfg.mel_weight

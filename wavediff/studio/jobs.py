@@ -27,10 +27,20 @@ import torch
 from wavediff.config import SamplingConfig
 from wavediff.errors import UserError
 from wavediff.generation.generate import generate, inpaint, vary
-from wavediff.generation.loops import MAX_BPM, MIN_BPM, clip_shape, conform_input, loop_shape, model_device
+from wavediff.generation.loops import (
+    MAX_BPM,
+    MIN_BPM,
+    LoopShape,
+    clip_shape,
+    conform_input,
+    loop_shape,
+    model_device,
+    to_audio,
+)
 from wavediff.generation.samplers import SAMPLERS, SCHEDULES, check_settings
 from wavediff.io.audio import decode, load, loop_samples, read_loop_info
 from wavediff.models.diffusion import LoopDiffusion
+from wavediff.models.preview import PreviewDecoder
 from wavediff.studio.history import History
 
 MAX_VARIATIONS = 8
@@ -207,8 +217,11 @@ def describe_seconds(seconds: float) -> str:
 class Studio:
     """The model, its queue and worker thread, and the history: what the HTTP server calls."""
 
-    def __init__(self, model: LoopDiffusion, history: History, source: dict[str, Any]) -> None:
+    def __init__(
+        self, model: LoopDiffusion, history: History, source: dict[str, Any], preview: PreviewDecoder | None = None
+    ) -> None:
         self.model = model.eval()
+        self.preview = preview  # generate decodes with it at once; a download decodes fully (full_decode)
         self.history = history
         self.source = source  # checkpoint, lora, lora_scale: recorded with every loop
         self.device = model_device(model)
@@ -259,6 +272,7 @@ class Studio:
             },
             "slow_seconds": SLOW_SECONDS,
             "history": str(self.history.folder),
+            "preview": self.preview is not None,
         }
 
     # ----------------------------------------------------------------- checking and pricing
@@ -565,8 +579,8 @@ class Studio:
                 self._current = job
             try:
                 with torch.no_grad():
-                    audio, info = self._run(job.plan)
-                job.loops = [r["id"] for r in self.history.add(audio, info)]
+                    audio, info, latents = self._run(job.plan)
+                job.loops = [r["id"] for r in self.history.add(audio, info, latents)]
                 outcome: tuple[str, str | None] = ("done", None)
             except Cancelled:
                 outcome = ("cancelled", None)
@@ -581,17 +595,49 @@ class Studio:
                 if outcome[0] == "done":
                     self.cost.learn(self.cost.seconds(job.plan, self._guided(job.plan)), job.finished - job.started)
 
-    def _run(self, plan: Plan) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _run(self, plan: Plan) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor | None]:
+        """(audio, settings, the latents a preview decoded, or None when the audio is the full decode)."""
         p = plan.params
+        kept = _Kept(self.preview) if self.preview is not None and plan.kind == "generate" else None
         chosen = {"sampler": p["sampler"], "schedule": p["schedule"], "steps": p["steps"], "cfg_scale": p["cfg"]}
         settings = replace(self.model.recipe.sampling, **chosen)
         common = {"genre": p["genre"], "bpm": p["bpm"], "bars": p["bars"], "n": p["n"], "seed": p["seed"]}
         if plan.kind == "generate":
-            audio, info = generate(self.model, **common, settings=settings, key=p["key"])
+            audio, info = generate(self.model, **common, settings=settings, key=p["key"], preview=kept)
         else:
+            self.full_decode(p["source"])  # vary and inpaint work on the loop itself, not its preview
             wav, sr = load(self.history.wav(p["source"]))
             if plan.kind == "vary":
                 audio, info = vary(self.model, wav, sr, strength=p["strength"], **common, settings=settings)
             else:
                 audio, info = inpaint(self.model, wav, sr, start=p["start"], end=p["end"], **common, settings=settings)
-        return audio, info | self.source | {"kind": plan.kind, "parent": p.get("source"), "request": plan.request}
+        info = info | self.source | {"kind": plan.kind, "parent": p.get("source"), "request": plan.request}
+        return audio, info, kept.latents if kept is not None else None
+
+    def full_decode(self, loop_id: str) -> None:
+        """Replace a loop the preview decoded by the full decoder's audio of its latents (what a
+        download hands out); a loop already fully decoded is left alone."""
+        record = self.history.get(loop_id)
+        latent = self.history.latent(loop_id)
+        if not record.get("preview") or latent is None:
+            return
+        shape = LoopShape(record["samples"], record["frames"], record["circular"], record["stretch_cents"])
+        with torch.inference_mode():
+            audio = to_audio(self.model, latent[None].to(self.device) / self.model.sigma_data, shape).float().cpu()
+        self.history.replace(loop_id, audio[0], {"preview": False})
+
+
+class _Kept:
+    """A preview decoder that keeps the latents it decodes, so a download can decode them fully."""
+
+    def __init__(self, preview: PreviewDecoder) -> None:
+        self.preview, self.cfg = preview, preview.cfg
+        self.latents: torch.Tensor | None = None
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.latents = z.cpu()
+        return self.preview.decode(z)
+
+    def decode_loop(self, z: torch.Tensor) -> torch.Tensor:
+        self.latents = z.cpu()
+        return self.preview.decode_loop(z)

@@ -11,6 +11,7 @@
     DELETE /api/jobs/ID                 cancel
     GET  /api/loops, /api/loops/ID      the history, newest first; one loop's settings
     GET  /api/loops/ID/audio?format=wav|flac|mp3[&download=1]
+                                        a download of a preview-decoded loop decodes it fully first
 
 A refused request answers {"error": message} with 400 (404 for an unknown id). It listens on
 127.0.0.1 unless told otherwise; bound to loopback it also refuses requests whose Host header
@@ -171,10 +172,12 @@ class Handler(BaseHTTPRequestHandler):
             raise _Answer(HTTPStatus.NOT_FOUND, f"no page {self.path}")
 
     def _audio(self, loop_id: str, query: dict[str, str]) -> None:
-        record = self.server.studio.history.get(loop_id)
         fmt = query.get("format", "wav")
         if fmt not in AUDIO_TYPES:
             raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(AUDIO_TYPES)}")
+        if query.get("download"):  # what leaves the studio is the full decode, never the preview
+            self.server.studio.full_decode(loop_id)
+        record = self.server.studio.history.get(loop_id)
         path = self.server.studio.history.wav(loop_id)
         if fmt == "wav":  # the file itself, loop chunks and all
             data = path.read_bytes()
