@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from tiny_recipes import same_weights
 
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
@@ -71,14 +71,6 @@ def ae_recipe(shards: Path) -> AERecipe:
 def loops_recipe(pack: dict[str, Path]) -> DiffusionRecipe:
     paths = [f'data.path="{pack["latents"]}"', f'autoencoder="{pack["ae"]}"']
     return load_recipe("loops-44k-cpu", DiffusionRecipe, paths + TINY_LOOPS)
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    for name in ("model.safetensors", "accelerate/model.safetensors"):
-        x, y = load_file(str(a / name)), load_file(str(b / name))
-        if x.keys() != y.keys() or any(not x[k].equal(y[k]) for k in x):
-            return False
-    return True
 
 
 def two_processes(command: str, recipe: str, overrides: list[str], out: Path, *extra: str) -> str:
