@@ -47,13 +47,14 @@ from data_tools.synth import synthesize_pack  # noqa: E402
 from wavediff.config import AERecipe, AugmentConfig, DataConfig, load_recipe  # noqa: E402
 from wavediff.io import audio
 from wavediff.io.files import atomic_write_json
-from wavediff.pipelines.demo import AE_RECIPE, DEMO_CHANNELS
+from wavediff.pipelines.demo import DEFAULT_QUALITY, QUALITIES
 from wavediff.shards.loader import make_loader
 
 SOURCE_RATE = 44100
 RATE = 16000  # the demo's training rate
 WINDOW = 32768  # samples per training example (2.05 s at 16 kHz, stereo): a long window
-DEMO_WINDOW = load_recipe(AE_RECIPE, AERecipe).data.sample_size  # what the demo's autoencoder trains on (mono)
+DEMO = QUALITIES[DEFAULT_QUALITY]
+DEMO_WINDOW = load_recipe(DEMO.ae_recipe, AERecipe).data.sample_size  # what the demo's autoencoder trains on (mono)
 BATCH = 8
 WORKERS = 2
 SHARD_MB = 16.0  # small enough that even the quick pack spans several shards
@@ -235,11 +236,11 @@ def main() -> None:
 
         # (2) loading
         shard_seconds([tmp / "takes"], tmp / "take_shards")
-        shard_seconds([tmp / "loops"], tmp / "demo_shards", channels=DEMO_CHANNELS)
+        shard_seconds([tmp / "loops"], tmp / "demo_shards", channels=DEMO.channels)
         flat = [audio.save(tmp / "flat" / f"{i}.flac", audio.load(f, RATE, 2)[0], RATE) for i, f in enumerate(loops)]
         loaders = {
             ("demo", "shards"): lambda: shard_loader(tmp / "demo_shards", DEMO_WINDOW),
-            ("demo", "dd"): lambda: per_file_loader(loops, DEMO_WINDOW, DEMO_CHANNELS),
+            ("demo", "dd"): lambda: per_file_loader(loops, DEMO_WINDOW, DEMO.channels),
             ("loops", "shards"): lambda: shard_loader(tmp / "shards"),
             ("loops", "dd"): lambda: per_file_loader(loops),
             ("loops", "flat"): lambda: per_file_loader(flat),
@@ -259,7 +260,7 @@ def main() -> None:
 `{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}.
 Source: {len(loops)} synthesized loops ({seconds / 60:.1f} min; each loop plus {copies} copies rotated by whole beats) and
 {len(long)} one-minute takes chained from them, all {SOURCE_RATE} Hz stereo WAV. Target: {RATE} Hz stereo FLAC
-shards of ≤ {SHARD_MB:g} MB; loading: the demo's autoencoder window ({DEMO_WINDOW} samples, {DEMO_CHANNELS} channel, from
+shards of ≤ {SHARD_MB:g} MB; loading: the demo's autoencoder window ({DEMO_WINDOW} samples, {DEMO.channels} channel, from
 {RATE} Hz mono shards of the same loops) and a long one ({WINDOW} samples, stereo), batch {BATCH}, {WORKERS} workers. Figures are the best of
 {repeats} (sharding) or the median of {rounds} (loading) runs, taken in turns so other jobs' load falls on all alike.
 

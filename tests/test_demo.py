@@ -8,9 +8,11 @@ import pytest
 
 from data_tools.synth import GENRES
 from wavediff.config import DataConfig
+from wavediff.errors import UserError
 from wavediff.io.audio import load, read_loop_info
 from wavediff.models.checkpoint import latest_checkpoint
 from wavediff.pipelines.demo import run_demo
+from wavediff.shards.format import read_manifest
 from wavediff.shards.loader import make_loader
 
 
@@ -52,6 +54,25 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert "shards already in" in again and "autoencoder already trained" in again
     assert "latents already in" in again
     assert "denoiser already trained" in again and "training a genre classifier" not in again
+
+
+@pytest.mark.slow
+def test_the_44k_demo_runs_every_stage_in_stereo(tmp_path, capsys):
+    out = run_demo(tmp_path / "demo", ae_steps=4, denoiser_steps=4, progress=False, quality="44k")
+    first = capsys.readouterr().out
+    assert "training the ae-44k-cpu autoencoder" in first and "training the loops-44k-cpu denoiser" in first
+    assert read_manifest(out / "shards").sample_rate == 44100 and read_manifest(out / "shards").channels == 2
+    assert read_manifest(out / "latents", "latent").latent_dim == 32
+    loops = sorted((out / "loops").glob("*.wav"))
+    assert len(loops) == len(GENRES)
+    wav, sr = load(loops[0])
+    assert sr == 44100 and wav.shape[0] == 2
+    assert json.loads((out / "eval" / "report.json").read_text())["overall"]["clips"]["generated"] == 12
+
+
+def test_an_unknown_quality_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="unknown demo quality '8k': choose one of 16k, 44k"):
+        run_demo(tmp_path / "demo", quality="8k", progress=False)
 
 
 def test_a_training_stage_that_stops_early_stops_the_demo(tmp_path, capsys):

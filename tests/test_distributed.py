@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny_recipes import tiny_ae_data, tiny_ae_recipe
+from tiny_recipes import same_weights, tiny_ae_data, tiny_ae_recipe
 
 from data_tools.shard import ShardOptions, merge_parts, shard
 from wavediff.config import AERecipe, load_recipe
@@ -152,14 +151,6 @@ def finish(ranks: list[subprocess.Popen]) -> list[str]:
 
 def step_of(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1])
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    for name in ("model.safetensors", "accelerate/model.safetensors"):
-        x, y = load_file(str(a / name)), load_file(str(b / name))
-        if x.keys() != y.keys() or any(not x[k].equal(y[k]) for k in x):
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")

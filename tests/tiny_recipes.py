@@ -1,9 +1,12 @@
 """Tiny recipes the tests share: the autoencoder recipe (and its data) that the multi-process
-and SLURM tests launch as a file (as users do), and the overrides that shrink a denoiser."""
+and SLURM tests launch as a file (as users do), the overrides that shrink a denoiser, and the
+check that two runs' checkpoints hold the same weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from safetensors.torch import load_file
 
 from data_tools.shard import ShardOptions, shard
 from data_tools.synth import synthesize_pack
@@ -77,3 +80,12 @@ TINY_DENOISER = [
     "conditioning.text=false",
     "model.cross_attention=false",
 ]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoints hold bit-identical exported (EMA) and trained weights."""
+    for name in ("model.safetensors", "accelerate/model.safetensors"):
+        x, y = load_file(str(a / name)), load_file(str(b / name))
+        if x.keys() != y.keys() or any(not x[k].equal(y[k]) for k in x):
+            return False
+    return True

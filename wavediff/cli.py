@@ -546,6 +546,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         denoiser_steps=args.denoiser_steps,
         pack=args.pack,
         progress=not args.quiet,
+        quality=args.quality,
     )
     return 0
 
@@ -930,10 +931,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "demo", cmd_demo, "the CPU demo: synthesize a loop pack, shard it, train, write loops")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.add_argument(
+        "--quality",
+        default="16k",
+        help="16k: 16 kHz mono, tiny models (~15 min); 44k: 44.1 kHz stereo (recipes ae-44k-cpu, loops-44k-cpu)",
+    )
+    p.add_argument(
         "--minutes",
         type=_finite,
-        default=15.0,
-        help="training budget: scales both recipes' steps (15 = as recipes say, ~15 min on 2 CPU cores)",
+        default=None,
+        help="training budget: scales both recipes' steps (default: as the recipes say, ~15 min on 2 CPU cores at 16k)",
     )
     p.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (overrides --minutes)")
     p.add_argument("--denoiser-steps", type=int, default=None, help="denoiser steps (overrides --minutes)")

@@ -95,6 +95,9 @@ class AELossConfig:
     mel_weight: float = 1.0
     mel_fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512])
     mel_bins: int = 64  # too many for the smallest mel FFT size leaves empty filters: refused (NaN loss)
+    # L1 between the waveforms (EnCodec's time-domain term). Magnitude spectra cannot see a delay
+    # of a fraction of a hop or an inverted polarity, so without it a run may learn either.
+    waveform_weight: float = 0.0
     kl_weight: float = 1e-4
     adversarial_weight: float = 0.1
     feature_weight: float = 5.0

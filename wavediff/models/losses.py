@@ -150,13 +150,21 @@ class MelDistance(nn.Module):
         return sum(loss(recon, target) for loss in self.resolutions) / len(self.resolutions)
 
 
+def waveform_distance(recon: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute difference of the waveforms, in float32: the term that pins time alignment and polarity."""
+    with torch.autocast(recon.device.type, enabled=False):
+        return F.l1_loss(recon.float(), target.float())
+
+
 class ReconstructionLoss(nn.Module):
-    """The spectral part of the autoencoder (and preview decoder) objective; terms with weight 0 are skipped."""
+    """The reconstruction part of the autoencoder (and preview decoder) objective: spectral, mel and
+    waveform terms; terms with weight 0 are skipped."""
 
     def __init__(self, cfg: AELossConfig | PreviewLossConfig, sample_rate: int) -> None:
         super().__init__()
         self.stft_weight = cfg.stft_weight
         self.mel_weight = cfg.mel_weight
+        self.waveform_weight = cfg.waveform_weight
         self.stft = (
             STFTDistance(cfg.fft_sizes, sample_rate, cfg.mid_side, cfg.perceptual_weighting)
             if cfg.stft_weight
@@ -165,7 +173,7 @@ class ReconstructionLoss(nn.Module):
         self.mel = MelDistance(cfg.mel_fft_sizes, cfg.mel_bins, sample_rate) if cfg.mel_weight else None
 
     def forward(self, recon: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """→ (weighted total, unweighted terms by name: 'stft', 'mel')."""
+        """→ (weighted total, unweighted terms by name: 'stft', 'mel', 'waveform')."""
         terms: dict[str, Tensor] = {}
         total = recon.new_zeros((), dtype=torch.float32)
         if self.stft is not None:
@@ -174,6 +182,9 @@ class ReconstructionLoss(nn.Module):
         if self.mel is not None:
             terms["mel"] = self.mel(recon, target)
             total = total + self.mel_weight * terms["mel"]
+        if self.waveform_weight:
+            terms["waveform"] = waveform_distance(recon, target)
+            total = total + self.waveform_weight * terms["waveform"]
         return total, terms
 
 

@@ -4,14 +4,15 @@ Synthesize the pack → shard → inspect → train the tiny autoencoder → enc
 check the autoencoder → train the tiny denoiser → write one loop per genre → the eval
 suite's report (Fréchet distances, tempo, genre, seam, diversity) against the pack. Each
 stage writes into its own folder under OUT and is skipped when its output is already
-complete, so an interrupted demo picks up where it stopped. `minutes` scales both training
-budgets (15 is the recipes' own).
+complete, so an interrupted demo picks up where it stopped. `quality` picks the recipes and
+the audio format (QUALITIES); `minutes` scales both training budgets (the quality's own by default).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,13 +33,28 @@ from wavediff.training.autoencoder import train_autoencoder
 from wavediff.training.classifier import train_classifier
 from wavediff.training.diffusion import train_diffusion
 
-DEMO_SAMPLE_RATE = 16000
-DEMO_CHANNELS = 1
+
+@dataclass(frozen=True)
+class Quality:
+    """What `--quality` picks: the two recipes, the format the pack is sharded to, and the
+    minutes the recipes' step counts take on a 2-core CPU (what `minutes` scales)."""
+
+    ae_recipe: str
+    denoiser_recipe: str
+    sample_rate: int
+    channels: int
+    minutes: float
+
+
+MINUTES_44K = 117.0  # the 44k recipes' steps: 59 + 58 min measured (their headers)
+
+QUALITIES = {
+    "16k": Quality("ae-tiny-cpu", "loops-tiny-cpu", 16000, 1, 15.0),
+    "44k": Quality("ae-44k-cpu", "loops-44k-cpu", 44100, 2, MINUTES_44K),
+}
+DEFAULT_QUALITY = "16k"
 DEMO_LOOPS_PER_GENRE = 12
 DEMO_BARS = 4
-AE_RECIPE = "ae-tiny-cpu"
-DENOISER_RECIPE = "loops-tiny-cpu"
-DEFAULT_MINUTES = 15.0  # what the recipes' step counts take on a 2-core CPU
 EVAL_LOOPS = 12  # the closing eval report: loops generated, and their sampler steps
 EVAL_STEPS = 25
 DEMO_THREADS = 4
@@ -49,9 +65,11 @@ def _stage(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def make_demo_shards(out: Path, progress: bool = True, pack: str = "synth") -> Path:
+def make_demo_shards(
+    out: Path, progress: bool = True, pack: str = "synth", quality: Quality = QUALITIES[DEFAULT_QUALITY]
+) -> Path:
     """Build the pack (synthesized, or recorded sounds: data_tools.sample_pack) and shard it at
-    the demo's rate; returns the shard folder. Both packs draw tempos from the same genre ranges
+    the quality's rate and channels; returns the shard folder. Both packs draw tempos from the same genre ranges
     (data_tools.synth.GENRES), so the demo's loops and eval need nothing else."""
     from data_tools.shard import ShardOptions, shard
 
@@ -73,12 +91,12 @@ def make_demo_shards(out: Path, progress: bool = True, pack: str = "synth") -> P
 
         _stage(f"synthesizing the built-in loop pack into {folder}")
         files = synthesize_pack(
-            folder, loops_per_genre=DEMO_LOOPS_PER_GENRE, sample_rate=DEMO_SAMPLE_RATE, seed=0, progress=progress
+            folder, loops_per_genre=DEMO_LOOPS_PER_GENRE, sample_rate=quality.sample_rate, seed=0, progress=progress
         )
     print(f"{len(files)} loops")
     _stage(f"sharding {folder} into {shards}")
     options = ShardOptions(
-        sample_rate=DEMO_SAMPLE_RATE, channels=DEMO_CHANNELS, max_seconds=None, val_fraction=0.1, workers=2
+        sample_rate=quality.sample_rate, channels=quality.channels, max_seconds=None, val_fraction=0.1, workers=2
     )
     shard([folder], shards, options, progress=progress)
     return shards
@@ -92,8 +110,8 @@ def _trained(run: Path, steps: int) -> Path | None:
     return None
 
 
-def _steps(recipe_steps: int, minutes: float) -> int:
-    return max(10, round(recipe_steps * minutes / DEFAULT_MINUTES))
+def _steps(recipe_steps: int, minutes: float, quality: Quality) -> int:
+    return max(10, round(recipe_steps * minutes / quality.minutes))
 
 
 def _training_stage(what: str, recipe_name: str, run: Path, steps: int, train: Callable[[], Path]) -> Path | None:
@@ -110,13 +128,19 @@ def _training_stage(what: str, recipe_name: str, run: Path, steps: int, train: C
     return last
 
 
-def train_demo_autoencoder(out: Path, shards: Path, steps: int | None, progress: bool = True) -> Path | None:
-    """Train (or resume, or reuse) the tiny autoencoder; its last checkpoint, None if stopped early."""
+def train_demo_autoencoder(
+    out: Path, shards: Path, steps: int | None, progress: bool = True, quality: Quality = QUALITIES[DEFAULT_QUALITY]
+) -> Path | None:
+    """Train (or resume, or reuse) the quality's autoencoder; its last checkpoint, None if stopped early."""
     overrides = [f"data.path={json.dumps(str(shards))}"] + ([f"train.steps={steps}"] if steps is not None else [])
-    recipe = load_recipe(AE_RECIPE, AERecipe, overrides)
+    recipe = load_recipe(quality.ae_recipe, AERecipe, overrides)
     run = out / "ae"
     return _training_stage(
-        "autoencoder", AE_RECIPE, run, recipe.train.steps, lambda: train_autoencoder(recipe, run, progress=progress)
+        "autoencoder",
+        quality.ae_recipe,
+        run,
+        recipe.train.steps,
+        lambda: train_autoencoder(recipe, run, progress=progress),
     )
 
 
@@ -128,17 +152,24 @@ def labels_roles(shards: Path) -> bool:
 
 
 def train_demo_denoiser(
-    out: Path, latents: Path, ae: Path, steps: int | None, progress: bool = True, roles: bool = False
+    out: Path,
+    latents: Path,
+    ae: Path,
+    steps: int | None,
+    progress: bool = True,
+    roles: bool = False,
+    quality: Quality = QUALITIES[DEFAULT_QUALITY],
 ) -> Path | None:
-    """Train (or resume, or reuse) the tiny latent denoiser, conditioned on role too where `roles`
+    """Train (or resume, or reuse) the quality's latent denoiser, conditioned on role too where `roles`
     (the pack names them: labels_roles); its last checkpoint, None if stopped early."""
     overrides = [f"data.path={json.dumps(str(latents))}", f"autoencoder={json.dumps(str(ae))}"]
     if roles:  # `generate --role bass` then works
         overrides.append("conditioning.role=true")
-    recipe = load_recipe(DENOISER_RECIPE, DiffusionRecipe, overrides + ([f"train.steps={steps}"] if steps else []))
+    name = quality.denoiser_recipe
+    recipe = load_recipe(name, DiffusionRecipe, overrides + ([f"train.steps={steps}"] if steps else []))
     run = out / "denoiser"
     return _training_stage(
-        "denoiser", DENOISER_RECIPE, run, recipe.train.steps, lambda: train_diffusion(recipe, run, progress=progress)
+        "denoiser", name, run, recipe.train.steps, lambda: train_diffusion(recipe, run, progress=progress)
     )
 
 
@@ -196,38 +227,43 @@ def evaluate_demo(out: Path, shards: Path, denoiser: Path, progress: bool = True
 def run_demo(
     out: str | Path,
     ae_steps: int | None = None,
-    minutes: float = DEFAULT_MINUTES,
+    minutes: float | None = None,
     denoiser_steps: int | None = None,
     pack: str = "synth",
     progress: bool = True,
+    quality: str = DEFAULT_QUALITY,
 ) -> Path:
     """Run every stage of the demo into `out`; returns `out`.
 
-    `minutes` scales the recipes' step counts; `ae_steps` / `denoiser_steps` set them
-    outright (tests use a few). `pack`: "synth" (the built-in synthesized pack) or "samples"
-    (recorded sounds, data_tools.sample_pack).
+    `quality` names a QUALITIES entry; `minutes` scales its recipes' step counts (None: as
+    the recipes say); `ae_steps` / `denoiser_steps` set them outright (tests use a few).
+    `pack`: "synth" (the built-in synthesized pack) or "samples" (recorded sounds,
+    data_tools.sample_pack).
     """
     from data_tools.inspect import format_manifest, inspect_shards
 
-    if minutes <= 0:
+    if quality not in QUALITIES:
+        raise UserError(f"unknown demo quality {quality!r}: choose one of {', '.join(QUALITIES)}")
+    chosen = QUALITIES[quality]
+    if minutes is not None and minutes <= 0:
         raise UserError(f"minutes must be positive, got {minutes}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Two threads train the tiny models 1.1–1.5× faster than one on a 2-core CPU (measured);
     # past a few threads their small convolutions gain little and pay for the hand-offs.
     torch.set_num_threads(min(torch.get_num_threads(), DEMO_THREADS))
-    shards = make_demo_shards(out, progress, pack)
+    shards = make_demo_shards(out, progress, pack, chosen)
     _stage(f"inspecting {shards}")
     report = inspect_shards(shards, progress=progress)
     print(format_manifest(read_manifest(shards), report))
     if not report["ok"]:
         raise UserError(f"{shards}: the demo's own shards failed inspection")
 
-    if ae_steps is None and minutes != DEFAULT_MINUTES:
-        ae_steps = _steps(load_recipe(AE_RECIPE, AERecipe).train.steps, minutes)
-    if denoiser_steps is None and minutes != DEFAULT_MINUTES:
-        denoiser_steps = _steps(load_recipe(DENOISER_RECIPE, DiffusionRecipe).train.steps, minutes)
-    ae = train_demo_autoencoder(out, shards, ae_steps, progress)
+    if ae_steps is None and minutes is not None:
+        ae_steps = _steps(load_recipe(chosen.ae_recipe, AERecipe).train.steps, minutes, chosen)
+    if denoiser_steps is None and minutes is not None:
+        denoiser_steps = _steps(load_recipe(chosen.denoiser_recipe, DiffusionRecipe).train.steps, minutes, chosen)
+    ae = train_demo_autoencoder(out, shards, ae_steps, progress, chosen)
     if ae is None:
         return out
     latents = out / "latents"
@@ -239,13 +275,13 @@ def run_demo(
         print(f"{latents}: {manifest.latent_dim} channels at {manifest.latent_rate:.1f} frames/s")
 
     _stage("autoencoder quality on the val split")
-    quality = evaluate_autoencoder(ae, shards, split="val")
-    atomic_write_json(out / "ae-eval.json", quality)
-    print(f"MR-STFT {quality['stft']:.3f}   mel {quality['mel']:.3f}   SI-SDR {quality['si_sdr']:.2f} dB")
+    scores = evaluate_autoencoder(ae, shards, split="val")
+    atomic_write_json(out / "ae-eval.json", scores)
+    print(f"MR-STFT {scores['stft']:.3f}   mel {scores['mel']:.3f}   SI-SDR {scores['si_sdr']:.2f} dB")
     loop = sorted((out / PACK_FOLDERS[pack]).rglob("*.wav"))[0]
     print(f"round trip of {loop.name}: {reconstruct_file(ae, loop, out / 'reconstructions' / loop.name)}")
 
-    denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress, roles=labels_roles(shards))
+    denoiser = train_demo_denoiser(out, latents, ae, denoiser_steps, progress, labels_roles(shards), chosen)
     if denoiser is None:
         return out
     write_demo_loops(out, denoiser, progress)

@@ -8,6 +8,7 @@ L1 waveform term that keeps phase close) and, with loss.audio_weight, the audio 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from wavediff.config import PreviewRecipe
 from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder
-from wavediff.models.losses import METRIC_FFT_SIZES, ReconstructionLoss, ReconstructionMetrics
+from wavediff.models.losses import METRIC_FFT_SIZES, ReconstructionLoss, ReconstructionMetrics, waveform_distance
 from wavediff.models.preview import PreviewDecoder
 from wavediff.training.objective import Batch, ObjectiveBase
 
@@ -42,7 +43,8 @@ class PreviewObjective(ObjectiveBase):
         super().__init__(recipe, PreviewDecoder(autoencoder.cfg, recipe.model))
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.embedded = dict(embedded)
-        self.spectral = ReconstructionLoss(recipe.loss, recipe.sample_rate)
+        # spectral terms only, against both targets; the waveform term is against the full decode alone
+        self.spectral = ReconstructionLoss(replace(recipe.loss, waveform_weight=0.0), recipe.sample_rate)
         self.metrics = ReconstructionMetrics(recipe.sample_rate)
 
     def to(self, device: torch.device) -> None:
@@ -69,7 +71,7 @@ class PreviewObjective(ObjectiveBase):
                 total = total + weight * part
                 terms.update({f"{name}_{k}": v for k, v in parts.items()})
         if cfg.waveform_weight:
-            terms["waveform"] = (out - full).abs().mean()
+            terms["waveform"] = waveform_distance(out, full)
             total = total + cfg.waveform_weight * terms["waveform"]
         return total, {f"preview/{k}": v.detach() for k, v in terms.items()}
 
