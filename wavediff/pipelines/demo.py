@@ -11,6 +11,7 @@ the audio format (QUALITIES); `minutes` scales both training budgets (the qualit
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,8 @@ PACK_FOLDERS = {"synth": "pack", "samples": "pack-samples"}  # --pack: where eac
 
 
 def _stage(title: str) -> None:
-    print(f"\n== {title}", flush=True)
+    """A stage's heading, stamped with the clock: how long each stage took can be read off the log."""
+    print(f"\n== {time.strftime('%H:%M:%S')} {title}", flush=True)
 
 
 def make_demo_shards(
