@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import machine, write_section  # noqa: E402
 
-from wavediff.evaluation.clips import from_metadata, shard_clips  # noqa: E402
+from wavediff.evaluation.clips import Clip, from_metadata  # noqa: E402
 from wavediff.evaluation.keys import key_report  # noqa: E402
 from wavediff.evaluation.report import format_report  # noqa: E402
 from wavediff.evaluation.suite import prompt_adherence  # noqa: E402
@@ -64,18 +64,16 @@ def stage_minutes(log: Path) -> list[tuple[str, float]]:
     return [(title, ((later - at) % 86400) / 60) for (at, title), (later, _) in zip(stamps, stamps[1:])]
 
 
-def keyed_loops(shards: Path) -> list[tuple[str, str, float, int, int, torch.Tensor, int]]:
-    """(genre, role, bpm, bars, key class, audio, rate) of every pack loop whose label names a key."""
+def pack_loops(shards: Path) -> list[tuple[Clip, int | None]]:
+    """Every loop of the shards, read once, with its labelled key class (None where it names none)."""
     manifest = read_manifest(shards, "audio")
     rows = []
     for split in SPLITS:
         for path in shard_paths(shards, manifest, split):
             for key, meta, wav in audio_samples(path, manifest.sample_rate):
                 clip = from_metadata(wav, manifest.sample_rate, key, meta)
-                if clip.loop and clip.role in PITCHED and meta.get("key"):
-                    rows.append(
-                        (clip.genre, clip.role, clip.bpm, clip.bars, key_index(meta["key"]), wav, clip.sample_rate)
-                    )
+                if clip.loop:
+                    rows.append((clip, key_index(meta["key"]) if meta.get("key") else None))
     return rows
 
 
@@ -111,18 +109,20 @@ def main() -> None:
     settings = dataclasses.replace(model.recipe.sampling, steps=args.sampler_steps)
     shards = demo / "shards"
 
-    pack = keyed_loops(shards)
-    ceiling = key_report([(k, wav, sr) for *_, k, wav, sr in pack])
-    through_ae = key_report([(k, reconstructed(model, wav), sr) for *_, k, wav, sr in pack])
+    loops = pack_loops(shards)
+    pack = [c for c, k in loops if c.role in PITCHED and k is not None]
+    keyed = [(k, c.audio, c.sample_rate) for c, k in loops if c.role in PITCHED and k is not None]
+    ceiling = key_report(keyed)
+    through_ae = key_report([(k, reconstructed(model, wav), sr) for k, wav, sr in keyed])
     print("pack", ceiling["exact"], "through the autoencoder", through_ae["exact"], flush=True)
 
     keys = np.random.default_rng(0).permutation(len(KEYS))
     with_key, without_key, i = [], [], 0
     for genre in model.conditioner.genres:
         for role in PITCHED:
-            pool = [row for row in pack if row[0] == genre and row[1] == role] or [r for r in pack if r[1] == role]
+            pool = [c for c in pack if c.genre == genre and c.role == role] or [c for c in pack if c.role == role]
             for k in range(args.per_cell):
-                _, _, bpm, bars, _, _, _ = pool[k % len(pool)]
+                bpm, bars = pool[k % len(pool)].bpm, pool[k % len(pool)].bars
                 key = KEYS[keys[i % len(KEYS)]]
                 i += 1
                 common = {"genre": genre, "role": role, "bpm": bpm, "bars": bars, "seed": i, "settings": settings}
@@ -133,7 +133,7 @@ def main() -> None:
                 print(genre, role, bpm, key, flush=True)
     asked, unasked = key_report(with_key), key_report(without_key)
 
-    reference = [c for c in shard_clips(shards, "all") if c.loop]
+    reference = [c for c, _ in loops]
     adherence = prompt_adherence(
         model,
         load_classifier(demo / "classifier"),
