@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from wavediff.config import AutoencoderConfig
 from wavediff.errors import ConfigError
 from wavediff.models.autoencoder import Autoencoder, VAEBottleneck
-from wavediff.models.blocks import count_parameters
+from wavediff.models.blocks import Conv1d, SnakeBeta, _Snake, count_parameters
 
 
 def tiny(strides: list[int], **overrides) -> AutoencoderConfig:
@@ -170,3 +170,47 @@ def test_gradients_reach_every_parameter(padding: str) -> None:
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def snake_formula(x: torch.Tensor, module: SnakeBeta) -> torch.Tensor:
+    """SnakeBeta as Oobleck writes it, through autograd's generic graph."""
+    alpha, beta = module.log_alpha.exp()[:, None], module.log_beta.exp()[:, None]
+    return x + 1.0 / (beta + 1e-9) * torch.sin(alpha * x).pow(2)
+
+
+def test_snake_derivatives_match_the_formula() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 19, dtype=torch.double, requires_grad=True)
+    alpha = (torch.rand(3, 1, dtype=torch.double) + 0.5).requires_grad_()
+    inv_beta = (torch.rand(3, 1, dtype=torch.double) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(_Snake.apply, (x, alpha, inv_beta))
+
+    module = SnakeBeta(3).double()
+    with torch.no_grad():
+        module.log_alpha.copy_(torch.tensor([-1.0, 0.0, 0.7]))
+        module.log_beta.copy_(torch.tensor([0.4, -0.3, 0.0]))
+    ours, theirs = module(x), snake_formula(x, module)
+    assert torch.allclose(ours, theirs)
+    grads = torch.autograd.grad((ours * theirs.detach()).sum(), [x, module.log_alpha, module.log_beta])
+    expected = torch.autograd.grad((theirs * theirs.detach()).sum(), [x, module.log_alpha, module.log_beta])
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want)
+    with torch.no_grad():  # the inference path: one buffer, the same values
+        assert torch.allclose(module(x), theirs)
+        assert not torch.equal(module(x), x)  # it does something
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, padding", [(7, 1, 3, None), (8, 4, 1, (2, 2)), (3, 1, 1, (2, 0))])
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+def test_conv_pads_as_its_explicit_pads_say(kernel: int, stride: int, dilation: int, padding, mode: str) -> None:
+    torch.manual_seed(0)
+    conv = Conv1d(3, 5, kernel, stride=stride, dilation=dilation, padding=padding, padding_mode=mode)
+    x = torch.randn(2, 3, 64)
+    left, right = conv.pads
+    wrapped = torch.cat([x[..., x.shape[-1] - left :], x, x[..., :right]], -1)
+    padded = F.pad(x, (left, right)) if mode == "zeros" else wrapped
+    want = F.conv1d(padded, conv.weight, conv.bias, stride, 0, dilation)
+    assert torch.allclose(conv(x), want, atol=1e-6)
+    other = "circular" if mode == "zeros" else "zeros"  # the per-call override
+    padded = wrapped if other == "circular" else F.pad(x, (left, right))
+    assert torch.allclose(conv(x, other), F.conv1d(padded, conv.weight, conv.bias, stride, 0, dilation), atol=1e-6)

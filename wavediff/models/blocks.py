@@ -41,6 +41,33 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+class _Snake(torch.autograd.Function):
+    """SnakeBeta's formula with its derivatives written out, so the forward pass works in one buffer
+    and saves only its input (autograd's generic graph keeps αx, sin αx and sin² αx besides)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: Tensor, inv_beta: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, alpha, inv_beta)
+        return snake(x, alpha, inv_beta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        # y = x + b·sin²(αx): ∂y/∂x = 1 + b·α·sin 2αx, ∂y/∂α = b·x·sin 2αx, ∂y/∂b = sin² αx
+        x, alpha, inv_beta = ctx.saved_tensors  # x: (batch, channels, time)
+        phase = x * alpha
+        sin = torch.sin(phase)
+        half = phase.cos_().mul_(sin).mul_(grad)  # grad·sin αx·cos αx = grad·½ sin 2αx
+        grad_inv_beta = (grad * sin.square_()).sum((0, 2))[:, None]
+        grad_alpha = 2 * inv_beta * (half * x).sum((0, 2))[:, None]
+        return torch.addcmul(grad, half, 2 * inv_beta * alpha), grad_alpha, grad_inv_beta
+
+
+def snake(x: Tensor, alpha: Tensor, inv_beta: Tensor) -> Tensor:
+    """x + inv_beta·sin²(αx) in one new buffer (α, inv_beta shaped (channels, 1)): the activation is
+    memory-bound on a CPU, so each temporary it skips is time."""
+    return torch.mul(x, alpha).sin_().square_().mul_(inv_beta).add_(x)
+
+
 class SnakeBeta(nn.Module):
     """x + 1/β·sin²(αx): a periodic activation that suits audio (BigVGAN/Oobleck); α, β per channel, stored as logs."""
 
@@ -52,7 +79,9 @@ class SnakeBeta(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.log_alpha.exp()[:, None]
         inv_beta = 1.0 / (self.log_beta.exp()[:, None] + 1e-9)
-        return x + inv_beta * torch.sin(alpha * x).pow(2)
+        if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad or inv_beta.requires_grad):
+            return _Snake.apply(x, alpha, inv_beta)
+        return snake(x, alpha, inv_beta)
 
 
 class Conv1d(nn.Conv1d):
@@ -77,7 +106,10 @@ class Conv1d(nn.Conv1d):
     def forward(self, x: Tensor, padding_mode: PaddingMode | None = None) -> Tensor:
         """`padding_mode` overrides the conv's own mode for this call: the same weights train on
         zero-padded windows and generate loops that wrap."""
-        x = pad1d(x, *self.pads, padding_mode or self.wrap)
+        left, right = self.pads
+        if left == right and (padding_mode or self.wrap) == "zeros":  # the conv pads as it goes: no padded copy
+            return F.conv1d(x, self.weight, self.bias, self.stride, left, self.dilation)
+        x = pad1d(x, left, right, padding_mode or self.wrap)
         return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation)
 
     def extra_repr(self) -> str:
