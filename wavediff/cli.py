@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
+from wavediff.allocator import reuse_freed_memory
 from wavediff.errors import UserError
 from wavediff.training.signals import stop_signals_recorded
 
@@ -962,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
     # seconds), so an early pre-emption still ends in a checkpoint instead of killing it. The
     # command is argv[0]: the top-level parser has no options but --help.
     early = stop_signals_recorded() if argv[:1] and argv[0] in TRAINING_COMMANDS else nullcontext()
+    reuse_freed_memory()  # big CPU tensors cost page faults otherwise (wavediff.allocator)
     with early:
         args = build_parser().parse_args(argv)
         try:
