@@ -11,8 +11,11 @@
 (2) The loop's decode (wrapped context, the ae-44k-stereo decoder): as LoopDiffusion.decode runs it
     (no_grad, weight-norm parametrizations) against inference_mode with the weight norm fused into
     plain weights, and against the other thread count (1, or 2 when --threads 1), interleaved.
-(3) The demo-size model (recipes/loops-tiny-cpu.toml on recipes/ae-tiny-cpu.toml's autoencoder):
-    one 4-bar loop through `generate`, end to end, at its recipe's 50 steps.
+(3) A whole loop through `generate` (sampling and decoding), full size and demo size
+    (recipes/loops-tiny-cpu.toml on recipes/ae-tiny-cpu.toml's autoencoder): at the recipe's 50
+    guided steps and at a 4-step student's settings (training.distill.student_sampling: Euler, no
+    guidance), each with glibc's allocator as it comes and with freed memory kept for reuse as the
+    `wavediff` command runs (wavediff.allocator), interleaved.
 
 Writes the "Loop speed" section of BENCHMARKS.md. --quick: every U-Net and the autoencoder ÷8 wide.
 """
@@ -22,11 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,12 +43,14 @@ sys.path.insert(0, str(ROOT))
 from report import machine, write_section  # noqa: E402
 
 from data_tools.synth import GENRES  # noqa: E402
-from wavediff.config import AERecipe, DiffusionRecipe, load_recipe  # noqa: E402
+from wavediff.allocator import reuse_freed_memory  # noqa: E402
+from wavediff.config import AERecipe, DiffusionRecipe, DistillConfig, load_recipe  # noqa: E402
 from wavediff.generation.generate import generate  # noqa: E402
 from wavediff.generation.loops import STRETCH_CENTS, loop_conditions, loop_shape  # noqa: E402
 from wavediff.generation.samplers import Denoiser  # noqa: E402
 from wavediff.models.autoencoder import Autoencoder  # noqa: E402
 from wavediff.models.diffusion import LoopDiffusion  # noqa: E402
+from wavediff.training.distill import student_sampling  # noqa: E402
 
 BPM, BARS, GENRE = 128.0, 4, "techno"
 
@@ -63,6 +70,24 @@ def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm_up: b
         for name, call in calls.items():
             times[name].append(timed(call))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+@contextmanager
+def allocator(reuse: bool) -> Iterator[None]:
+    """glibc's allocator with freed memory kept for reuse (as the `wavediff` command runs) or as it comes."""
+    reuse_freed_memory(reuse)
+    try:
+        yield
+    finally:
+        reuse_freed_memory(False)
+
+
+def with_allocator(reuse: bool, call: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with allocator(reuse):
+            return call()
+
+    return run
 
 
 def model(diffusion: str, ae: str, divisor: int) -> LoopDiffusion:
@@ -168,6 +193,7 @@ def decode_costs(model: LoopDiffusion, repeats: int) -> dict[str, float]:
     times = interleaved(
         {
             "default": lambda: model.decode(latent, loop=True),
+            "freed memory reused (wavediff.allocator)": with_allocator(True, lambda: model.decode(latent, loop=True)),
             "inference_mode + fused weight norm": inference(fused),
             f"{other} thread{'s' if other > 1 else ''}": other_threads,
         },
@@ -177,12 +203,40 @@ def decode_costs(model: LoopDiffusion, repeats: int) -> dict[str, float]:
     return times | {"max_difference": difference}
 
 
-def demo_loop(repeats: int) -> dict[str, float]:
-    m = model("loops-tiny-cpu", "ae-tiny-cpu", 1)
+def loop_costs(m: LoopDiffusion, repeats: int) -> dict[str, float]:
+    """Seconds for one loop through `generate` at the recipe's settings and at a 4-step student's,
+    with and without freed memory kept (interleaved, after a warm-up round of each)."""
+    teacher = m.recipe.sampling
+    student = student_sampling(teacher, DistillConfig(steps=4))
+    calls = {}
+    for name, settings in (("teacher", teacher), ("student", student)):
+        for reuse in (False, True):
+            run = functools.partial(generate, m, genre=GENRE, bpm=BPM, bars=BARS, settings=settings)
+            calls[f"{name} {'reuse' if reuse else 'system'}"] = with_allocator(reuse, run)
     shape = loop_shape(m, BPM, BARS, circular=True)
-    generate(m, genre=GENRE, bpm=BPM, bars=1, settings=dataclasses.replace(m.recipe.sampling, steps=2))  # warm-up
-    seconds = statistics.median(timed(lambda: generate(m, genre=GENRE, bpm=BPM, bars=BARS)) for _ in range(repeats))
-    return {"seconds": seconds, "frames": shape.frames, "unet_frames": m.loop_frames(shape.frames)}
+    times = interleaved(calls, repeats)
+    return times | {"frames": shape.frames, "unet_frames": m.loop_frames(shape.frames), "steps": teacher.steps}
+
+
+def whole_loops_text(full: dict[str, float], demo: dict[str, float], step: dict[str, float], dec: dict) -> str:
+    seconds = BARS * 4 * 60 / BPM
+    before = full["steps"] * step["tiled"] + dec["default"]  # the path before issue 18, from its measured parts
+    rows = []
+    for size, t in (("full size (loops-44k, ae-44k-stereo)", full), ("demo size (loops-tiny-cpu, ae-tiny-cpu)", demo)):
+        for name, label in (("teacher", f"{t['steps']:.0f} guided steps"), ("student", "4 steps, no guidance")):
+            for alloc, alloc_label in (("system", "as it comes"), ("reuse", "freed memory reused")):
+                sec = t[f"{name} {alloc}"]
+                vs = f"{before / sec:.1f}" if t is full else "—"
+                rows.append(f"| {size} | {label} | {alloc_label} | {sec:.2f} s | {seconds / sec:.2f}× | {vs} |")
+    return (
+        f"One whole {BARS}-bar loop at {BPM:g} BPM ({seconds:.1f} s of audio) through `generate`, sampling and "
+        "decoding, median of the rounds taken in turns. The 4-step rows use a distilled student's settings\n"
+        '(Euler, CFG 1) on the same untrained weights: a student costs what these rows cost. "× before" divides\n'
+        f"the path before issue 18 as measured above in parts ({full['steps']:.0f} tiled guided steps and the "
+        f"default decode: {before:.0f} s) by the row.\n\n"
+        "| model | sampling | allocator | s per loop | × real time | × before |\n"
+        "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def main() -> None:
@@ -191,6 +245,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="every network ÷8 wide: a smoke run")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds of the step costs and the demo loop")
     parser.add_argument("--decode-repeats", type=int, default=1, help="timed rounds of the decodes")
+    parser.add_argument("--loop-repeats", type=int, default=1, help="timed rounds of the full-size whole loops")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,8 +258,11 @@ def main() -> None:
     print("decode costs", flush=True)
     dec = decode_costs(big, args.decode_repeats)
     print(f"  {dec}", flush=True)
-    print("demo loop", flush=True)
-    demo = demo_loop(args.repeats)
+    print("whole loops, full size", flush=True)
+    full = loop_costs(big, args.loop_repeats)
+    print(f"  {full}", flush=True)
+    print("whole loops, demo size", flush=True)
+    demo = loop_costs(model("loops-tiny-cpu", "ae-tiny-cpu", 1), args.repeats)
     print(f"  {demo}", flush=True)
 
     command = "python benchmarks/bench_loop_speed.py" + (" --quick" if args.quick else "")
@@ -214,8 +272,8 @@ def main() -> None:
         f"""## Loop speed
 
 `{command}` — {datetime.date.today()}, {where}, torch {torch.__version__}, CPU threads: {torch.get_num_threads()}.
-The machine was shared with other jobs (other agents' tests and trainings), so absolute times are noisy; each
-table's rows ran interleaved in one process, so their ratios are comparable. Untrained weights, {scale}.
+Each table's rows ran interleaved in one process, so their ratios are comparable; absolute times move with
+the machine's load (above). Untrained weights, {scale}.
 
 One guided sampler step (a batch of 2: conditional and unconditional) on a {BARS}-bar loop at {BPM:g} BPM,
 loops-44k U-Net on ae-44k-stereo latents: the period is {step["frames"]} frames, not a multiple of the
@@ -242,13 +300,8 @@ carries the first call's costs and the load moved under all of them: a differenc
             for name in dec
             if name != "max_difference"
         )
-        + f"""
-
-Demo-size model (recipes/loops-tiny-cpu.toml U-Net on recipes/ae-tiny-cpu.toml's autoencoder, untrained):
-one {BARS}-bar loop at {BPM:g} BPM ({BARS * 4 * 60 / BPM:.1f} s, {demo["frames"]} frames, the U-Net runs {
-            demo["unet_frames"]
-        }) through `generate` at its recipe's 50 steps, CFG 3: {demo["seconds"]:.1f} s.
-"""
+        + "\n\n"
+        + whole_loops_text(full, demo, step, dec)
     )
     print(text)
     print(f"wrote {write_section('Loop speed', text)}")
