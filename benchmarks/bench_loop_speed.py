@@ -13,7 +13,7 @@
     plain weights, and against the other thread count (1, or 2 when --threads 1), interleaved.
 (3) A whole loop through `generate` (sampling and decoding), full size and demo size
     (recipes/loops-tiny-cpu.toml on recipes/ae-tiny-cpu.toml's autoencoder): at the recipe's 50
-    guided steps and at a 4-step student's settings (training.distill.student_sampling: Euler, no
+    guided steps and at a 4- and an 8-step student's settings (training.distill.student_sampling: Euler, no
     guidance), each with glibc's allocator as it comes and with freed memory kept for reuse as the
     `wavediff` command runs (wavediff.allocator), interleaved.
 
@@ -44,7 +44,7 @@ from report import machine, write_section  # noqa: E402
 
 from data_tools.synth import GENRES  # noqa: E402
 from wavediff.allocator import reuse_freed_memory  # noqa: E402
-from wavediff.config import AERecipe, DiffusionRecipe, DistillConfig, load_recipe  # noqa: E402
+from wavediff.config import DISTILL_STEPS, AERecipe, DiffusionRecipe, DistillConfig, load_recipe  # noqa: E402
 from wavediff.generation.generate import generate  # noqa: E402
 from wavediff.generation.loops import STRETCH_CENTS, loop_conditions, loop_shape  # noqa: E402
 from wavediff.generation.samplers import Denoiser  # noqa: E402
@@ -207,9 +207,9 @@ def loop_costs(m: LoopDiffusion, repeats: int) -> dict[str, float]:
     """Seconds for one loop through `generate` at the recipe's settings and at a 4-step student's,
     with and without freed memory kept (interleaved, after a warm-up round of each)."""
     teacher = m.recipe.sampling
-    student = student_sampling(teacher, DistillConfig(steps=4))
+    students = [(f"student {n}", student_sampling(teacher, DistillConfig(steps=n))) for n in DISTILL_STEPS]
     calls = {}
-    for name, settings in (("teacher", teacher), ("student", student)):
+    for name, settings in [("teacher", teacher), *students]:
         for reuse in (False, True):
             run = functools.partial(generate, m, genre=GENRE, bpm=BPM, bars=BARS, settings=settings)
             calls[f"{name} {'reuse' if reuse else 'system'}"] = with_allocator(reuse, run)
@@ -223,17 +223,20 @@ def whole_loops_text(full: dict[str, float], demo: dict[str, float], step: dict[
     before = full["steps"] * step["tiled"] + dec["default"]  # the path before issue 18, from its measured parts
     rows = []
     for size, t in (("full size (loops-44k, ae-44k-stereo)", full), ("demo size (loops-tiny-cpu, ae-tiny-cpu)", demo)):
-        for name, label in (("teacher", f"{t['steps']:.0f} guided steps"), ("student", "4 steps, no guidance")):
+        students = [(f"student {n}", f"{n} steps, no guidance") for n in DISTILL_STEPS]
+        for name, label in [("teacher", f"{t['steps']:.0f} guided steps"), *students]:
             for alloc, alloc_label in (("system", "as it comes"), ("reuse", "freed memory reused")):
                 sec = t[f"{name} {alloc}"]
                 vs = f"{before / sec:.1f}" if t is full else "—"
                 rows.append(f"| {size} | {label} | {alloc_label} | {sec:.2f} s | {seconds / sec:.2f}× | {vs} |")
     return (
         f"One whole {BARS}-bar loop at {BPM:g} BPM ({seconds:.1f} s of audio) through `generate`, sampling and "
-        "decoding, median of the rounds taken in turns. The 4-step rows use a distilled student's settings\n"
+        "decoding, median of the rounds taken in turns. The few-step rows use a distilled student's settings\n"
         '(Euler, CFG 1) on the same untrained weights: a student costs what these rows cost. "× before" divides\n'
         f"the path before issue 18 as measured above in parts ({full['steps']:.0f} tiled guided steps and the "
-        f"default decode: {before:.0f} s) by the row.\n\n"
+        f"default decode: {before:.0f} s) by the row; that decode already has the conv padding and SnakeBeta of\n"
+        "models/blocks.py (2026-12-07), before which the same decode took 9.8–10.6 s on this Xeon, so the old\n"
+        "path was slower than the estimate.\n\n"
         "| model | sampling | allocator | s per loop | × real time | × before |\n"
         "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
