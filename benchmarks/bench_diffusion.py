@@ -366,7 +366,8 @@ sampling {ws["total_s"] / ls["generate_s"]:.0f}× faster: the latent U-Net sees 
         100
         * lat["optimizer_s"]
         / lat["step_s"]:.0f} % optimizer update while the waveform step is nearly all activations. Of latent sampling,
-{100 * ls["decode_s"] / ls["generate_s"]:.0f} % is the one autoencoder decode.
+{100 * ls["decode_s"] / ls["generate_s"]:.0f} % is the one autoencoder decode. The loop path as `generate` runs it
+(circular, few-step students, the decoder's memory traffic cut) is measured in "Loop speed".
 """
     if throughput:
         text += gpu_table(throughput, full_latent)
