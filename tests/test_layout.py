@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = {"wavediff.config", "wavediff.errors", "wavediff.io"}
 ALLOWED = {
     "wavediff.errors": set(),
+    "wavediff.allocator": set(),
     "wavediff.config": {"wavediff.errors"},
     "wavediff.io": {"wavediff.errors", "wavediff.config"},
     "wavediff.shards": BASE,
