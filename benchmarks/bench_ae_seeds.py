@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import machine, write_section  # noqa: E402
 
+from wavediff.allocator import reuse_freed_memory  # noqa: E402
 from wavediff.config import AERecipe, load_recipe  # noqa: E402
 from wavediff.evaluation.reconstruction import evaluate_autoencoder  # noqa: E402
 from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint  # noqa: E402
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps (a smoke run)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
+    reuse_freed_memory()  # as `wavediff train-ae` trains
     where = machine()
     reuse = parse_reuse(args.reuse)
     rows, results = [], {}
