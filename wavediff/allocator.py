@@ -13,7 +13,6 @@ that trains or generates holds anyway.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}  # glibc's own
@@ -24,11 +23,8 @@ def reuse_freed_memory(on: bool = True) -> bool:
     """Switch glibc's malloc to reuse freed blocks (see the module docstring), or back to its
     defaults (handing what it kept back to the OS); False where the C library is not glibc
     (macOS, musl), which keep their own policies."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the C library this process already runs on: no search, no subprocess
         mallopt, _ = libc.mallopt, libc.gnu_get_libc_version  # glibc only: other libcs' mallopt differ
     except (OSError, AttributeError):
         return False
