@@ -32,10 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from reference_packages import STABLE_AUDIO_TOOLS, install  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import allocator, machine, write_section  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from wavediff.allocator import reuse_freed_memory  # noqa: E402
 from wavediff.interop.stable_audio import import_autoencoder  # noqa: E402
 from wavediff.models.factory import load_autoencoder  # noqa: E402
 
@@ -86,16 +85,13 @@ def training_step(encoder: torch.nn.Module, decoder: torch.nn.Module, x: torch.T
     as a training step runs them; the loss is L1 on the output."""
 
     def step() -> float:
-        reuse_freed_memory(reuse)
-        try:
+        with allocator(reuse):
             for module in (encoder, decoder):
                 module.zero_grad(set_to_none=True)
             start = time.perf_counter()
             h = encoder(x)
             decoder(h[:, : h.shape[1] // 2]).abs().mean().backward()
             return time.perf_counter() - start
-        finally:
-            reuse_freed_memory(False)
 
     return step
 

@@ -30,8 +30,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,10 +39,9 @@ from torch.nn.utils import parametrize
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from report import machine, write_section  # noqa: E402
+from report import allocator, machine, write_section  # noqa: E402
 
 from data_tools.synth import GENRES  # noqa: E402
-from wavediff.allocator import reuse_freed_memory  # noqa: E402
 from wavediff.config import DISTILL_STEPS, AERecipe, DiffusionRecipe, DistillConfig, load_recipe  # noqa: E402
 from wavediff.generation.generate import generate  # noqa: E402
 from wavediff.generation.loops import STRETCH_CENTS, loop_conditions, loop_shape  # noqa: E402
@@ -70,16 +68,6 @@ def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm_up: b
         for name, call in calls.items():
             times[name].append(timed(call))
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-@contextmanager
-def allocator(reuse: bool) -> Iterator[None]:
-    """glibc's allocator with freed memory kept for reuse (as the `wavediff` command runs) or as it comes."""
-    reuse_freed_memory(reuse)
-    try:
-        yield
-    finally:
-        reuse_freed_memory(False)
 
 
 def with_allocator(reuse: bool, call: Callable[[], object]) -> Callable[[], object]:
@@ -204,8 +192,8 @@ def decode_costs(model: LoopDiffusion, repeats: int) -> dict[str, float]:
 
 
 def loop_costs(m: LoopDiffusion, repeats: int) -> dict[str, float]:
-    """Seconds for one loop through `generate` at the recipe's settings and at a 4-step student's,
-    with and without freed memory kept (interleaved, after a warm-up round of each)."""
+    """Seconds for one loop through `generate` at the recipe's settings and at each student step count's
+    (DISTILL_STEPS), with and without freed memory kept (interleaved, after a warm-up round of each)."""
     teacher = m.recipe.sampling
     students = [(f"student {n}", student_sampling(teacher, DistillConfig(steps=n))) for n in DISTILL_STEPS]
     calls = {}
@@ -222,8 +210,8 @@ def whole_loops_text(full: dict[str, float], demo: dict[str, float], step: dict[
     seconds = BARS * 4 * 60 / BPM
     before = full["steps"] * step["tiled"] + dec["default"]  # the path before issue 18, from its measured parts
     rows = []
+    students = [(f"student {n}", f"{n} steps, no guidance") for n in DISTILL_STEPS]
     for size, t in (("full size (loops-44k, ae-44k-stereo)", full), ("demo size (loops-tiny-cpu, ae-tiny-cpu)", demo)):
-        students = [(f"student {n}", f"{n} steps, no guidance") for n in DISTILL_STEPS]
         for name, label in [("teacher", f"{t['steps']:.0f} guided steps"), *students]:
             for alloc, alloc_label in (("system", "as it comes"), ("reuse", "freed memory reused")):
                 sec = t[f"{name} {alloc}"]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from wavediff.allocator import reuse_freed_memory
 from wavediff.io.files import atomic_write_bytes
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -21,6 +24,16 @@ def cpu_model() -> str:
 def machine() -> str:
     """The CPU, its cores and how busy it was: figures from a loaded machine are not comparable."""
     return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start"
+
+
+@contextmanager
+def allocator(reuse: bool) -> Iterator[None]:
+    """glibc's allocator with freed memory kept for reuse (as the `wavediff` command runs) or as it comes."""
+    reuse_freed_memory(reuse)
+    try:
+        yield
+    finally:
+        reuse_freed_memory(False)
 
 
 def write_section(title: str, text: str) -> Path:
