@@ -35,7 +35,7 @@ from report import machine, write_section  # noqa: E402
 from wavediff.allocator import reuse_freed_memory  # noqa: E402
 from wavediff.config import AERecipe, load_recipe  # noqa: E402
 from wavediff.evaluation.reconstruction import evaluate_autoencoder  # noqa: E402
-from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint  # noqa: E402
+from wavediff.models.checkpoint import latest_checkpoint, read_raw_config  # noqa: E402
 from wavediff.training.autoencoder import train_autoencoder  # noqa: E402
 
 # (model and its latent rate, MR-STFT, mel, SI-SDR dB): the figures issue 15 quotes
@@ -46,7 +46,7 @@ FIELD = (
 
 
 def step_of(checkpoint: Path) -> int:
-    return json.loads((checkpoint / CONFIG_FILE).read_text())["step"]
+    return read_raw_config(checkpoint)["step"]
 
 
 def trained(recipe: AERecipe, run: Path, progress: bool) -> tuple[Path, float]:
