@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from wavediff.config import ClassifierRecipe  # noqa: E402
 from wavediff.evaluation.report import format_report
 from wavediff.evaluation.suite import evaluate_model
 from wavediff.io.files import atomic_write_json
-from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint, resolve_checkpoint
+from wavediff.models.checkpoint import latest_checkpoint, read_raw_config, resolve_checkpoint
 from wavediff.training.classifier import train_classifier  # noqa: E402
 
 STEPS = (10, 25, 50, 100)
@@ -82,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started_on, started = machine(), time.perf_counter()
     ckpt = resolve_checkpoint(args.demo / "denoiser")
-    step = json.loads((ckpt / CONFIG_FILE).read_text())["step"]
+    step = read_raw_config(ckpt)["step"]
     shards, judge, out = args.demo / "shards", classifier_run(args.demo), args.demo / "eval"
     common = {"classifier": judge, "per_condition": 2}
 

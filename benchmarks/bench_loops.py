@@ -38,7 +38,7 @@ from data_tools.synth import GENRES  # noqa: E402
 from wavediff.evaluation.loops import loop_report
 from wavediff.generation.generate import generate
 from wavediff.io import audio
-from wavediff.models.checkpoint import CONFIG_FILE, resolve_checkpoint
+from wavediff.models.checkpoint import read_raw_config, resolve_checkpoint
 from wavediff.models.factory import load_denoiser
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = machine()
     ckpt = resolve_checkpoint(args.demo / "denoiser")
-    step = json.loads((ckpt / CONFIG_FILE).read_text())["step"]
+    step = read_raw_config(ckpt)["step"]
     model = load_denoiser(ckpt, "cpu")
     circular, made, wall = generated_loops(model, args.per_genre, args.bars, circular=True)
     cut, _, _ = generated_loops(model, args.per_genre, args.bars, circular=False)

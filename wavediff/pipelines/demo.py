@@ -27,7 +27,7 @@ from wavediff.generation.generate import generate
 from wavediff.generation.save import save_loops
 from wavediff.io.files import atomic_write_json
 from wavediff.latents.encode import encode_shards
-from wavediff.models.checkpoint import CONFIG_FILE, latest_checkpoint, weights_hash
+from wavediff.models.checkpoint import latest_checkpoint, read_raw_config, weights_hash
 from wavediff.models.factory import load_denoiser
 from wavediff.shards.format import MANIFEST_NAME, read_manifest
 from wavediff.training.autoencoder import train_autoencoder
@@ -107,7 +107,7 @@ def make_demo_shards(
 def _trained(run: Path, steps: int) -> Path | None:
     """The run's last checkpoint if it has reached `steps`."""
     last = latest_checkpoint(run)
-    if last is not None and json.loads((last / CONFIG_FILE).read_text())["step"] >= steps:
+    if last is not None and read_raw_config(last)["step"] >= steps:
         return last
     return None
 
