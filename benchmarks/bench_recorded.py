@@ -6,7 +6,9 @@
 Reads a finished demo on the recorded-sample pack (data_tools.sample_pack: hydrogen-drumkits
 sequenced, fluidsynth bass and chords, sonic-pi loops; labels true by construction) and reports:
 
-- stages: the minutes each took, from the clock stamped on the demo log's stage headings;
+- stages: the minutes each took, from the clock stamped on the demo log's stage headings, and for
+  the two trainings their steps and pace from their own event logs (a demo stopped and resumed
+  leaves pauses in its log's clock that its trainings' paces leave out);
 - the autoencoder on the held-out (val) loops: MR-STFT, mel, SI-SDR (DEMO/ae-eval.json);
 - the demo's eval table (DEMO/eval/report.json): tempo by our estimator and by librosa's beat
   tracker, seam, genre by the demo's classifier, diversity, Fréchet distances;
@@ -36,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from report import machine, write_section  # noqa: E402
+from report import machine, training_pace, write_section  # noqa: E402
 
 from wavediff.evaluation.clips import Clip, from_metadata  # noqa: E402
 from wavediff.evaluation.keys import key_report  # noqa: E402
@@ -61,7 +63,10 @@ def stage_minutes(log: Path) -> list[tuple[str, float]]:
         if m := STAGE.match(line.strip()):
             h, mi, s, title = m.groups()
             stamps.append((int(h) * 3600 + int(mi) * 60 + int(s), title))
-    return [(title, ((later - at) % 86400) / 60) for (at, title), (later, _) in zip(stamps, stamps[1:])]
+    minutes: dict[str, float] = {}  # a resumed demo repeats its headings: their times add up
+    for (at, title), (later, _) in zip(stamps, stamps[1:]):
+        minutes[title] = minutes.get(title, 0.0) + ((later - at) % 86400) / 60
+    return list(minutes.items())
 
 
 def pack_loops(shards: Path) -> list[tuple[Clip, int | None]]:
@@ -146,8 +151,13 @@ def main() -> None:
     )
     ae = json.loads((demo / "ae-eval.json").read_text())
     report = json.loads((demo / "eval" / "report.json").read_text())
-    stages = stage_minutes(args.log) if args.log else []
+    stages = [(t, m) for t, m in (stage_minutes(args.log) if args.log else []) if not t.startswith("training the")]
     stage_rows = "\n".join(f"| {title} | {minutes:.1f} |" for title, minutes in stages)
+    training_rows = "\n".join(
+        f"| {what} (DEMO/{run}) | {steps} | {pace:.2f} | {steps * pace / 60:.0f} |"
+        for what, run in (("autoencoder", "ae"), ("denoiser", "denoiser"))
+        for steps, pace in [training_pace(demo / run)]
+    )
     n = len(with_key)
     text = f"""## Recorded sounds ({quality})
 
@@ -155,7 +165,14 @@ def main() -> None:
 then `python benchmarks/bench_recorded.py --demo DEMO --log DEMO.log --per-cell {args.per_cell}`
 ({model.sample_rate} Hz, {model.autoencoder.cfg.channels} channel(s); the pack: data_tools.sample_pack, labels true by construction).
 
-Stages (minutes, from the demo log's clock; the closing evaluation is not timed there):
+Trainings (from their event logs: the median seconds a step took between logged steps, the loader
+included; the median leaves out pauses, evaluations and checkpoint writes):
+
+| training | steps | s/step | minutes at that pace |
+| --- | --- | --- | --- |
+{training_rows}
+
+Other stages (minutes, from the demo log's clock; the closing evaluation is not timed there):
 
 | stage | minutes |
 | --- | --- |

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wavediff.allocator import reuse_freed_memory
 from wavediff.io.files import atomic_write_bytes
@@ -34,6 +37,23 @@ def allocator(reuse: bool) -> Iterator[None]:
         yield
     finally:
         reuse_freed_memory(False)
+
+
+def training_pace(run: Path) -> tuple[int, float]:
+    """(last step, median seconds a step) of a run, from the wall times of its logged steps: the median
+    leaves out what a run stopped, paused or resumed hours later spent not training."""
+    points = []
+    for events in sorted((run / "logs").glob("events.out.tfevents.*")):
+        points += EventAccumulator(str(events)).Reload().Scalars("perf/audio_seconds_per_second")
+    points.sort(key=lambda e: e.wall_time)
+    paces = [
+        (after.wall_time - before.wall_time) / (after.step - before.step)
+        for before, after in zip(points, points[1:])
+        if after.step > before.step
+    ]
+    if not paces:
+        raise ValueError(f"{run}: its event logs hold no two consecutive training steps")
+    return max(e.step for e in points), statistics.median(paces)
 
 
 def write_section(title: str, text: str) -> Path:
