@@ -100,6 +100,27 @@ def key_cells(report: dict) -> str:
     )
 
 
+def generated_keys(model, pack: list[Clip], per_cell: int, settings) -> tuple[dict, dict]:
+    """Key reports of loops generated per genre and pitched role, asked for the next key of a seeded
+    cycle of the 24, and of the same conditions without the key (scored against the same keys)."""
+    keys = np.random.default_rng(0).permutation(len(KEYS))
+    with_key, without_key, i = [], [], 0
+    for genre in model.conditioner.genres:
+        for role in PITCHED:
+            pool = [c for c in pack if c.genre == genre and c.role == role] or [c for c in pack if c.role == role]
+            for k in range(per_cell):
+                bpm, bars = pool[k % len(pool)].bpm, pool[k % len(pool)].bars
+                key = KEYS[keys[i % len(KEYS)]]
+                i += 1
+                common = {"genre": genre, "role": role, "bpm": bpm, "bars": bars, "seed": i, "settings": settings}
+                keyed, _ = generate(model, key=key, **common)
+                bare, _ = generate(model, **common)
+                with_key.append((KEYS.index(key), keyed[0], model.sample_rate))
+                without_key.append((KEYS.index(key), bare[0], model.sample_rate))
+                print(genre, role, bpm, key, flush=True)
+    return key_report(with_key), key_report(without_key)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--demo", type=Path, required=True)
@@ -121,34 +142,22 @@ def main() -> None:
     through_ae = key_report([(k, reconstructed(model, wav), sr) for k, wav, sr in keyed])
     print("pack", ceiling["exact"], "through the autoencoder", through_ae["exact"], flush=True)
 
-    keys = np.random.default_rng(0).permutation(len(KEYS))
-    with_key, without_key, i = [], [], 0
-    for genre in model.conditioner.genres:
-        for role in PITCHED:
-            pool = [c for c in pack if c.genre == genre and c.role == role] or [c for c in pack if c.role == role]
-            for k in range(args.per_cell):
-                bpm, bars = pool[k % len(pool)].bpm, pool[k % len(pool)].bars
-                key = KEYS[keys[i % len(KEYS)]]
-                i += 1
-                common = {"genre": genre, "role": role, "bpm": bpm, "bars": bars, "seed": i, "settings": settings}
-                keyed, _ = generate(model, key=key, **common)
-                bare, _ = generate(model, **common)
-                with_key.append((KEYS.index(key), keyed[0], model.sample_rate))
-                without_key.append((KEYS.index(key), bare[0], model.sample_rate))
-                print(genre, role, bpm, key, flush=True)
-    asked, unasked = key_report(with_key), key_report(without_key)
-
-    reference = [c for c, _ in loops]
-    adherence = prompt_adherence(
-        model,
-        load_classifier(demo / "classifier"),
-        reference,
-        model.conditioner.genres,
-        args.per_cell,
-        settings,
-        10_000,
-        load_classifier(demo / "role-classifier"),
-    )
+    cfg = model.conditioner.cfg
+    asked = unasked = None
+    if cfg.key:
+        asked, unasked = generated_keys(model, pack, args.per_cell, settings)
+    adherence = None
+    if cfg.text:
+        adherence = prompt_adherence(
+            model,
+            load_classifier(demo / "classifier"),
+            [c for c, _ in loops],
+            model.conditioner.genres,
+            args.per_cell,
+            settings,
+            10_000,
+            load_classifier(demo / "role-classifier"),
+        )
     ae = json.loads((demo / "ae-eval.json").read_text())
     report = json.loads((demo / "eval" / "report.json").read_text())
     stages = [(t, m) for t, m in (stage_minutes(args.log) if args.log else []) if not t.startswith("training the")]
@@ -158,7 +167,37 @@ def main() -> None:
         for what, run in (("autoencoder", "ae"), ("denoiser", "denoiser"))
         for steps, pace in [training_pace(demo / run)]
     )
-    n = len(with_key)
+    if asked is None:
+        generated_rows = "| generated | — (this denoiser has no key conditioning) | |"
+    else:
+        generated_rows = (
+            f"| generated with `--key` | {key_cells(asked)} |\n"
+            f"| generated without `--key` (scored against the same asked keys; chance {pct(asked['chance'])}) "
+            f"| {key_cells(unasked)} |"
+        )
+    asking = (
+        ""
+        if asked is None
+        else f"{asked['loops']} bass and melodic loops ({args.per_cell} per genre and role, the pack's tempos and "
+        f"lengths, {args.sampler_steps} steps), each asked for the next key of a seeded cycle of the 24; "
+    )
+    key_text = f"""Key: {asking}shares exact / tonic / heard
+as the relative key, by our judge | by the independent one (librosa CENS chroma, Temperley profiles):
+
+| loops | ours: exact / tonic / relative | independent: exact / tonic / relative |
+| --- | --- | --- |
+| the pack's own bass and melodic loops ({ceiling["loops"]}, their labelled keys) | {key_cells(ceiling)} |
+| the same through the autoencoder | {key_cells(through_ae)} |
+{generated_rows}
+"""
+    prompt_text = (
+        "Prompt adherence: — (this denoiser has no text conditioning).\n"
+        if adherence is None
+        else f"""Prompt adherence, loops from "<genre> <role> loop" alone ({adherence["loops"]} loops), judged by the demo's
+genre and role classifiers: genre {pct(adherence["genre"])}, role {pct(adherence.get("role"))},
+both {pct(adherence.get("genre_and_role"))}.
+"""
+    )
     text = f"""## Recorded sounds ({quality})
 
 {datetime.date.today().isoformat()}, {machine()}. `wavediff demo --pack samples{" --quality 44k" if quality == "44k" else ""} --out DEMO`,
@@ -187,21 +226,8 @@ The demo's eval table ({report["overall"]["clips"]["generated"]} loops against t
 {format_report(report)}
 ```
 
-Key: {n} bass and melodic loops ({args.per_cell} per genre and role, the pack's tempos and lengths,
-{args.sampler_steps} steps), each asked for the next key of a seeded cycle of the 24; shares exact / tonic / heard
-as the relative key, by our judge | by the independent one (librosa CENS chroma, Temperley profiles):
-
-| loops | ours: exact / tonic / relative | independent: exact / tonic / relative |
-| --- | --- | --- |
-| the pack's own bass and melodic loops ({ceiling["loops"]}, their labelled keys) | {key_cells(ceiling)} |
-| the same through the autoencoder | {key_cells(through_ae)} |
-| generated with `--key` | {key_cells(asked)} |
-| generated without `--key` (scored against the same asked keys; chance {pct(asked["chance"])}) | {key_cells(unasked)} |
-
-Prompt adherence, loops from "<genre> <role> loop" alone ({adherence["loops"]} loops), judged by the demo's
-genre and role classifiers: genre {pct(adherence["genre"])}, role {pct(adherence.get("role"))},
-both {pct(adherence.get("genre_and_role"))}.
-"""
+{key_text}
+{prompt_text}"""
     print(text)
     write_section(f"Recorded sounds ({quality})", text)
 
