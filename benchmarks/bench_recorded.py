@@ -1,7 +1,7 @@
 """Recorded sounds end to end: what `wavediff demo --pack samples` reaches, judged by ours and by librosa.
 
     wavediff demo --pack samples [--quality 44k] --out DEMO > DEMO.log
-    .venv/bin/python benchmarks/bench_recorded.py --demo DEMO --log DEMO.log [--per-cell 2]
+    .venv/bin/python benchmarks/bench_recorded.py --demo DEMO --log DEMO.log [--per-cell 2] [--report REPORT]
 
 Reads a finished demo on the recorded-sample pack (data_tools.sample_pack: hydrogen-drumkits
 sequenced, fluidsynth bass and chords, sonic-pi loops; labels true by construction) and reports:
@@ -10,8 +10,9 @@ sequenced, fluidsynth bass and chords, sonic-pi loops; labels true by constructi
   the two trainings their steps and pace from their own event logs (a demo stopped and resumed
   leaves pauses in its log's clock that its trainings' paces leave out);
 - the autoencoder on the held-out (val) loops: MR-STFT, mel, SI-SDR (DEMO/ae-eval.json);
-- the demo's eval table (DEMO/eval/report.json): tempo by our estimator and by librosa's beat
-  tracker, seam, genre by the demo's classifier, diversity, Fréchet distances;
+- the demo's eval table (DEMO/eval/report.json, or `--report` from a larger `wavediff eval`): tempo
+  by our estimator and by librosa's beat tracker, seam, genre by the demo's classifier, diversity,
+  Fréchet distances;
 - key (issue 16): per genre, bass and melodic loops asked for a key from a seeded cycle of the
   24 (`--role`, `--key`, the pack's tempos and lengths), judged by our chroma judge and by the
   independent one (librosa CENS chroma, Temperley profiles); the same conditions without `--key`
@@ -127,6 +128,11 @@ def main() -> None:
     p.add_argument("--log", type=Path, help="the demo's stdout, for its stages' times")
     p.add_argument("--per-cell", type=int, default=2, help="loops per genre and pitched role")
     p.add_argument("--sampler-steps", type=int, default=25)
+    p.add_argument(
+        "--report",
+        type=Path,
+        help="an eval report of the demo's denoiser (wavediff eval --out); default DEMO/eval/report.json",
+    )
     args = p.parse_args()
     demo = args.demo
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -159,7 +165,14 @@ def main() -> None:
             load_classifier(demo / "role-classifier"),
         )
     ae = json.loads((demo / "ae-eval.json").read_text())
-    report = json.loads((demo / "eval" / "report.json").read_text())
+    report = json.loads((args.report or demo / "eval" / "report.json").read_text())
+    eval_command = (
+        f"`wavediff eval DEMO/denoiser --ref DEMO/shards --n {report['overall']['clips']['generated']} "
+        f"--steps {report['settings']['steps']} --classifier DEMO/classifier --role-classifier DEMO/role-classifier "
+        "--out REPORT`, then "
+        if args.report
+        else ""
+    )
     stages = [(t, m) for t, m in (stage_minutes(args.log) if args.log else []) if not t.startswith("training the")]
     stage_rows = "\n".join(f"| {title} | {minutes:.1f} |" for title, minutes in stages)
     training_rows = "\n".join(
@@ -201,7 +214,7 @@ both {pct(adherence.get("genre_and_role"))}.
     text = f"""## Recorded sounds ({quality})
 
 {datetime.date.today().isoformat()}, {machine()}. `wavediff demo --pack samples{" --quality 44k" if quality == "44k" else ""} --out DEMO`,
-then `python benchmarks/bench_recorded.py --demo DEMO --log DEMO.log --per-cell {args.per_cell}`
+then {eval_command}`python benchmarks/bench_recorded.py --demo DEMO --log DEMO.log --per-cell {args.per_cell}{" --report REPORT" if args.report else ""}`
 ({model.sample_rate} Hz, {model.autoencoder.cfg.channels} channel(s); the pack: data_tools.sample_pack, labels true by construction).
 
 Trainings (from their event logs: the median seconds a step took between logged steps, the loader
