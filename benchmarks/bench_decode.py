@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_loop_speed import BARS, BPM, fused_decoder, model, timed  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import allocator, machine, write_section  # noqa: E402
 
 from wavediff.config import PreviewConfig  # noqa: E402
 from wavediff.generation.loops import loop_shape  # noqa: E402
@@ -149,7 +149,8 @@ def main() -> None:
     torch.manual_seed(0)
     latent = torch.randn(1, m.data_channels, shape.frames)
     calls, notes = settings(m, latent, not args.no_compile, divisor)
-    medians, every, diffs = rounds(calls, 1 if args.quick else args.rounds)
+    with allocator(True):  # freed memory kept for reuse, as every `wavediff` command runs
+        medians, every, diffs = rounds(calls, 1 if args.quick else args.rounds)
     end_load = uptime()
     base = next(iter(medians.values()))
     seconds = shape.samples / m.sample_rate
@@ -170,8 +171,8 @@ def main() -> None:
     text = f"""## Decoding
 
 `python benchmarks/bench_decode.py{" --quick" if args.quick else ""}` — {header}.
-`uptime` before: `{start_load}`; after: `{end_load}`. The machine was shared with other jobs, so absolute
-times are noisy; the rows ran interleaved in one process ({len(next(iter(every.values())))} rounds, no untimed
+`uptime` before: `{start_load}`; after: `{end_load}`. glibc keeps freed memory for reuse, as every `wavediff`
+command has it (wavediff.allocator). Absolute times move with the machine's load; the rows ran interleaved in one process ({len(next(iter(every.values())))} rounds, no untimed
 one, so the first round carries first-call costs; the median is shown), so their ratios are the comparable figures.
 
 The 4-bar 128 BPM loop ({seconds:.2f} s, 44.1 kHz stereo, {shape.frames} latent frames decoded with
