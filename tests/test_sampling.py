@@ -25,7 +25,15 @@ from wavediff.config import (
 )
 from wavediff.errors import UserError
 from wavediff.evaluation.loops import seam_jump
-from wavediff.generation.generate import INPAINT_FADE_SECONDS, generate, inpaint, interpolate, slerp, vary
+from wavediff.generation.generate import (
+    INPAINT_FADE_SECONDS,
+    generate,
+    inpaint,
+    interpolate,
+    sample_loops,
+    slerp,
+    vary,
+)
 from wavediff.generation.loops import clip_shape, to_audio, to_model_space
 from wavediff.generation.samplers import SAMPLERS, SCHEDULES, Denoiser, run_sampler, seeded_noise
 from wavediff.io.audio import conform, loop_samples
@@ -113,6 +121,15 @@ def test_a_loop_depends_only_on_its_seed(latent_model, sampler):
     again, _ = generate(latent_model, n=1, seed=5, **kw)
     assert torch.equal(again[0], generate(latent_model, n=1, seed=5, **kw)[0][0])
     assert (batch[0] - batch[1]).abs().mean() > 0.1 * batch[0].abs().mean()
+
+
+def test_sample_loops_are_generates_loops_before_decoding(latent_model):
+    kw = {"genre": "techno", "bpm": 240, "bars": 1, "n": 2, "seed": 3, "settings": settings(latent_model)}
+    made = sample_loops(latent_model, **kw)
+    audio, info = generate(latent_model, **kw)
+    assert made.latent.shape == (2, latent_model.data_channels, info["frames"])
+    assert made.model_evaluations == info["model_evaluations"] and made.circular == info["circular"]
+    torch.testing.assert_close(to_audio(latent_model, made.latent, made.shape).float(), audio, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -111,6 +111,54 @@ def _check_count(name: str, value: int, least: int) -> None:
         raise UserError(f"{name} must be at least {least}, got {value}")
 
 
+@dataclass(frozen=True)
+class SampledLoops:
+    """What the sampler made for `generate`, before decoding: the latent frames and how they were made."""
+
+    latent: Tensor  # (n, latent channels, frames) in the model's data space
+    shape: LoopShape
+    settings: SamplingConfig
+    circular: bool
+    prompt_read: str | None  # the prompt as the model read it (structured controls win), None without one
+    negative: str | None
+    model_evaluations: int
+
+
+def sample_loops(
+    model: LoopDiffusion,
+    *,
+    genre: str | None,
+    bpm: float,
+    bars: int,
+    n: int = 1,
+    seed: int = 0,
+    settings: SamplingConfig | None = None,
+    circular: bool | None = None,
+    progress: bool = False,
+    role: str | None = None,
+    key: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+) -> SampledLoops:
+    """generate's loops as the sampler leaves them, undecoded: what a study of the denoiser alone
+    (its latents against the data's) needs. The arguments are generate's."""
+    settings = _settings(model, settings, bpm=bpm)
+    _check_count("n", n, 1)
+    circular = _circular(model, circular)
+    shape = loop_shape(model, bpm, bars, circular)
+    _check_fits(model, shape, n, settings, shape.samples / bars, prompt is not None or negative_prompt is not None)
+    device = model_device(model)
+    seeds = [seed + i for i in range(n)]
+    text = prompt_for(model, prompt, genre=genre, bpm=bpm, key=key, role=role)
+    negative = prompt_for(model, negative_prompt, name="negative prompt")
+    cond = loop_conditions(model, genre, bpm, bars, n, device, role, key, text)
+    sigmas = sigmas_for(model, settings, device)
+    x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
+    denoiser = _denoiser(model, cond, settings, circular, negative)
+    latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
+    return SampledLoops(latent, shape, settings, circular, text, negative, denoiser.calls)
+
+
 def generate(
     model: LoopDiffusion,
     *,
@@ -135,42 +183,44 @@ def generate(
     `circular` defaults to the model's padding setting (seamless loops for a circular model).
     `preview`: decode with this preview decoder (factory.load_preview) instead of the full one.
     """
-    settings = _settings(model, settings, bpm=bpm)
-    _check_count("n", n, 1)
-    circular = _circular(model, circular)
-    shape = loop_shape(model, bpm, bars, circular)
-    _check_fits(model, shape, n, settings, shape.samples / bars, prompt is not None or negative_prompt is not None)
-    device = model_device(model)
-    seeds = [seed + i for i in range(n)]
-    text = prompt_for(model, prompt, genre=genre, bpm=bpm, key=key, role=role)
-    negative = prompt_for(model, negative_prompt, name="negative prompt")
-    cond = loop_conditions(model, genre, bpm, bars, n, device, role, key, text)
-    sigmas = sigmas_for(model, settings, device)
-    x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
-    denoiser = _denoiser(model, cond, settings, circular, negative)
-    latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
-    audio = _decoded(model, latent, shape, settings, preview)
+    made = sample_loops(
+        model,
+        genre=genre,
+        bpm=bpm,
+        bars=bars,
+        n=n,
+        seed=seed,
+        settings=settings,
+        circular=circular,
+        progress=progress,
+        role=role,
+        key=key,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+    )
+    shape, settings = made.shape, made.settings
+    audio = _decoded(model, made.latent, shape, settings, preview)
     info = {
         "genre": genre,
         "bpm": bpm,
         "bars": bars,
         "beats_per_bar": model.recipe.conditioning.beats_per_bar,
-        "seeds": seeds,
+        "seeds": [seed + i for i in range(n)],
         "steps": settings.steps,
         "sampler": settings.sampler,
         "schedule": settings.schedule,
         "rho": settings.rho,
         "cfg_scale": settings.cfg_scale,
-        "circular": circular,
+        "circular": made.circular,
         "samples": shape.samples,
         "seconds": shape.samples / model.sample_rate,
         "sample_rate": model.sample_rate,
         "frames": shape.frames,
         "stretch_cents": round(shape.stretch_cents, 3),
-        "model_evaluations": denoiser.calls,
+        "model_evaluations": made.model_evaluations,
         **({"role": role} if role is not None else {}),
         **_key_info(key),
-        **_prompt_info(prompt, text, negative, settings),
+        **_prompt_info(prompt, made.prompt_read, made.negative, settings),
         **({"preview": True} if preview is not None else {}),
     }
     return audio, info
