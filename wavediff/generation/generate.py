@@ -116,6 +116,7 @@ class SampledLoops:
     """What the sampler made for `generate`, before decoding: the latent frames and how they were made."""
 
     latent: Tensor  # (n, latent channels, frames) in the model's data space
+    seeds: list[int]  # item i's: seed + i
     shape: LoopShape
     settings: SamplingConfig
     circular: bool
@@ -156,7 +157,7 @@ def sample_loops(
     x = seeded_noise((model.data_channels, shape.frames), seeds, device) * sigmas[0]
     denoiser = _denoiser(model, cond, settings, circular, negative)
     latent = run_sampler(denoiser, x, sigmas, settings, seeds, progress)
-    return SampledLoops(latent, shape, settings, circular, text, negative, denoiser.calls)
+    return SampledLoops(latent, seeds, shape, settings, circular, text, negative, denoiser.calls)
 
 
 def generate(
@@ -205,7 +206,7 @@ def generate(
         "bpm": bpm,
         "bars": bars,
         "beats_per_bar": model.recipe.conditioning.beats_per_bar,
-        "seeds": [seed + i for i in range(n)],
+        "seeds": made.seeds,
         "steps": settings.steps,
         "sampler": settings.sampler,
         "schedule": settings.schedule,
