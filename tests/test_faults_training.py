@@ -84,9 +84,10 @@ def test_a_run_killed_at_any_rename_or_fsync_of_a_save_loses_nothing(tmp_path: P
     assert done.returncode == 0, done.stderr
     pid = re.search(r"^(\d+)$", done.stdout, flags=re.MULTILINE).group(1)  # the child's first line
     traced_log = log.read_text()
-    calls = re.findall(rf"^{pid} ({'|'.join(SYSCALLS)})\(", traced_log, flags=re.MULTILINE)
+    # strace pads the pid column to 5 characters: a 4-digit pid (a fresh container) is followed by 2 spaces
+    calls = re.findall(rf"^{pid} +({'|'.join(SYSCALLS)})\(", traced_log, flags=re.MULTILINE)
     points = [(name, calls[: i + 1].count(name)) for i, name in enumerate(calls)]
-    seen = f"pid {pid}; stdout {done.stdout[:300]!r}; strace log {traced_log[:600]!r}"  # if it ever fails again
+    seen = f"pid {pid}; stdout {done.stdout[:300]!r}; strace log {traced_log[:600]!r}"
     assert sum(name.startswith("rename") for name, _ in points) >= 3, seen  # staging folder, config, latest
     reference = load_file(str(counted / "checkpoints" / "step-000002" / "accelerate" / "model.safetensors"))
 
