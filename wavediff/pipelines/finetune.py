@@ -33,7 +33,7 @@ from wavediff.io.files import atomic_write_json
 from wavediff.latents.encode import AudioVariant, encode_shards
 from wavediff.models.checkpoint import (
     latest_checkpoint,
-    load_checkpoint,
+    read_config,
     resolve_checkpoint,
     save_checkpoint,
     weights_hash,
@@ -191,9 +191,10 @@ def finetune(
         raise ConfigError(f"finetune.val_fraction must be in [0, 1), got {settings.val_fraction}")
 
     base = resolve_checkpoint(base_ckpt)
-    config, state = load_checkpoint(base, "diffusion")
+    config = read_config(base, "diffusion")
     model = load_denoiser(base, "cpu")  # a base whose weights do not fit its config fails here, naming the keys
-    data_path, ae = prepare_data(base, config, state, pack, run_dir, ft, progress)
+    # its weights as loaded (strictly: the file's, read once), for the embedded autoencoder's export
+    data_path, ae = prepare_data(base, config, model.state_dict(), pack, run_dir, ft, progress)
     base_recipe = model.recipe
     known = base_recipe.conditioning.genres
     name = None
