@@ -86,6 +86,7 @@ def main() -> None:
             for i, g in enumerate(model.conditioner.genres)
         ]
     )
+    made = model.from_model(made)  # the shards' scale, where the data's statistics are
     table, summary = rows(data_mean, data_std, data_rough, made)
     text = f"""## Latent statistics ({args.demo.name})
 

@@ -116,6 +116,37 @@ def test_data_is_normalized_by_sigma_data():
     torch.testing.assert_close(m.decode(torch.ones(1, 4, 8)), torch.full((1, 4, 8), 0.5))  # a waveform model
 
 
+MEAN, STD = [0.0, 1.2, -0.5, 0.1], [0.7, 3.0, 1.0, 2.5]
+
+
+def test_channel_normalization_centres_and_scales_each_channel():
+    m = model(normalize="channel", channel_mean=MEAN, channel_std=STD, sigma_data=1.0)
+    data = torch.randn(8, 4, 500) * torch.tensor(STD)[:, None] + torch.tensor(MEAN)[:, None]
+    x = m.to_model(data)
+    assert x.mean(dim=(0, 2)).abs().max() < 0.05 and (x.std(dim=(0, 2)) - 1).abs().max() < 0.05
+    torch.testing.assert_close(m.from_model(x), data)
+    torch.testing.assert_close(m.decode(torch.zeros(1, 4, 3)), torch.tensor(MEAN)[None, :, None].expand(1, 4, 3))
+    with pytest.raises(ConfigError, match="channel_mean/channel_std must be resolved"):
+        model(normalize="channel", channel_mean=MEAN[:2], channel_std=STD[:2])
+
+
+def test_the_padding_reaches_the_network_as_zero_in_the_models_space():
+    """A shifted channel's zero padding is −mean/std in the model's space: it would feed the network a
+    step the data never has. It is set back to zero, so what pads a window does not matter."""
+    m = model(normalize="channel", channel_mean=MEAN, channel_std=STD, sigma_data=1.0)
+    for p in m.unet.parameters():  # a network whose output depends on its whole input
+        p.data.add_(torch.randn_like(p) * 0.05)
+    data, frames = torch.randn(2, 4, 24), torch.tensor([16, 16])
+    padded = [data.clone(), data.clone()]
+    padded[0][..., 16:] = 0.0
+    padded[1][..., 16:] = torch.tensor(MEAN)[:, None]
+    losses = []
+    for x in padded:
+        torch.manual_seed(1)
+        losses.append(m(x, conds(), frames))
+    torch.testing.assert_close(losses[0], losses[1])
+
+
 def test_loop_decoding_with_a_non_circular_decoder_matches_an_endless_loop():
     torch.manual_seed(0)
     ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[2, 4], latent_dim=4))

@@ -51,6 +51,30 @@ def test_waveform_model_measures_its_sigma_data(latent_pack):
     assert 0.01 < resolved.diffusion.sigma_data < 1.0
 
 
+def test_channel_normalization_takes_each_channels_statistics_from_the_shards(latent_pack, tmp_path):
+    resolved = resolve(tiny(latent_pack, 'diffusion.normalize="channel"'))[0].diffusion
+    stats = read_manifest(latent_pack["latents"], "latent").stats
+    assert resolved.sigma_data == 1.0
+    assert resolved.channel_mean == pytest.approx(stats.mean, abs=1e-6)
+    assert resolved.channel_std == pytest.approx(stats.std, abs=1e-6)
+    # the checkpoint carries them: a loaded model maps the shards' latents as training did
+    train_diffusion(tiny(latent_pack, 'diffusion.normalize="channel"'), tmp_path / "run", max_steps=1, progress=False)
+    model = load_denoiser(tmp_path / "run", "cpu")
+    torch.testing.assert_close(model.from_model(torch.zeros(1, 4, 1))[0, :, 0], torch.tensor(stats.mean))
+    audio, _ = generate(model, genre="techno", bpm=140, bars=1, seed=3)
+    assert torch.isfinite(audio).all()
+
+
+def test_channel_normalization_is_refused_where_it_cannot_work(latent_pack):
+    audio = [f'data.path="{latent_pack["audio"]}"', 'autoencoder=""', 'diffusion.normalize="channel"']
+    with pytest.raises(ConfigError, match="needs latent shards"):
+        resolve(load_recipe("loops-tiny-cpu", DiffusionRecipe, [*audio, *TINY]))
+    with pytest.raises(ConfigError, match="need 4 values each"):
+        resolve(tiny(latent_pack, 'diffusion.normalize="channel"', "diffusion.channel_mean=[0.0]"))
+    with pytest.raises(ConfigError, match="channel_std must be positive"):
+        resolve(tiny(latent_pack, 'diffusion.normalize="channel"', "diffusion.channel_std=[1.0, 0.0, 1.0, 1.0]"))
+
+
 def test_wrong_inputs_are_refused_before_training(latent_pack, tmp_path):
     with pytest.raises(ConfigError, match="8000 Hz but sample_rate is 16000"):
         resolve(tiny(latent_pack, "sample_rate=16000"))

@@ -164,6 +164,13 @@ class DiffusionConfig:
 
     objective: Literal["karras", "v"] = "karras"  # Karras preconditioning, or a v-diffusion model
     sigma_data: float = 0.0  # 0: the latent shards' measured std (RMS of a few clips for waveforms)
+    # How data reaches the model. "global": divided by sigma_data. "channel" (latent models): each
+    # channel less its mean, over its own std, from the latent shards' statistics; for latents whose
+    # channels differ in scale or carry an offset (ae-44k-cpu's: std 0.7–3.05, three channels at mean
+    # 1.1–1.2), which one sigma_data leaves wide or off-centre in the model's space. sigma_data is then 1.
+    normalize: Literal["global", "channel"] = "global"
+    channel_mean: list[float] = field(default_factory=list)  # "channel": per latent channel; [] = from the shards
+    channel_std: list[float] = field(default_factory=list)
     sigma_sampling: Literal["log-normal", "log-uniform", "v-diffusion"] = "log-normal"
     sigma_mean: float = -0.5  # log-normal: mean of ln σ
     sigma_std: float = 1.2  # log-normal: std of ln σ

@@ -115,7 +115,7 @@ def _check_count(name: str, value: int, least: int) -> None:
 class SampledLoops:
     """What the sampler made for `generate`, before decoding: the latent frames and how they were made."""
 
-    latent: Tensor  # (n, latent channels, frames) in the model's data space
+    latent: Tensor  # (n, latent channels, frames) in the model's space (model.from_model: the shards')
     seeds: list[int]  # item i's: seed + i
     shape: LoopShape
     settings: SamplingConfig

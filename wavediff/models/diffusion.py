@@ -5,8 +5,9 @@ supply c_skip, c_out, c_in and the loss weighting, so every k-diffusion sampler 
 either kind through the same `denoise(x, σ)` call. The network sees c_noise = ln σ / 4
 (Karras) or t = atan σ · 2/π (v), the inputs its objective was trained with.
 
-The model works on data divided by `sigma_data` (measured from the training latents), so
-the preconditioners run with σ_data = 1 and noise levels in the recipe are in units of the
+The model works on data divided by `sigma_data` (measured from the training latents), or
+with `diffusion.normalize = "channel"` on each latent channel less its mean over its own std,
+so the preconditioners run with σ_data = 1 and noise levels in the recipe are in units of the
 data's standard deviation: a recipe's noise settings carry over between autoencoders.
 
 The autoencoder rides along, frozen: a checkpoint is then enough to turn noise into audio.
@@ -54,13 +55,21 @@ class LoopDiffusion(nn.Module):
         if bool(recipe.autoencoder) != (autoencoder is not None):
             raise ConfigError("recipe.autoencoder and the autoencoder given must both be set or both be empty")
         self.recipe = recipe
-        self.sigma_data = diffusion.sigma_data
-        self.autoencoder = autoencoder.eval().requires_grad_(False) if autoencoder is not None else None
         self.data_channels = recipe.channels
         if autoencoder is not None and autoencoder.latent_dim != recipe.channels:
             raise ConfigError(f"channels is {recipe.channels} but the autoencoder makes {autoencoder.latent_dim}")
         if recipe.channels < 1:
             raise ConfigError("channels must be resolved (positive) before the model is built")
+        self.sigma_data = diffusion.sigma_data
+        shift, scale = torch.zeros(recipe.channels), torch.full((recipe.channels,), diffusion.sigma_data)
+        if diffusion.normalize == "channel":
+            if len(diffusion.channel_mean) != recipe.channels or len(diffusion.channel_std) != recipe.channels:
+                raise ConfigError("diffusion.channel_mean/channel_std must be resolved (one per channel) first")
+            shift, scale = torch.tensor(diffusion.channel_mean), torch.tensor(diffusion.channel_std)
+        # model space = (data − shift) / scale, per channel; not in the state dict: the recipe holds them
+        self.register_buffer("shift", shift[:, None], persistent=False)
+        self.register_buffer("scale", scale[:, None], persistent=False)
+        self.autoencoder = autoencoder.eval().requires_grad_(False) if autoencoder is not None else None
         cond = recipe.conditioning
         if cond.text and not recipe.model.cross_attention:
             raise ConfigError(
@@ -106,7 +115,11 @@ class LoopDiffusion(nn.Module):
 
     def to_model(self, data: Tensor) -> Tensor:
         """Latents (or waveforms) as stored in shards → the normalized space the model diffuses in."""
-        return data / self.sigma_data
+        return (data - self.shift) / self.scale
+
+    def from_model(self, x: Tensor) -> Tensor:
+        """The model's space → latents (or waveforms) as stored in shards: to_model's inverse."""
+        return x * self.scale + self.shift
 
     @torch.no_grad()
     def encode(self, audio: Tensor, loop: bool = False) -> Tensor:
@@ -137,7 +150,7 @@ class LoopDiffusion(nn.Module):
         `decoder`: another decoder of the autoencoder's latents in its place (a preview decoder,
         models.preview), decoded the same way.
         """
-        z = x * self.sigma_data
+        z = self.from_model(x)
         if self.autoencoder is None:
             return z if samples is None else z[..., :samples]
         decoder = decoder or self.autoencoder
@@ -259,6 +272,8 @@ class LoopDiffusion(nn.Module):
             error = ((self.denoise(data, sigma, cond, None, circular).float() - target.float()) / c_out).pow(2)
         else:
             x0 = self.to_model(data)
+            if frames is not None:  # the padding after each window stays zero in the model's space
+                x0 = x0 * (torch.arange(x0.shape[-1], device=x0.device) < frames[:, None])[:, None, :]
             sigma = self.sample_sigmas(x0.shape[0], x0.device)
             noised = x0 + torch.randn_like(x0) * sigma[:, None, None]
             drop = None

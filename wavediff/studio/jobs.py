@@ -623,7 +623,7 @@ class Studio:
             return
         shape = LoopShape(record["samples"], record["frames"], record["circular"], record["stretch_cents"])
         with torch.inference_mode():
-            audio = to_audio(self.model, latent[None].to(self.device) / self.model.sigma_data, shape).float().cpu()
+            audio = to_audio(self.model, self.model.to_model(latent[None].to(self.device)), shape).float().cpu()
         self.history.replace(loop_id, audio[0], {"preview": False})
 
 

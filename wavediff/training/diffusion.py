@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from wavediff.config import DiffusionRecipe, to_dict
+from wavediff.config import DiffusionConfig, DiffusionRecipe, to_dict
 from wavediff.errors import ConfigError, DataError
 from wavediff.generation.generate import generate
 from wavediff.models.autoencoder import Autoencoder
@@ -26,7 +26,7 @@ from wavediff.models.conditioning import Conditions
 from wavediff.models.diffusion import LoopDiffusion
 from wavediff.models.factory import load_autoencoder
 from wavediff.models.text import encode_prompts
-from wavediff.shards.format import read_manifest
+from wavediff.shards.format import Manifest, read_manifest
 from wavediff.shards.loader import make_loader
 from wavediff.training.batches import shard_batches
 from wavediff.training.engine import train
@@ -66,6 +66,31 @@ def _measure_rms(recipe: DiffusionRecipe) -> float:
     return (total / count) ** 0.5
 
 
+def _normalization(recipe: DiffusionRecipe, manifest: Manifest, channels: int) -> DiffusionConfig:
+    """recipe.diffusion with what maps data to the model's space filled in from the shards."""
+    cfg = recipe.diffusion
+    where = Path(recipe.data.path) / "manifest.json"
+    if cfg.normalize == "global":
+        sigma_data = cfg.sigma_data
+        if sigma_data <= 0:
+            sigma_data = manifest.stats.overall_std if recipe.data_kind == "latent" else _measure_rms(recipe)
+        return dataclasses.replace(cfg, sigma_data=round(sigma_data, 6))
+    if recipe.data_kind != "latent":
+        raise ConfigError('diffusion.normalize = "channel" needs latent shards (an autoencoder); use "global"')
+    stats = manifest.stats
+    mean = cfg.channel_mean or (stats.mean if stats is not None else None)
+    std = cfg.channel_std or (stats.std if stats is not None else None)
+    if mean is None or std is None:
+        raise DataError(f"{where}: no per-channel statistics to normalize by (encode the latents again)")
+    if len(mean) != channels or len(std) != channels:
+        raise ConfigError(f"diffusion.channel_mean/channel_std need {channels} values each, one per latent channel")
+    if min(std) <= 0:
+        raise ConfigError(f"diffusion.channel_std must be positive, got {min(std)} (a constant latent channel?)")
+    return dataclasses.replace(
+        cfg, sigma_data=1.0, channel_mean=[round(m, 6) for m in mean], channel_std=[round(s, 6) for s in std]
+    )
+
+
 def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | None, dict[str, Any] | None]:
     """(resolved recipe, frozen autoencoder or None, {"id", "recipe"} of the autoencoder or None)."""
     if not recipe.data.path:
@@ -91,14 +116,11 @@ def resolve(recipe: DiffusionRecipe) -> tuple[DiffusionRecipe, Autoencoder | Non
     if recipe.channels not in (0, channels):
         raise ConfigError(f"channels is {recipe.channels} but the shards in {where} hold {channels}")
     genres = recipe.conditioning.genres or sorted(manifest.genres)
-    sigma_data = recipe.diffusion.sigma_data
-    if sigma_data <= 0:
-        sigma_data = manifest.stats.overall_std if kind == "latent" else _measure_rms(recipe)
     resolved = dataclasses.replace(
         recipe,
         channels=channels,
         conditioning=dataclasses.replace(recipe.conditioning, genres=list(genres)),
-        diffusion=dataclasses.replace(recipe.diffusion, sigma_data=round(sigma_data, 6)),
+        diffusion=_normalization(recipe, manifest, channels),
     )
     return resolved, autoencoder, ae_info
 
