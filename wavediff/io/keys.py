@@ -8,7 +8,10 @@ eval suite judges generated loops by them (evaluation): every layer may import i
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -82,9 +85,20 @@ def best_key(chroma: np.ndarray) -> tuple[int, float] | None:
     return index, r
 
 
+@contextlib.contextmanager
+def short_loops_padded() -> Iterator[None]:
+    """Silences one librosa warning: its constant-Q transform halves the rate once per octave, so
+    a loop of a few seconds is shorter than its lowest octaves' FFT, which librosa zero-pads (what
+    a longer loop would hold there) and warns about, once per loop."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
+        yield
+
+
 def chroma_of(y: np.ndarray) -> np.ndarray:
     """librosa's constant-Q chroma of mono audio at CHROMA_RATE, summed over time (tuning taken
     as A440, as packs are). librosa is imported here: it takes seconds to load."""
     import librosa
 
-    return librosa.feature.chroma_cqt(y=y, sr=CHROMA_RATE, hop_length=2048, tuning=0.0).sum(axis=1)
+    with short_loops_padded():
+        return librosa.feature.chroma_cqt(y=y, sr=CHROMA_RATE, hop_length=2048, tuning=0.0).sum(axis=1)
