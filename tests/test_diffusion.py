@@ -189,10 +189,10 @@ def fourier_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.rfft(x.double()) * phase, n=n).to(x.dtype)
 
 
-def circular_model() -> LoopDiffusion:
+def circular_model(clock: bool = False) -> LoopDiffusion:
     r = recipe()
     r.model = UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[2], head_channels=8)
-    r.conditioning.tempo_clock = False  # the clock fixes a phase origin: rotations of the loop then differ
+    r.conditioning.tempo_clock = clock  # the clock fixes a phase origin: rotations of the loop then differ
     torch.manual_seed(0)
     m = LoopDiffusion(r)
     for p in m.unet.parameters():  # leave the zero init: the output must depend on the input
@@ -206,24 +206,24 @@ def test_circular_denoising_wraps_a_period_of_any_length():
     m = circular_model()
     assert m.factor == 4 and [m.loop_frames(t) for t in (37, 38, 39, 40, 2)] == [36, 40, 40, 40, 4]
     x, sigma = torch.randn(2, 4, 37), torch.tensor([1.0, 0.3])
-    out = m.denoise(x, sigma, conds(), circular=True)
+    out = m.denoise(x, sigma, conds(), circular=True, tile=False)
     assert out.shape == x.shape
     for grid_steps in (1, 2, 8):  # a grid step of the 36-frame run is 37/36 frames of the loop
         shift = grid_steps * m.factor * 37 / 36
         torch.testing.assert_close(
-            m.denoise(fourier_shift(x, shift), sigma, conds(), circular=True),
+            m.denoise(fourier_shift(x, shift), sigma, conds(), circular=True, tile=False),
             fourier_shift(out, shift),
             atol=1e-4,
             rtol=1e-4,
         )
     x = torch.randn(2, 4, 40)  # a period the U-Net halves exactly runs as it is: whole-frame rotations
-    out = m.denoise(x, sigma, conds(), circular=True)
-    torch.testing.assert_close(m.denoise(x.roll(8, -1), sigma, conds(), circular=True), out.roll(8, -1))
+    out = m.denoise(x, sigma, conds(), circular=True, tile=False)
+    torch.testing.assert_close(m.denoise(x.roll(8, -1), sigma, conds(), circular=True, tile=False), out.roll(8, -1))
     plain = m.denoise(x, sigma, conds())
     assert not torch.allclose(plain.roll(8, -1), m.denoise(x.roll(8, -1), sigma, conds()), atol=1e-4)
 
 
-def test_a_circular_call_costs_one_plain_call():
+def test_a_wrapped_loop_call_costs_one_plain_call():
     """A loop period of any length runs once through the U-Net, at most factor/2 frames longer than
     itself (not as copies tiled up to a multiple of the factor: up to factor× the work)."""
     m = circular_model()
@@ -231,7 +231,7 @@ def test_a_circular_call_costs_one_plain_call():
     hook = m.unet.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
     try:
         for period in (37, 38, 39, 41):
-            m.denoise(torch.randn(2, 4, period), torch.ones(2), conds(), circular=True)
+            m.denoise(torch.randn(2, 4, period), torch.ones(2), conds(), circular=True, tile=False)
     finally:
         hook.remove()
     assert [s[0] for s in seen] == [2] * 4
@@ -247,11 +247,52 @@ def test_a_resampled_loop_period_is_conditioned_on_the_tempo_and_length_the_netw
     m._network = lambda x, sigma, cond, drop, circular: told.append(cond) or network(x, sigma, cond, drop, circular)
     c = conds()
     c.bpm = torch.tensor([120.0, 0.0])
-    m.denoise(torch.randn(2, 4, 37), torch.ones(2), c, circular=True)
+    m.denoise(torch.randn(2, 4, 37), torch.ones(2), c, circular=True, tile=False)
     torch.testing.assert_close(told[-1].bpm, torch.tensor([120.0 * 37 / 36, 0.0]))
     torch.testing.assert_close(told[-1].seconds, c.seconds * 36 / 37)
-    m.denoise(torch.randn(2, 4, 40), torch.ones(2), c, circular=True)
+    m.denoise(torch.randn(2, 4, 40), torch.ones(2), c, circular=True, tile=False)
     assert told[-1] is c
+
+
+def test_a_tiled_loop_runs_as_the_training_windows_ran():
+    """The period repeated to at least the training window and two periods, a multiple of the factor,
+    zero-padded at the ends as in training, with the loop's own tempo clock (beats fitted to the period) tiled."""
+    m = circular_model(clock=True)
+    m.recipe.data.sample_size = 48
+    seen: list = []
+    hook = m.unet.register_forward_pre_hook(lambda _, a, kw: seen.append((a[0], kw["circular"])), with_kwargs=True)
+    try:
+        for period in (20, 37, 60):
+            m.denoise(torch.randn(2, 4, period), torch.ones(2), conds(), circular=True)
+    finally:
+        hook.remove()
+    assert [(x.shape[-1], circular) for x, circular in seen] == [(48, False), (76, False), (120, False)]
+    for (x, _), period in zip(seen, (20, 37, 60)):
+        clock = x[:, -CLOCK_CHANNELS:]
+        torch.testing.assert_close(clock[..., period : 2 * period], clock[..., :period])
+        torch.testing.assert_close(clock[..., :period], tempo_clock(period, conds().bpm, 8000.0, 4, True))
+    assert m.network_frames(37, True) == 76 and m.network_frames(37, True, tile=False) == 36
+
+
+@torch.no_grad()
+def test_a_tiled_loop_is_denoised_as_amid_its_own_repetition():
+    """Training windows hold a loop repeated, so that is where the network's estimate of a loop is
+    trusted: a tiled loop's comes within a few percent of what it makes of the loop amid many copies of
+    itself (closer the longer the window), where one zero-padded period is far off."""
+    m = circular_model()
+    x, sigma = torch.randn(2, 4, 40), torch.tensor([1.0, 0.3])
+    skip = x / (sigma[:, None, None] ** 2 + 1)  # the network's part of D is D − c_skip·x
+    amid = m.denoise(x.repeat(1, 1, 7), sigma, conds())[..., 120:160] - skip
+
+    def error(d: torch.Tensor) -> float:
+        return float((d - skip - amid).norm() / amid.norm())
+
+    single = error(m.denoise(x, sigma, conds()))
+    errors = []
+    for window in (48, 120):
+        m.recipe.data.sample_size = window
+        errors.append(error(m.denoise(x, sigma, conds(), circular=True)))
+    assert errors[1] < errors[0] < 0.25 * single, (errors, single)
 
 
 def test_the_tempo_clock_ticks_at_the_beat_and_wraps_on_a_loop():

@@ -18,6 +18,7 @@ import torch
 from wavediff.config import (
     AutoencoderConfig,
     ConditioningConfig,
+    DataConfig,
     DiffusionConfig,
     DiffusionRecipe,
     SamplingConfig,
@@ -58,6 +59,7 @@ def latent_model() -> LoopDiffusion:
         autoencoder="tiny-ae",
         sample_rate=8000,
         channels=4,
+        data=DataConfig(sample_size=256),  # the training windows, in latent frames: what a loop is tiled to
         model=UNetConfig(base_channels=8, channel_mults=[1, 2], attention_levels=[1], head_channels=8),
         conditioning=ConditioningConfig(dim=8, genres=["dubstep", "techno"]),
         diffusion=DiffusionConfig(sigma_data=0.5),
@@ -72,6 +74,7 @@ def wave_model() -> LoopDiffusion:
     recipe = DiffusionRecipe(
         sample_rate=11025,
         channels=2,
+        data=DataConfig(sample_size=8192),
         model=UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[], kernel_size=5),
         conditioning=ConditioningConfig(dim=8, genres=["house"]),
         diffusion=DiffusionConfig(sigma_data=0.2),
@@ -173,17 +176,20 @@ def test_a_circular_loop_has_no_special_wrap_point(latent_model):
     x = seeded_noise((m.data_channels, shape.frames), [0], "cpu") * 80.0
     runs = []
     for start in (x, x.roll(k, -1)):
-        latent = run_sampler(Denoiser(m, None, 1.0, circular=True), start, torch.tensor([80.0, 5.0, 0.5, 0.0]), s, [0])
+        latent = run_sampler(
+            Denoiser(m, None, 1.0, circular=True, tile=False), start, torch.tensor([80.0, 5.0, 0.5, 0.0]), s, [0]
+        )
         runs.append((latent, m.decode(latent, loop=True)))
     (latent, audio), (rolled_latent, rolled_audio) = runs
     torch.testing.assert_close(rolled_latent, latent.roll(k, -1), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(rolled_audio, audio.roll(k * m.hop_length, -1), rtol=1e-4, atol=1e-4)
 
 
-def test_a_loop_whose_period_the_unet_cannot_halve_costs_one_plain_pass_per_step():
+@pytest.mark.parametrize("loops", ["wrap", "tile"])
+def test_a_loop_whose_period_the_unet_cannot_halve_comes_out_exact_and_seamless(loops):
     """loops-44k's geometry in small: a hop so coarse that no multiple of the U-Net's factor lies within
-    STRETCH_CENTS of the loop. Each step runs the U-Net once on about one period; the loop still comes out
-    exactly its length and seamless."""
+    STRETCH_CENTS of the loop. Each step runs the U-Net once, wrapped on about one period or on the period
+    tiled; the loop comes out exactly its length and seamless either way."""
     torch.manual_seed(0)
     ae = Autoencoder(AutoencoderConfig(channels=1, base_channels=4, channel_mults=[1, 2], strides=[8, 8], latent_dim=4))
     recipe = DiffusionRecipe(
@@ -201,11 +207,17 @@ def test_a_loop_whose_period_the_unet_cannot_halve_costs_one_plain_pass_per_step
     seen: list[int] = []
     hook = m.unet.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[-1]))
     try:
-        audio, info = generate(m, genre="techno", bpm=128, bars=1, circular=True, settings=settings(m, cfg_scale=1.0))
+        made = generate(
+            m, genre="techno", bpm=128, bars=1, circular=True, settings=settings(m, cfg_scale=1.0, loops=loops)
+        )
+        audio, info = made
     finally:
         hook.remove()
     assert len(seen) == info["model_evaluations"] == 3
-    assert all(abs(n - shape.frames) <= m.factor // 2 for n in seen), (seen, shape.frames)
+    if loops == "wrap":
+        assert all(abs(n - shape.frames) <= m.factor // 2 for n in seen), (seen, shape.frames)
+    else:
+        assert seen == [m.tile_frames(shape.frames)] * 3 and seen[0] >= 2 * shape.frames
     assert audio.shape[-1] == loop_samples(128, 1, m.sample_rate)
     steps = audio[0, 0].diff().abs()
     assert seam_jump(audio[0])["wrap"] <= float(steps.quantile(0.99) / steps.mean())
@@ -468,7 +480,7 @@ else:  # a waveform model without attention: the U-Net's skips and convolutions 
     unet = UNetConfig(base_channels=8, channel_mults=[1, 2, 2], attention_levels=[], kernel_size=5)
     recipe = DiffusionRecipe(sample_rate=11025, channels=2, model=unet)
     bars, cfg = 16, 1.0
-recipe = dataclasses.replace(recipe, diffusion=DiffusionConfig(sigma_data=0.5))
+recipe = dataclasses.replace(recipe, diffusion=DiffusionConfig(sigma_data=0.5), data=DataConfig(sample_size=256))
 model = LoopDiffusion(recipe, Autoencoder(ae) if ae else None).eval()
 settings = dataclasses.replace(model.recipe.sampling, steps=1, cfg_scale=cfg)
 generate(model, genre=None, bpm=120, bars=1, settings=settings)  # every lazy buffer is made

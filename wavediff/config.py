@@ -193,6 +193,10 @@ class SamplingConfig:
     # A distilled student's (`wavediff distill`): the step count it learnt to sample in, with the
     # settings above; other steps or guidance still run, with a warning. 0: any steps (a teacher).
     distilled_steps: int = 0
+    # How a loop is denoised (LoopDiffusion.denoise): "tile", its period repeated to a training-length
+    # window, as the network was trained; "wrap", one period with every conv wrapping (about half the
+    # U-Net cost for a 4-bar loop, but out of the training distribution: wider, noisier loops).
+    loops: Literal["tile", "wrap"] = "tile"
 
 
 # --------------------------------------------------------------------------- training

@@ -99,7 +99,7 @@ def _check_fits(
 ) -> None:
     """check_fits for a run at `settings`: guidance runs the U-Net on twice the batch, three times with a prompt."""
     guided = model.conditioner is not None and (settings.cfg_scale != 1.0 or prompted)
-    check_fits(model, shape, -(-3 * batch // 2) if prompted else batch, guided, bar)
+    check_fits(model, shape, -(-3 * batch // 2) if prompted else batch, guided, bar, settings.loops == "tile")
 
 
 def _circular(model: LoopDiffusion, circular: bool | None) -> bool:
@@ -238,7 +238,8 @@ def _denoiser(
     """The guided denoiser of a run: the structured controls at cfg_scale, a prompt at prompt_cfg_scale."""
     device = model_device(model)
     against = encode_prompts([negative], device) if negative is not None else None
-    return Denoiser(model, cond, settings.cfg_scale, circular, known, settings.prompt_cfg_scale, against)
+    tile = settings.loops == "tile"
+    return Denoiser(model, cond, settings.cfg_scale, circular, known, settings.prompt_cfg_scale, against, tile)
 
 
 def _prompt_info(prompt: str | None, read: str | None, negative: str | None, settings: SamplingConfig) -> dict:

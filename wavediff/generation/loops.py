@@ -254,14 +254,15 @@ def _element_bytes(model: LoopDiffusion) -> int:
     return next(model.unet.parameters()).element_size()
 
 
-def peak_bytes(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool) -> int:
+def peak_bytes(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool, tile: bool = True) -> int:
     """An upper estimate of the memory a run of `batch` clips of `shape` needs beyond the weights:
-    the larger of the U-Net's (a batch twice as big under guidance) and the autoencoder's.
+    the larger of the U-Net's (a batch twice as big under guidance; a loop as `tile` has it run,
+    LoopDiffusion.network_frames) and the autoencoder's.
 
     Measured on real runs it lies between the peak of the live tensors and three times it
     (tests/test_sampling.py); the margin is room for the allocator's fragmentation.
     """
-    frames = model.loop_frames(shape.frames) if shape.circular else shape.frames
+    frames = model.network_frames(shape.frames, shape.circular, tile)
     context = 2 * model.autoencoder.decoder_context() if model.autoencoder is not None else 0
     denoise = _unet_bytes(model, max(frames, shape.frames), batch * (2 if guided else 1))
     codec = _codec_bytes(model, shape.frames + context, batch)
@@ -279,11 +280,14 @@ def free_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-def check_fits(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool, bar: float | None = None) -> None:
+def check_fits(
+    model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool, bar: float | None = None, tile: bool = True
+) -> None:
     """Refuse, before anything is allocated, a run longer than MAX_SECONDS or one whose estimated peak
     memory (peak_bytes) exceeds what the model's device has free, naming the longest (or the most) that fits.
 
-    `bar`: samples per bar, when the request is in bars (the answers are then in whole bars).
+    `bar`: samples per bar, when the request is in bars (the answers are then in whole bars); `tile` as
+    for peak_bytes.
     """
     rate, step = model.sample_rate, bar or model.hop_length
 
@@ -296,18 +300,18 @@ def check_fits(model: LoopDiffusion, shape: LoopShape, batch: int, guided: bool,
         longest = round(math.floor(MAX_SECONDS * rate / step) * step)
         raise UserError(f"{length(shape.samples)} is longer than one run makes, {length(longest)}: {advice}")
     device = model_device(model)
-    need, free = peak_bytes(model, shape, batch, guided), free_bytes(device)
+    need, free = peak_bytes(model, shape, batch, guided, tile), free_bytes(device)
     if need <= free:
         return
     noun = "loop" if bar else "clip"
     what = (f"{batch} {noun}s" if batch > 1 else f"a {noun}") + f" of {length(shape.samples)}"
     short = f"{what} would need about {_size(need)} of memory on {device.type}, which has {_size(free)} free"
-    if batch > 1 and peak_bytes(model, shape, 1, guided) <= free:
-        most = _largest(1, batch - 1, lambda k: peak_bytes(model, shape, k, guided) <= free)
+    if batch > 1 and peak_bytes(model, shape, 1, guided, tile) <= free:
+        most = _largest(1, batch - 1, lambda k: peak_bytes(model, shape, k, guided, tile) <= free)
         raise UserError(f"{short}: at most {most} fit at once, so ask for fewer")
 
     def fits(steps: int) -> bool:
-        return peak_bytes(model, clip_shape(model, round(steps * step), shape.circular), batch, guided) <= free
+        return peak_bytes(model, clip_shape(model, round(steps * step), shape.circular), batch, guided, tile) <= free
 
     most = _largest(1, math.floor(shape.samples / step), fits)
     longest = f"the longest that fits is {length(round(most * step))}" if most else "not even the shortest fits"

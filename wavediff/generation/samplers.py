@@ -124,6 +124,7 @@ class Denoiser:
     known: tuple[Tensor, Tensor] | None = None
     prompt_scale: float | None = None  # None: cfg_scale
     negative: tuple[Tensor, Tensor] | None = None  # a negative prompt's (embeddings, mask), models.text
+    tile: bool = True  # how a loop is denoised (LoopDiffusion.denoise; SamplingConfig.loops)
     calls: int = field(default=0, init=False)
 
     def _by_kind(self, x: Tensor, sigma: Tensor) -> Tensor:
@@ -131,7 +132,7 @@ class Denoiser:
         cond, names = self.cond, self.model.conditioner.names
         prompt_scale = self.cfg_scale if self.prompt_scale is None else self.prompt_scale
         if self.cfg_scale == 1.0 and prompt_scale == 1.0:
-            return self.model.denoise(x, sigma, cond, None, self.circular)
+            return self.model.denoise(x, sigma, cond, None, self.circular, self.tile)
         b, text = x.shape[0], names.index("text")
         without = cond
         if self.negative is not None:
@@ -141,7 +142,12 @@ class Denoiser:
         drop[:b] = True  # u: nothing…
         drop[: 2 * b, text] = self.negative is None  # u and s: no prompt (or the negative one)
         out = self.model.denoise(
-            torch.cat([x, x, x]), sigma.repeat(3), Conditions.cat([without, without, cond]), drop, self.circular
+            torch.cat([x, x, x]),
+            sigma.repeat(3),
+            Conditions.cat([without, without, cond]),
+            drop,
+            self.circular,
+            self.tile,
         )
         u, s, f = out.chunk(3)
         return u + (s - u) * self.cfg_scale + (f - s) * prompt_scale
@@ -159,12 +165,12 @@ class Denoiser:
             drop = torch.zeros(2 * b, len(self.model.conditioner.names), dtype=torch.bool, device=x.device)
             drop[b:] = True
             both = self.model.denoise(
-                torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond.repeat(2), drop, self.circular
+                torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond.repeat(2), drop, self.circular, self.tile
             )
             cond, uncond = both.chunk(2)
             denoised = uncond + (cond - uncond) * self.cfg_scale
         else:
-            denoised = self.model.denoise(x, sigma, self.cond, None, self.circular)
+            denoised = self.model.denoise(x, sigma, self.cond, None, self.circular, self.tile)
         if self.known is not None:
             x0, mask = self.known
             denoised = torch.where(mask, x0, denoised)

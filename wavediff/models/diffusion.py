@@ -169,8 +169,10 @@ class LoopDiffusion(nn.Module):
         cond: Conditions | None,
         drop: Tensor | None,
         circular: bool,
+        period: int | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(network output, c_skip, c_out) for input x at noise σ (B,)."""
+        """(network output, c_skip, c_out) for input x at noise σ (B,); `period`: x is a loop of that
+        many frames tiled, so the tempo clock is the loop's (its beats fitted to the period), tiled."""
         c_skip, c_out, c_in = (s.to(x.dtype)[:, None, None] for s in self.precond.get_scalings(sigma))
         vector = tokens = None
         inputs = x * c_in
@@ -185,13 +187,15 @@ class LoopDiffusion(nn.Module):
                 if drop is not None:
                     known = known & ~drop[:, self.conditioner.names.index("tempo")]
                 clock = tempo_clock(
-                    x.shape[-1],
+                    period or x.shape[-1],
                     cond.bpm,
                     self.sample_rate / self.hop_length,
                     self.recipe.conditioning.beats_per_bar,
-                    circular,
+                    circular or period is not None,
                     cond.start,
                 )
+                if period is not None:
+                    clock = clock[..., torch.arange(x.shape[-1], device=x.device) % period]
                 clock = (clock * known[:, None, None]).to(x.dtype)
                 inputs = torch.cat([inputs, clock], dim=1)
         out = self.unet(inputs, self._noise_input(sigma), cond=vector, tokens=tokens, circular=circular)
@@ -209,20 +213,28 @@ class LoopDiffusion(nn.Module):
         cond: Conditions | None = None,
         drop: Tensor | None = None,
         circular: bool = False,
+        tile: bool = True,
     ) -> Tensor:
         """D(x; σ): the denoised estimate, what k-diffusion samplers call. σ is (B,) or a scalar.
 
-        `circular`: x is one period of a loop, of any length. The U-Net wraps exactly only
-        lengths that are a multiple of its factor, so another period is resampled (band-limited,
-        periodic: resize_loop) to the nearest such length (loop_frames), run once, and its output
-        resampled back: a function on the loop, seamless by construction, at the cost of one
-        plain call. (A loop of 4 bars at 128 BPM is 161.5 frames of ae-44k-stereo; the nearest
-        multiple of 8 would stretch the audio by 16 cents, so the period stays 162 frames and
-        only the U-Net sees it as 160.) The network sees the loop 1/factor or less faster or
-        slower, so it is told the tempo and length of what it sees (period/frames times the tempo,
-        frames/period times the seconds); the skip path keeps every frequency of x.
+        `circular`: x is one period of a loop, of any length, and the estimate is a function on the
+        loop: seamless by construction. Two ways (`tile`; SamplingConfig.loops):
+
+        - tile (default): the period repeated to a window at least as long as the training windows
+          and two periods, run as the network was trained (zero-padded ends, the loop's tempo clock
+          tiled), and the outputs of each frame's copies averaged with a Hann window over the whole
+          (a partition of unity at two copies), so every frame's estimate comes mostly from a copy
+          far from the ends. Training windows hold a loop repeated, so this is their distribution.
+        - wrap: every conv wraps around the one period (the U-Net's circular mode; a period that
+          is not a multiple of its factor is resampled to loop_frames and back). One period's
+          cost, but the network never met a window without ends in training, and its ends reach
+          every frame through the group norms: on the 44.1 kHz demo's denoiser the loops it
+          samples come out 1.7× wider than the data, where tiling gives 1.15× (BENCHMARKS.md,
+          "Loop denoising").
         """
         sigma = sigma.expand(x.shape[0]) if sigma.dim() == 0 else sigma
+        if circular and tile:
+            return self._tiled(x, sigma, cond, drop)
         period = x.shape[-1]
         frames = self.loop_frames(period) if circular else period
         inputs = x
@@ -234,6 +246,27 @@ class LoopDiffusion(nn.Module):
         if frames != period:
             out = resize_loop(out.float(), period).to(out.dtype)
         return out * c_out + x * c_skip
+
+    def tile_frames(self, period: int) -> int:
+        """The window a loop of `period` frames is tiled to: at least the training window and two
+        periods (every frame then has a copy in the window's middle half), a multiple of the factor."""
+        return math.ceil(max(self.recipe.data.sample_size, 2 * period) / self.factor) * self.factor
+
+    def network_frames(self, frames: int, circular: bool, tile: bool = True) -> int:
+        """The frames one U-Net call runs for `frames` frames in denoise's mode: what its cost scales with."""
+        if not circular:
+            return frames
+        return self.tile_frames(frames) if tile else self.loop_frames(frames)
+
+    def _tiled(self, x: Tensor, sigma: Tensor, cond: Conditions | None, drop: Tensor | None) -> Tensor:
+        """denoise's tile mode (see there)."""
+        period, length = x.shape[-1], self.tile_frames(x.shape[-1])
+        where = torch.arange(length, device=x.device) % period
+        out, c_skip, c_out = self._network(x[..., where], sigma, cond, drop, False, period)
+        weight = torch.sin(math.pi * (torch.arange(length, device=x.device, dtype=torch.float32) + 0.5) / length) ** 2
+        folded = torch.zeros(*x.shape, device=x.device, dtype=torch.float32).index_add_(-1, where, out.float() * weight)
+        total = torch.zeros(period, device=x.device, dtype=torch.float32).index_add_(0, where, weight)
+        return (folded / total).to(out.dtype) * c_out + x * c_skip
 
     def sample_sigmas(self, n: int, device: torch.device | str) -> Tensor:
         """Training noise levels, drawn as the recipe says (global RNG, seeded per rank by the engine)."""
@@ -269,7 +302,8 @@ class LoopDiffusion(nn.Module):
             if sigma is None:
                 raise ValueError("a distillation loss needs the input's sigma")
             c_out = self.precond.get_scalings(sigma)[1][:, None, None]
-            error = ((self.denoise(data, sigma, cond, None, circular).float() - target.float()) / c_out).pow(2)
+            tile = self.recipe.sampling.loops == "tile"  # a loop as the student will sample it
+            error = ((self.denoise(data, sigma, cond, None, circular, tile).float() - target.float()) / c_out).pow(2)
         else:
             x0 = self.to_model(data)
             if frames is not None:  # the padding after each window stays zero in the model's space

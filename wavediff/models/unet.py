@@ -13,11 +13,12 @@ carries that lineage and fixes what held it back:
   while staying shift-equivariant, and can also attend to conditioning tokens
   (cross-attention, ready for text).
 - Every conv pads explicitly and takes its padding mode per call, so the weights trained on
-  zero-padded windows generate loops with `circular=True`: every conv wraps and the
-  down/up samplings are exact on a period, so the net is equivariant to circular shifts by
-  multiples of `factor` and a generated loop has no seam. Nothing in it knows absolute
+  zero-padded windows can also run on one period of a loop with `circular=True`: every conv
+  wraps and the down/up samplings are exact on a period, so the net is equivariant to circular
+  shifts by multiples of `factor` and a loop has no seam. Nothing in it knows absolute
   position (positions are relative and, on a loop, measured around it), which that
-  equivariance needs.
+  equivariance needs. (Loops are denoised tiled by default, as the windows were trained:
+  LoopDiffusion.denoise says why.)
 - Residual and output convs start at zero, so an untrained net outputs exactly 0 and the
   preconditioner's skip path makes it a sensible denoiser from step one.
 - Group norms run in float32 under autocast, keeping bf16 training stable.

@@ -138,7 +138,7 @@ class Plan:
     params: dict[str, Any]  # everything the run needs
     samples: int  # length of each loop it makes, at the model's rate
     frames: int  # latent frames the sampler integrates
-    unet_frames: int  # frames the U-Net runs per clip and call (a loop period: LoopDiffusion.loop_frames)
+    unet_frames: int  # frames the U-Net runs per clip and call (LoopDiffusion.network_frames)
     calls: int  # U-Net calls expected
 
 
@@ -199,10 +199,11 @@ def calibrate(model: LoopDiffusion) -> CostModel:
     x = torch.randn(2, model.data_channels, frames, device=device)
     sigma = torch.ones(2, device=device)
     with torch.no_grad():
-        call = lambda: model.denoise(x, sigma, None, None, circular)
+        tile = model.recipe.sampling.loops == "tile"
+        call = lambda: model.denoise(x, sigma, None, None, circular, tile)
         call()
         times = sorted(_timed(call, device) for _ in range(3))
-    return CostModel(per_frame=times[1] / (2 * (model.loop_frames(frames) if circular else frames)))
+    return CostModel(per_frame=times[1] / (2 * model.network_frames(frames, circular, tile)))
 
 
 def describe_seconds(seconds: float) -> str:
@@ -363,7 +364,7 @@ class Studio:
             calls = denoiser_calls(settings.sampler, steps)
         params |= {"sampler": settings.sampler, "schedule": settings.schedule, "steps": settings.steps}
         params["cfg"] = settings.cfg_scale
-        unet_frames = self.model.loop_frames(shape.frames) if shape.circular else shape.frames
+        unet_frames = self.model.network_frames(shape.frames, shape.circular, settings.loops == "tile")
         request = {"kind": kind} | {k: v for k, v in f.values.items() if k != "wait"}
         return Plan(kind, request, params, shape.samples, shape.frames, unet_frames, calls)
 

@@ -14,7 +14,7 @@ lost: BENCHMARKS.md, "Few-step".)
 
 Conditions are dropped at random as in diffusion training, for student and teacher alike,
 so unknown genre, tempo or length (vary and inpaint on a bare clip) are learnt too; every
-`circular_every`-th batch is distilled in loop mode (the U-Net wraps), as generate samples.
+`circular_every`-th batch is distilled in loop mode, as generate samples (SamplingConfig.loops).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class DistillObjective(ObjectiveBase):
 
     def _teacher(self, x: Tensor, levels: Tensor, cond: Conditions, circular: bool) -> Tensor:
         """The guided teacher's ODE solution from x at levels[0] down to levels[-1] (Heun)."""
-        denoiser = Denoiser(self.teacher, cond, self.cfg_scale, circular)
+        denoiser = Denoiser(self.teacher, cond, self.cfg_scale, circular, tile=self.heun.loops == "tile")
         return run_sampler(denoiser, x, levels.to(x.device), self.heun, [0] * x.shape[0])
 
     def loss(
