@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_latent_stats.py --demo DEMO [--per-genre 2] [--steps 25] [--cfg 1]
 
 Generates loops of every genre (the role `drums` where the model knows roles) with `sample_loops`,
-undecoded, and sets their latents' per-channel mean, standard deviation and frame-to-frame change
-beside the data's: mean and std from the latent shards' manifest (`wavediff encode` writes them),
+undecoded, in both loop modes (SamplingConfig.loops), and sets their latents' per-channel mean,
+standard deviation and frame-to-frame change beside the data's: mean and std from the latent shards' manifest (`wavediff encode` writes them),
 the change measured on the shards. A decoder handed latents wider or rougher than any it was
 trained on makes noise however good it is; latents narrower than the data's make muted,
 alike loops. Writes the section "Latent statistics (DEMO's name)" of BENCHMARKS.md.
@@ -76,34 +76,44 @@ def main() -> None:
     stats = read_manifest(args.demo / "latents", "latent").stats
     data_mean, data_std = torch.tensor(stats.mean), torch.tensor(stats.std)
     data_rough = data_change(args.demo / "latents")
-    settings = dataclasses.replace(model.recipe.sampling, steps=args.steps, cfg_scale=args.cfg)
     role = "drums" if model.conditioner.cfg.role else None
-    made = torch.cat(
-        [
-            sample_loops(
-                model, genre=g, bpm=BPM, bars=BARS, n=args.per_genre, seed=i, settings=settings, role=role
-            ).latent
-            for i, g in enumerate(model.conditioner.genres)
-        ]
+    summaries = {}
+    for loops in ("wrap", "tile"):  # tile last: its table is the one written
+        settings = dataclasses.replace(model.recipe.sampling, steps=args.steps, cfg_scale=args.cfg, loops=loops)
+        made = torch.cat(
+            [
+                sample_loops(
+                    model, genre=g, bpm=BPM, bars=BARS, n=args.per_genre, seed=i, settings=settings, role=role
+                ).latent
+                for i, g in enumerate(model.conditioner.genres)
+            ]
+        )
+        made = model.from_model(made)  # the shards' scale, where the data's statistics are
+        table, summaries[loops] = rows(data_mean, data_std, data_rough, made)
+    modes = "\n".join(
+        f"| {loops} | {m['mean_gap']:.2f} | {m['std_ratio']:.2f} | {m['rough_ratio']:.2f} |"
+        for loops, m in summaries.items()
     )
-    made = model.from_model(made)  # the shards' scale, where the data's statistics are
-    table, summary = rows(data_mean, data_std, data_rough, made)
     text = f"""## Latent statistics ({args.demo.name})
 
 `python benchmarks/bench_latent_stats.py --demo DEMO --per-genre {args.per_genre} --steps {args.steps} --cfg {args.cfg:g}` —
 {datetime.date.today().isoformat()}, {started}. DEMO's denoiser ({model.recipe.autoencoder or "waveform"}
 latents, {model.data_channels} channels) made {made.shape[0]} loops ({args.per_genre} per genre,
-{BARS} bars at {BPM} BPM{", role drums" if role else ""}, {args.steps} {settings.sampler} steps, cfg {args.cfg:g}), undecoded.
-Per channel (in order of the data's std): mean, std and the std of the frame-to-frame change,
+{BARS} bars at {BPM} BPM{", role drums" if role else ""}, {args.steps} {settings.sampler} steps, cfg {args.cfg:g}), undecoded,
+the loops denoised tiled (`sampling.loops = "tile"`, the default) and wrapped ("wrap"). Over the channels: mean
+|gen − data| of the means, median std ratio gen ÷ data, median frame-to-frame change ratio (1 and 1 where
+the denoiser makes latents like its data):
+
+| loops | mean gap | std ratio | change ratio |
+| --- | --- | --- | --- |
+{modes}
+
+Per channel, tiled (in order of the data's std): mean, std and the std of the frame-to-frame change,
 of the encoded pack (data) and of the generated latents (gen).
 
 | channel | mean data | mean gen | std data | std gen | change data | change gen |
 | --- | --- | --- | --- | --- | --- | --- |
 {table}
-
-Over the channels: mean |gen − data| of the means {summary["mean_gap"]:.2f}; median std ratio gen ÷ data
-{summary["std_ratio"]:.2f}; median change ratio {summary["rough_ratio"]:.2f} (1 and 1 where the denoiser
-makes latents like its data).
 """
     print(text)
     write_section(f"Latent statistics ({args.demo.name})", text)

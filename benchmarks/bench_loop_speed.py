@@ -4,9 +4,10 @@
 
 (1) The denoiser call one guided sampler step makes (conditional and unconditional passes as one
     batch of 2) on a 4-bar loop at 128 BPM for the loops-44k U-Net with the ae-44k-stereo hop (full
-    size, untrained): plain (zero padding), circular as `generate` runs it now (the period resampled
-    to the nearest multiple of the U-Net's factor, one call), and circular as it ran before (the
-    period tiled up to a multiple of the factor: the same call on loop_tiles copies). Interleaved
+    size, untrained): plain (zero padding), circular tiled as `generate` runs it by default, circular
+    wrapped (`sampling.loops = "wrap"`: the period resampled to the nearest multiple of the U-Net's
+    factor, one call), and circular as it ran before issue 18 (the period tiled up to a multiple of the
+    factor, wrapped: the same call on loop_tiles copies). Interleaved
     repeats, medians: the ratios are side by side in one process.
 (2) The loop's decode (wrapped context, the ae-44k-stereo decoder): as LoopDiffusion.decode runs it
     (no_grad, weight-norm parametrizations) against inference_mode with the weight norm fused into
@@ -131,24 +132,26 @@ def step_costs(model: LoopDiffusion, repeats: int) -> dict[str, float]:
     shape = loop_shape(model, BPM, BARS, circular=True)
     frames = shape.frames
     old_frames, tiles = tiled_period(model, shape.samples)
-    denoiser = {
-        circular: Denoiser(model, loop_conditions(model, GENRE, BPM, BARS, 1, "cpu"), 3.0, circular)
-        for circular in (False, True)
-    }
+    cond = loop_conditions(model, GENRE, BPM, BARS, 1, "cpu")
+    plain, wrap, tile = (
+        Denoiser(model, cond, 3.0, c, tile=t) for c, t in ((False, False), (True, False), (True, True))
+    )
     x, sigma = torch.randn(1, model.data_channels, frames), torch.ones(1)
     tiled = torch.randn(1, model.data_channels, old_frames).repeat(1, 1, tiles)  # as denoise ran it before
     with torch.no_grad():
         times = interleaved(
             {
-                "plain": lambda: denoiser[False](x, sigma),
-                "circular": lambda: denoiser[True](x, sigma),
-                "tiled": lambda: denoiser[True](tiled, sigma),
+                "plain": lambda: plain(x, sigma),
+                "wrap": lambda: wrap(x, sigma),
+                "tile": lambda: tile(x, sigma),
+                "tiled": lambda: wrap(tiled, sigma),
             },
             repeats,
         )
     return times | {
         "frames": frames,
-        "unet_frames": model.loop_frames(frames),
+        "wrap_frames": model.network_frames(frames, True, tile=False),
+        "tile_frames": model.network_frames(frames, True),
         "old_frames": old_frames,
         "tiles": tiles,
     }
@@ -203,7 +206,7 @@ def loop_costs(m: LoopDiffusion, repeats: int) -> dict[str, float]:
             calls[f"{name} {'reuse' if reuse else 'system'}"] = with_allocator(reuse, run)
     shape = loop_shape(m, BPM, BARS, circular=True)
     times = interleaved(calls, repeats)
-    return times | {"frames": shape.frames, "unet_frames": m.loop_frames(shape.frames), "steps": teacher.steps}
+    return times | {"frames": shape.frames, "steps": teacher.steps}
 
 
 def whole_loops_text(full: dict[str, float], demo: dict[str, float], step: dict[str, float], dec: dict) -> str:
@@ -276,8 +279,11 @@ U-Net's factor ({big.factor}), and no multiple of it is within the 6-cent stretc
 | circular, before: a {step["old_frames"]}-frame period, {step["tiles"]} tiles averaged | {
             step["old_frames"] * step["tiles"]
         } | {step["tiled"]:.2f} s | {step["tiled"] / step["plain"]:.2f} |
-| circular, now: resampled to a multiple of {big.factor} | {step["unet_frames"]} | {step["circular"]:.2f} s | {
-            step["circular"] / step["plain"]:.2f} |
+| circular, wrapped (`sampling.loops = "wrap"`): resampled to a multiple of {big.factor} | {step["wrap_frames"]} | {
+            step["wrap"]:.2f} s | {step["wrap"] / step["plain"]:.2f} |
+| circular, tiled (`"tile"`, the default): two periods or the {big.recipe.data.sample_size}-frame training window | {
+            step["tile_frames"]
+        } | {step["tile"]:.2f} s | {step["tile"] / step["plain"]:.2f} |
 
 The loop's decode ({step["frames"]} frames with wrapped context, ae-44k-stereo decoder; fused and unfused
 differ by at most {dec["max_difference"]:.1e}); one round each in this order, no warm-up, so the first row also

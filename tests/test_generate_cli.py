@@ -142,6 +142,21 @@ def test_generate_writes_other_formats(ckpt, tmp_path, capsys, fmt):
     assert json.loads(path.with_suffix(".json").read_text())["file"] == path.name
 
 
+def test_the_loop_mode_is_chosen_on_the_command_line_and_recorded(ckpt, tmp_path, capsys):
+    made = {}
+    for loops in (None, "wrap"):
+        out = tmp_path / str(loops)
+        flag = ["--loops", loops] if loops else []
+        assert (
+            main(["generate", str(ckpt), "--bpm", "140", "--bars", "1", "--steps", "2", *flag, "--out", str(out), "-q"])
+            == 0
+        )
+        path = Path(capsys.readouterr().out.strip())
+        made[loops] = (json.loads(path.with_suffix(".json").read_text())["loops"], load(path)[0])
+    assert made[None][0] == "tile" and made["wrap"][0] == "wrap"
+    assert made[None][1].shape == made["wrap"][1].shape and not torch.equal(made[None][1], made["wrap"][1])
+
+
 @pytest.fixture()
 def drums(ckpt, tmp_path) -> Path:
     """A 1-bar loop at 120 BPM, stereo at 16 kHz: the commands conform it to the model's 8 kHz mono."""

@@ -357,6 +357,7 @@ def _sampling_settings(args: argparse.Namespace, model):
         "schedule": args.schedule,
         "cfg_scale": args.cfg,
         "prompt_cfg_scale": args.prompt_cfg,
+        "loops": args.loops,
     }
     return replace(model.recipe.sampling, **{k: v for k, v in given.items() if v is not None})
 
@@ -754,6 +755,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sampling.add_argument(
         "--prompt-cfg", type=float, default=None, help="guidance of the prompt, on top of --cfg's (default 3)"
+    )
+    sampling.add_argument(
+        "--loops",
+        default=None,
+        choices=("tile", "wrap"),
+        help="how a loop is denoised: tile (default; its period repeated as the training windows held it) "
+        "or wrap (one period, every conv wrapping: about half the U-Net's work, wider and noisier loops)",
     )
     sampling.add_argument("--out", type=Path, default=Path("loops"), help="output folder")
     sampling.add_argument("--format", default="wav", choices=("wav", "flac", "mp3"))

@@ -213,6 +213,7 @@ def generate(
         "rho": settings.rho,
         "cfg_scale": settings.cfg_scale,
         "circular": made.circular,
+        **({"loops": settings.loops} if made.circular else {}),
         "samples": shape.samples,
         "seconds": shape.samples / model.sample_rate,
         "sample_rate": model.sample_rate,
