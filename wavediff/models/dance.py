@@ -7,8 +7,8 @@ residual conv blocks (k5, GroupNorm(1), GELU) on the way down and three on the w
 skip is concatenated; the deepest level (the middle) holds six. Levels listed in
 `attention_levels` follow every conv block with multi-head self-attention. The noise level
 enters once, as 16 Fourier-feature channels concatenated to the input. There is no other
-conditioning (no genre, tempo or length), and the network cannot wrap (loops are cut, not
-made circular).
+conditioning (no genre, tempo or length), and the network cannot wrap (a loop is made seamless
+only tiled: LoopDiffusion.denoise).
 
 The channel widths are `base_channels × channel_mults`, one per level (Dance Diffusion: 128 ×
 [1, 1, 2, 2, 4 × 10], 14 levels, attention at the 6 deepest: 13 halvings, so lengths are padded
@@ -156,7 +156,9 @@ class DanceUNet1D(nn.Module):
         circular: bool = False,
     ) -> Tensor:
         if circular:
-            raise ConfigError("a Dance Diffusion U-Net cannot wrap: generate with --no-circular")
+            raise ConfigError(
+                "a Dance Diffusion U-Net cannot wrap: loop it tiled (--loops tile, the default) or cut it (--no-circular)"
+            )
         if cond is not None or tokens is not None:
             raise ValueError("a Dance Diffusion U-Net takes no conditioning")
         if x.dim() != 3 or x.shape[1] != self.channels or noise.shape != (x.shape[0],):
