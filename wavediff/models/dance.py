@@ -157,7 +157,8 @@ class DanceUNet1D(nn.Module):
     ) -> Tensor:
         if circular:
             raise ConfigError(
-                "a Dance Diffusion U-Net cannot wrap: loop it tiled (--loops tile, the default) or cut it (--no-circular)"
+                "a Dance Diffusion U-Net cannot wrap: loop it tiled (--loops tile, the default) "
+                "or cut it (--no-circular)"
             )
         if cond is not None or tokens is not None:
             raise ValueError("a Dance Diffusion U-Net takes no conditioning")
