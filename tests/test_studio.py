@@ -54,8 +54,9 @@ def ckpt(latent_pack, tmp_path_factory) -> Path:
 
 
 @contextmanager
-def running_studio(ckpt: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`wavediff studio CKPT --port 0 ARGS` in a new process → (its URL, the process); stopped with Ctrl-C."""
+def running_studio(ckpt: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen, list[str]]]:
+    """`wavediff studio CKPT --port 0 ARGS` in a new process → (its URL, the process, its stderr lines so
+    far); stopped with Ctrl-C."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "wavediff.cli", "studio", str(ckpt), "--port", "0", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -66,16 +67,25 @@ def running_studio(ckpt: Path, *args: str) -> Iterator[tuple[str, subprocess.Pop
             lines.put(line)
         lines.put(None)
 
+    errors: list[str] = []  # drained as it runs: a full stderr pipe would block the server
     threading.Thread(target=read, daemon=True).start()
+    drain = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    drain.start()
     try:
         line = lines.get(timeout=120)
         if line is None:
             proc.wait(timeout=30)
-            raise AssertionError(f"the studio exited {proc.returncode}: {proc.stderr.read()}")
-        yield re.search(r"(http://\S+)", line).group(1).rstrip("/"), proc
+            drain.join(timeout=10)
+            raise AssertionError(f"the studio exited {proc.returncode}: {''.join(errors)}")
+        yield re.search(r"(http://\S+)", line).group(1).rstrip("/"), proc, errors
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+            drain.join(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"the studio did not stop on Ctrl-C within 60 s; it said: {''.join(errors)}") from None
 
 
 def call(url: str, path: str, body: Any = None, method: str | None = None, headers: dict | None = None):
@@ -100,7 +110,7 @@ def generate(url: str, **body: Any) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def studio(ckpt, tmp_path_factory) -> Iterator[str]:
-    with running_studio(ckpt, "--history", str(tmp_path_factory.mktemp("history"))) as (url, _):
+    with running_studio(ckpt, "--history", str(tmp_path_factory.mktemp("history"))) as (url, _, _):
         yield url
 
 
@@ -301,13 +311,30 @@ def test_download_names_are_the_settings_in_safe_ascii():
 
 @pytest.mark.slow  # a second server process: ~25 s on the busy 2-core machine
 def test_bound_elsewhere_it_warns_and_by_default_keeps_the_history_in_the_run_folder(ckpt):
-    with running_studio(ckpt, "--host", "0.0.0.0") as (url, proc):
+    with running_studio(ckpt, "--host", "0.0.0.0") as (url, proc, errors):
         (record,) = generate(url)
     assert proc.returncode == 0  # Ctrl-C stops it cleanly
-    assert "warning: listening on 0.0.0.0, not localhost" in proc.stderr.read()
+    assert "warning: listening on 0.0.0.0, not localhost" in "".join(errors)
     assert (ckpt / "studio" / f"{record['id']}.wav").is_file()
     assert json.loads((ckpt / "studio" / f"{record['id']}.json").read_text())["checkpoint"] == str(ckpt)
     shutil.rmtree(ckpt / "studio")
+
+
+def test_ctrl_c_waits_only_so_long_for_what_cannot_be_cancelled(ckpt, tmp_path, monkeypatch, capsys):
+    """The start-up calibration (like a decode) checks no cancel flag: closing waits for it at most
+    CLOSE_WAIT_SECONDS, then leaves the daemon worker to die with the process."""
+    from wavediff.models.factory import load_denoiser
+    from wavediff.studio import jobs
+
+    stuck = threading.Event()
+    monkeypatch.setattr(jobs, "calibrate", lambda model: stuck.wait(60) or jobs.CostModel(per_frame=0.0))
+    monkeypatch.setattr(jobs, "CLOSE_WAIT_SECONDS", 0.5)
+    studio = jobs.Studio(load_denoiser(ckpt, "cpu"), History(tmp_path / "history", 10**8), {"checkpoint": str(ckpt)})
+    started = time.monotonic()
+    studio.close()
+    assert time.monotonic() - started < 5
+    assert "stopped without waiting for the running job" in capsys.readouterr().err
+    stuck.set()
 
 
 def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
@@ -337,7 +364,7 @@ def test_the_page_in_a_real_browser(ckpt, tmp_path):
     from PIL import Image
     from playwright.sync_api import expect, sync_playwright
 
-    with running_studio(ckpt, "--history", str(tmp_path / "history")) as (url, _), sync_playwright() as p:
+    with running_studio(ckpt, "--history", str(tmp_path / "history")) as (url, _, _), sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         errors: list[str] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -178,6 +179,7 @@ class CostModel:
 
 
 LEARNING_RATE = 0.7
+CLOSE_WAIT_SECONDS = 10.0  # Ctrl-C waits this long at most for a job's uncancellable stretch
 CALIBRATION_MAX_FRAMES = 2048  # the demo model's 4-bar loop; a model of finer frames is timed on 2048
 
 
@@ -537,7 +539,9 @@ class Studio:
         return [self.view(j) for j in found]
 
     def close(self) -> None:
-        """Stop the worker after the job it is running (queued jobs are cancelled)."""
+        """Stop the worker after the U-Net call it is in (queued jobs are cancelled). A stretch that cannot
+        be cancelled (a decode, the start-up calibration) is waited for up to CLOSE_WAIT_SECONDS, then
+        left to die with the process: a cancelled job writes nothing, so nothing half-written is lost."""
         with self._lock:
             self._stopping = True
             for job in self._queue:
@@ -546,7 +550,9 @@ class Studio:
             if self._current is not None:
                 self._current.cancel = True
             self._wake.notify()
-        self._worker.join()
+        self._worker.join(timeout=CLOSE_WAIT_SECONDS)
+        if self._worker.is_alive():
+            print("wavediff studio: stopped without waiting for the running job to finish", file=sys.stderr)
 
     # ----------------------------------------------------------------- the worker
 
