@@ -337,6 +337,26 @@ def test_ctrl_c_waits_only_so_long_for_what_cannot_be_cancelled(ckpt, tmp_path, 
     stuck.set()
 
 
+@pytest.mark.slow  # a server process per signal
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_stops_it_cleanly_even_started_in_the_background(ckpt, tmp_path, number):
+    """`wavediff studio … &` in a script starts with SIGINT ignored (POSIX shells do that to background
+    jobs): Ctrl-C must still stop it, and so must a plain `kill`."""
+    command = [sys.executable, "-m", "wavediff.cli", "studio", str(ckpt), "--port", "0"]
+    command += ["--history", str(tmp_path / "history")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731 (as the shell leaves it)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, preexec_fn=ignored
+    )
+    try:
+        assert "http://" in proc.stdout.readline()
+        proc.send_signal(number)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+
+
 def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["studio", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

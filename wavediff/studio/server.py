@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import sys
 import traceback
 from http import HTTPStatus
@@ -228,8 +229,19 @@ class Handler(BaseHTTPRequestHandler):
             raise _Answer(HTTPStatus.NOT_FOUND, f"no API {self.path}")
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and `kill` (SIGTERM) both stop the studio cleanly, also when it was started in the
+    background, where the shell hands SIGINT down ignored and Python would never see Ctrl-C."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, stop)
+
+
 def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860) -> int:
-    """Serve until Ctrl-C; warns when bound beyond loopback (the studio has no login)."""
+    """Serve until Ctrl-C or SIGTERM; warns when bound beyond loopback (the studio has no login)."""
     if not is_loopback(host):
         print(
             f"wavediff studio: warning: listening on {host}, not localhost: anyone who can reach this machine "
@@ -243,8 +255,9 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860) -> int:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     for skipped in studio.history.skipped:
         print(f"wavediff studio: skipped a history record: {skipped}", file=sys.stderr, flush=True)
-    print(f"wavediff studio: {server.url} (history in {studio.history.folder}; Ctrl-C to stop)", flush=True)
+    _stop_on_signals()  # before the address is out: whoever reads it may signal at once
     try:
+        print(f"wavediff studio: {server.url} (history in {studio.history.folder}; Ctrl-C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
