@@ -60,7 +60,6 @@ class LoopDiffusion(nn.Module):
             raise ConfigError(f"channels is {recipe.channels} but the autoencoder makes {autoencoder.latent_dim}")
         if recipe.channels < 1:
             raise ConfigError("channels must be resolved (positive) before the model is built")
-        self.sigma_data = diffusion.sigma_data
         shift, scale = torch.zeros(recipe.channels), torch.full((recipe.channels,), diffusion.sigma_data)
         if diffusion.normalize == "channel":
             if len(diffusion.channel_mean) != recipe.channels or len(diffusion.channel_std) != recipe.channels:
